@@ -1,0 +1,86 @@
+//! The admitted path: a valid key through the guard, the in-memory registry and the
+//! per-key limiter, to an inner service that answers at once.
+//!
+//! - `no_guard`: the inner service alone, the floor every other number stands on;
+//! - `guard+limiter/generated_key`: the path of the targets (median ≤ 250 ns);
+//! - `guard+limiter/opaque_key`: a key such as `openssl rand -base64 32`, looked up by
+//!   its digest instead of its key id;
+//! - `guard/generated_key`: without the rate limit, to show the limiter's share;
+//! - `guard+limiter+failed_attempts/generated_key`: the production setup of the examples,
+//!   which also reads the client address and checks its failures before the lookup;
+//! - `no_guard/client_addr`: the floor of the previous one, whose requests carry the
+//!   client address in their extensions.
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use http::StatusCode;
+use tower::Layer as _;
+
+use crate::{
+    bench_calls,
+    fixtures::{
+        Stages, expect_status, failed_attempt_limiter, guard, inner, registry, request,
+        request_from_client,
+    },
+};
+
+pub(crate) fn bench(c: &mut Criterion) {
+    let (registry, keys) = registry();
+    let mut group = c.benchmark_group("admitted");
+    group.throughput(Throughput::Elements(1));
+
+    bench_calls(
+        &mut group,
+        BenchmarkId::from_parameter("no_guard"),
+        inner,
+        || request(Some(&keys.generated)),
+    );
+
+    for (name, key) in [
+        ("generated_key", &keys.generated),
+        ("opaque_key", &keys.opaque),
+    ] {
+        bench_calls(
+            &mut group,
+            BenchmarkId::new("guard+limiter", name),
+            || {
+                let mut service = guard(&registry, Stages::limited()).layer(inner());
+                expect_status(&mut service, request(Some(key)), StatusCode::OK);
+                service
+            },
+            || request(Some(key)),
+        );
+    }
+
+    bench_calls(
+        &mut group,
+        BenchmarkId::new("guard", "generated_key"),
+        || {
+            let mut service = guard(&registry, Stages::guard_only()).layer(inner());
+            expect_status(&mut service, request(Some(&keys.generated)), StatusCode::OK);
+            service
+        },
+        || request(Some(&keys.generated)),
+    );
+
+    bench_calls(
+        &mut group,
+        BenchmarkId::new("guard+limiter+failed_attempts", "generated_key"),
+        || {
+            let stages = Stages::limited().failed_attempts(failed_attempt_limiter(false));
+            let mut service = guard(&registry, stages).layer(inner());
+            let request = request_from_client(Some(&keys.generated));
+            expect_status(&mut service, request, StatusCode::OK);
+            service
+        },
+        || request_from_client(Some(&keys.generated)),
+    );
+
+    bench_calls(
+        &mut group,
+        BenchmarkId::new("no_guard", "client_addr"),
+        inner,
+        || request_from_client(Some(&keys.generated)),
+    );
+
+    group.finish();
+}

@@ -1,0 +1,60 @@
+//! The limiters alone, without the guard around them:
+//!
+//! - `governor_backend/admitted` and `governor_backend/refused`: `GovernorBackend::check`
+//!   (the per-key limit of the guard: governor's GCRA plus the decision keygate turns into
+//!   headers), for a key with an unlimited quota and for one whose quota is used up;
+//! - `governor/admitted`: governor's own keyed limiter (`RateLimiter::keyed`, `String`
+//!   keys), what tower_governor calls, as the floor of the backend;
+//! - `failed_attempts/clean` and `failed_attempts/blocked`: `FailedAttemptLimiter::check`
+//!   for a client with no failures (no entry) and for a blocked client.
+
+use std::{hint::black_box, num::NonZeroU32};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use futures_util::FutureExt as _;
+use governor::{DefaultKeyedRateLimiter, RateLimiter};
+use keygate::limit::{ClientKey, GovernorBackend, RateLimitBackend as _};
+
+use crate::fixtures::{CLIENT, EXHAUSTED_TIER, failed_attempt_limiter, tiers};
+
+pub(crate) fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("limiter");
+    group.throughput(Throughput::Elements(1));
+    let one = NonZeroU32::MIN;
+
+    let backend = GovernorBackend::new(tiers());
+    let check = |key: &str, tier: &str| {
+        backend
+            .check(black_box(key), black_box(tier), one)
+            .now_or_never()
+            .expect("in-memory checks answer at once")
+            .expect("a decision")
+    };
+    assert!(check("coordinator-1", "default").allowed);
+    assert!(check("coordinator-3", EXHAUSTED_TIER).allowed);
+    assert!(!check("coordinator-3", EXHAUSTED_TIER).allowed);
+    group.bench_function(BenchmarkId::new("governor_backend", "admitted"), |b| {
+        b.iter(|| check("coordinator-1", "default"));
+    });
+    group.bench_function(BenchmarkId::new("governor_backend", "refused"), |b| {
+        b.iter(|| check("coordinator-3", EXHAUSTED_TIER));
+    });
+
+    let governor: DefaultKeyedRateLimiter<String> =
+        RateLimiter::keyed(governor::Quota::per_second(NonZeroU32::MAX));
+    let key = "coordinator-1".to_owned();
+    group.bench_function(BenchmarkId::new("governor", "admitted"), |b| {
+        b.iter(|| governor.check_key(black_box(&key)).is_ok());
+    });
+
+    let client = ClientKey::from(CLIENT);
+    for (name, blocked) in [("clean", false), ("blocked", true)] {
+        let limiter = failed_attempt_limiter(blocked);
+        assert_eq!(limiter.check(client).is_err(), blocked);
+        group.bench_function(BenchmarkId::new("failed_attempts", name), |b| {
+            b.iter(|| limiter.check(black_box(client)));
+        });
+    }
+
+    group.finish();
+}

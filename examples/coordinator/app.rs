@@ -1,0 +1,956 @@
+//! The coordinator's API: jobs kept in memory and isolated by workspace, and the admin
+//! routes that register coordinators and rotate or revoke their keys.
+//!
+//! Used by `main.rs` and, in process, by `tests/coordinator.rs`.
+//!
+//! | route | who |
+//! |---|---|
+//! | `GET /coordinator/health` | anyone (the one public route) |
+//! | `POST /coordinator/jobs`, `GET /coordinator/jobs/{id}`, `PATCH /coordinator/jobs/{id}/status` and `/progress`, `POST /coordinator/jobs/{id}/complete`, `/fail`, `/retry` | a coordinator key, for the workspaces it may use |
+//! | `POST /admin/coordinators`, `POST /admin/keys/{keyId}/rotate`, `DELETE /admin/keys/{keyId}` | a key with scope `admin` |
+//!
+//! Workspace isolation: creating a job in a workspace the key may not use is 403
+//! `workspace_forbidden`; a job of such a workspace is answered exactly like a job that
+//! does not exist (404 `not_found`), so that ids cannot be probed.
+//!
+//! # One process or several replicas
+//!
+//! Without `REDIS_URL`, keys and rate limits live in this process's memory. With
+//! `REDIS_URL` (and the crate built with `--features redis`), several copies of the
+//! coordinator can run behind one address and share, through that Redis server:
+//!
+//! - **keys** ([`RedisRegistry`](keygate::redis::RedisRegistry)): a coordinator registered,
+//!   or a key rotated, through one replica works on every replica at once, and a key
+//!   revoked through one is refused by all of them within milliseconds (at the latest
+//!   when the local cache entry expires, 10 s, if a replica missed the message);
+//! - **the request limit** ([`RedisRateLimit`](keygate::redis::RedisRateLimit)): 100
+//!   requests per minute per principal across all replicas, not per replica.
+//!
+//! The configured keys (`COORDINATOR_API_KEY`, `ADMIN_API_KEY`) are registered by the
+//! first replica; the others find them registered and accept them if the registry has
+//! them for the same principal (see [`ConfiguredKey`]). A revoked configured key stays
+//! revoked when a replica restarts.
+//!
+//! What is **not** shared:
+//!
+//! - **Jobs** are kept in each process's memory, for the example: a job created through
+//!   one replica is unknown to the others. A real service keeps them in a database that
+//!   every replica uses.
+//! - **The failed-attempt limiter** stays per process, on purpose: it is a local
+//!   brute-force brake, keyed by client address, that answers before any registry lookup.
+//!   Kept in memory, it costs nothing per refused request, and a flood of bad keys puts no
+//!   load on Redis, which every replica depends on; spread over `n` replicas, an attacker
+//!   gets `n` times the allowance, which changes nothing against 256-bit keys.
+//! - **The audit log**: each replica writes its own hash chain (give each its own
+//!   `AUDIT_LOG`); a real deployment ships them to one store.
+//! - **The admin lock**: the admin routes serialize their read-then-write updates within
+//!   one replica only, so two replicas asked at the same moment to register the same name
+//!   may both succeed. A real service makes the name unique in its database.
+//!
+//! If Redis cannot be reached, guarded requests are refused with 503 `auth_unavailable`
+//! (the limit fails closed) until it answers again; nothing needs restarting.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use axum::{
+    Extension, Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::{delete, get, patch, post},
+};
+use keygate::{
+    ApiKey, AuditEvent, AuditSink, InMemoryRegistry, IssuedKey, KeyGrant, KeyId, KeyRecord,
+    KeyRegistry, KeyStatus, Outcome, Principal, RateLimit, RegistryError, Rejection,
+    scope::RequireScope,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::common::{
+    self, ApiError, ConfigError, JsonBody, Lookup, PathParam, RedisUrl, ServerConfig, StartError,
+};
+
+/// The principal id of the coordinator whose key is configured in the environment.
+pub(crate) const FIRST_COORDINATOR: &str = "coordinator";
+/// The principal id of the administrator.
+pub(crate) const ADMIN: &str = "admin";
+/// The scope of the admin routes.
+pub(crate) const ADMIN_SCOPE: &str = "admin";
+/// The longest key-rotation overlap accepted: one week.
+pub(crate) const MAX_OVERLAP_SECONDS: u64 = 7 * 24 * 3600;
+/// The most workspaces one coordinator may be given.
+pub(crate) const MAX_WORKSPACES: usize = 100;
+/// The longest failure message accepted, in bytes.
+pub(crate) const MAX_ERROR_LEN: usize = 4096;
+
+// ---------------------------------------------------------------------------------------
+// Configuration
+
+/// The coordinator's configuration, from the environment. `Debug` shows no secret (keys
+/// print as `ApiKey([REDACTED])`, the Redis URL without its password).
+#[derive(Debug)]
+pub(crate) struct Config {
+    /// `LISTEN_ADDR`, `AUDIT_LOG`, `FAILED_ATTEMPTS_PER_MINUTE`.
+    pub(crate) server: ServerConfig,
+    /// `COORDINATOR_API_KEY`: the key of the first coordinator.
+    pub(crate) coordinator_key: ApiKey,
+    /// `COORDINATOR_WORKSPACES`: the workspaces the first coordinator may use.
+    pub(crate) coordinator_workspaces: Vec<String>,
+    /// `ADMIN_API_KEY`: the key with scope `admin`.
+    pub(crate) admin_key: ApiKey,
+    /// `REDIS_URL`: the Redis server on which replicas share keys and rate limits
+    /// (printed with its password redacted); `None` keeps them in memory.
+    pub(crate) redis_url: Option<RedisUrl>,
+}
+
+impl Config {
+    /// Reads the configuration through `lookup` (`|name| std::env::var(name).ok()`).
+    pub(crate) fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let lookup: Lookup<'_> = &lookup;
+        const WORKSPACES_HOW: &str = "set it to the comma-separated workspace ids the first \
+                                      coordinator may use, e.g. COORDINATOR_WORKSPACES=ws-1,ws-2";
+        let config = Self {
+            server: ServerConfig::from_lookup(lookup)?,
+            coordinator_key: common::required_key(lookup, "COORDINATOR_API_KEY")?,
+            coordinator_workspaces: common::id_list(
+                lookup,
+                "COORDINATOR_WORKSPACES",
+                WORKSPACES_HOW,
+            )?
+            .ok_or(ConfigError::Missing {
+                var: "COORDINATOR_WORKSPACES",
+                how: WORKSPACES_HOW,
+            })?,
+            admin_key: common::required_key(lookup, "ADMIN_API_KEY")?,
+            redis_url: common::redis_url(lookup)?,
+        };
+        if config
+            .admin_key
+            .digest()
+            .ct_eq(&config.coordinator_key.digest())
+        {
+            return Err(ConfigError::Invalid {
+                var: "ADMIN_API_KEY",
+                problem: "it is the same key as COORDINATOR_API_KEY".to_owned(),
+                how: "give the administrator a key of its own, e.g. from \
+                      `openssl rand -base64 32`",
+            });
+        }
+        Ok(config)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The router
+
+/// The coordinator's router, guarded: keys and rate limits in memory, or on the Redis
+/// server of `config.redis_url`, shared with the other replicas (see the module docs).
+/// The configured keys are registered (or, on Redis, found registered by another
+/// replica), the admin routes add to the registry, and every decision and action goes
+/// to the audit log at `config.server.audit_log`.
+pub(crate) async fn router(config: Config) -> Result<Router, StartError> {
+    let audit: Arc<dyn AuditSink> = common::open_audit_log(&config.server.audit_log)?;
+    let Store { registry, requests } = Store::open(&config).await?;
+    let configured = [
+        ConfiguredKey {
+            var: "COORDINATOR_API_KEY",
+            key: &config.coordinator_key,
+            principal: FIRST_COORDINATOR,
+            workspaces: &config.coordinator_workspaces,
+            scopes: &[],
+        },
+        ConfiguredKey {
+            var: "ADMIN_API_KEY",
+            key: &config.admin_key,
+            principal: ADMIN,
+            workspaces: &[],
+            scopes: &[ADMIN_SCOPE],
+        },
+    ];
+    ConfiguredKey::register_all(registry.as_ref(), &configured).await?;
+
+    let guard = common::guard_builder_with(&config.server, Arc::clone(&audit), requests)
+        .shared_registry(Arc::clone(&registry))
+        .public_path("/coordinator/health")
+        .build()?;
+
+    let state = AppState {
+        jobs: Arc::default(),
+        registry,
+        audit: Arc::clone(&audit),
+        admin: Arc::default(),
+    };
+    let jobs = Router::new()
+        .route("/coordinator/health", get(health))
+        .route("/coordinator/jobs", post(create_job))
+        .route("/coordinator/jobs/{id}", get(get_job))
+        .route("/coordinator/jobs/{id}/status", patch(set_status))
+        .route("/coordinator/jobs/{id}/progress", patch(set_progress))
+        .route("/coordinator/jobs/{id}/complete", post(complete_job))
+        .route("/coordinator/jobs/{id}/fail", post(fail_job))
+        .route("/coordinator/jobs/{id}/retry", post(retry_job));
+    let admin = Router::new()
+        .route("/admin/coordinators", post(register_coordinator))
+        .route("/admin/keys/{key_id}/rotate", post(rotate_key))
+        .route("/admin/keys/{key_id}", delete(revoke_key))
+        // Only matched routes: an unknown /admin path is a plain 404.
+        .route_layer(RequireScope::new(ADMIN_SCOPE).audit(audit));
+    Ok(common::api_defaults(jobs.merge(admin).with_state(state)).layer(guard))
+}
+
+/// Where keys and the request limit live.
+struct Store {
+    registry: Arc<dyn KeyRegistry>,
+    /// 100 requests per minute per principal.
+    requests: RateLimit,
+}
+
+impl Store {
+    /// In this process's memory without `REDIS_URL`; with it, on its Redis server, shared
+    /// by every replica.
+    async fn open(config: &Config) -> Result<Self, StartError> {
+        match &config.redis_url {
+            None => Ok(Self {
+                registry: Arc::new(InMemoryRegistry::new()),
+                requests: common::in_memory_requests(&config.server),
+            }),
+            Some(url) => Self::redis(url, &config.server).await,
+        }
+    }
+
+    /// The registry and the request limit on Redis. The limit counts in the Redis
+    /// server's time, or in `server.clock` when that is a manual clock (tests).
+    #[cfg(feature = "redis")]
+    async fn redis(url: &RedisUrl, server: &ServerConfig) -> Result<Self, StartError> {
+        use keygate::{
+            limit::Tiers,
+            redis::{RedisError, RedisRateLimit, RedisRegistry},
+        };
+        let unreachable = |source: RedisError| StartError::Redis {
+            url: url.clone(),
+            source: source.into(),
+        };
+        let registry = RedisRegistry::connect(url.expose())
+            .await
+            .map_err(unreachable)?;
+        let requests = RedisRateLimit::connect(url.expose(), Tiers::default())
+            .await
+            .map_err(unreachable)?
+            .with_clock(server.clock.clone());
+        Ok(Self {
+            registry: Arc::new(registry),
+            requests: RateLimit::new(requests),
+        })
+    }
+
+    /// Without the `redis` feature, a configuration cannot name a Redis server
+    /// ([`Config::from_lookup`] refuses `REDIS_URL`).
+    #[cfg(not(feature = "redis"))]
+    async fn redis(_: &RedisUrl, _: &ServerConfig) -> Result<Self, StartError> {
+        Err(common::redis_unsupported().into())
+    }
+}
+
+/// A key from the configuration and what it is for.
+///
+/// Registering it is idempotent across replicas: the first replica to start registers
+/// it; the next ones find it registered (`Duplicate`) and accept that when the registry
+/// has it, by digest, for the same principal. They refuse to start when it has it for
+/// another principal, or when another key has its key id. The stored record is what
+/// counts: a revoked key stays revoked, and workspaces or scopes configured differently
+/// than at its registration are not applied (both are reported on stderr).
+struct ConfiguredKey<'a> {
+    /// The variable the key came from.
+    var: &'static str,
+    key: &'a ApiKey,
+    principal: &'static str,
+    workspaces: &'a [String],
+    scopes: &'a [&'static str],
+}
+
+impl ConfiguredKey<'_> {
+    /// Registers `keys`, or accepts them as registered. Checks them all first, so that a
+    /// refusal leaves none of them registered.
+    async fn register_all(
+        registry: &dyn KeyRegistry,
+        keys: &[ConfiguredKey<'_>],
+    ) -> Result<(), StartError> {
+        let mut registered = Vec::with_capacity(keys.len());
+        for key in keys {
+            registered.push(key.registered(registry).await?);
+        }
+        for (key, registered) in keys.iter().zip(registered) {
+            if registered {
+                continue;
+            }
+            match registry.register_key(key.key, key.grant()).await {
+                Ok(_) => {}
+                // Another replica, starting at the same moment, was first.
+                Err(RegistryError::Duplicate) => {
+                    if !key.registered(registry).await? {
+                        return Err(key.taken(None));
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn grant(&self) -> KeyGrant {
+        KeyGrant::new(self.principal)
+            .workspaces(self.workspaces)
+            .scopes(self.scopes.iter().copied())
+            .label(self.var)
+    }
+
+    /// Whether the registry has the key for its principal already; an error if it has
+    /// it for another one.
+    async fn registered(&self, registry: &dyn KeyRegistry) -> Result<bool, StartError> {
+        let Some(record) = registry.find_by_digest(&self.key.digest()).await? else {
+            return Ok(false);
+        };
+        if record.principal_id != self.principal {
+            return Err(self.taken(Some(record.principal_id.clone())));
+        }
+        self.report_differences(&record);
+        Ok(true)
+    }
+
+    fn taken(&self, registered_to: Option<String>) -> StartError {
+        StartError::KeyTaken {
+            var: self.var,
+            principal: self.principal,
+            registered_to,
+        }
+    }
+
+    /// Says on stderr where the registered record, which is what counts, differs from
+    /// the configuration.
+    fn report_differences(&self, record: &KeyRecord) {
+        let var = self.var;
+        if record.status_at(OffsetDateTime::now_utc()) != KeyStatus::Active {
+            eprintln!(
+                "coordinator: warning: {var} is revoked or expired in the shared key registry \
+                 and stays refused; configure a new key"
+            );
+        }
+        if !same_set(
+            &record.workspaces,
+            self.workspaces.iter().map(String::as_str),
+        ) {
+            eprintln!(
+                "coordinator: warning: {var} is registered with the workspaces {:?}, which \
+                 apply, not the configured {:?} (to change them, configure a new key)",
+                record.workspaces, self.workspaces
+            );
+        }
+        if !same_set(&record.scopes, self.scopes.iter().copied()) {
+            eprintln!(
+                "coordinator: warning: {var} is registered with the scopes {:?}, which \
+                 apply, not {:?} (to change them, configure a new key)",
+                record.scopes, self.scopes
+            );
+        }
+    }
+}
+
+/// Whether `stored` and `configured` hold the same ids, in any order.
+fn same_set<'a>(stored: &[String], configured: impl Iterator<Item = &'a str> + Clone) -> bool {
+    configured.clone().all(|id| stored.iter().any(|s| s == id))
+        && stored.iter().all(|s| configured.clone().any(|id| id == s))
+}
+
+#[derive(Clone)]
+struct AppState {
+    /// The jobs by id. Kept in memory for the example (a real service keeps them in a
+    /// database); every creation is authenticated and rate-limited, which bounds growth.
+    jobs: Arc<Mutex<HashMap<String, Job>>>,
+    /// In memory, or on Redis and shared with the other replicas.
+    registry: Arc<dyn KeyRegistry>,
+    audit: Arc<dyn AuditSink>,
+    /// Serializes the admin routes' read-then-write registry updates (within this
+    /// replica: see the module docs).
+    admin: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl AppState {
+    fn jobs(&self) -> MutexGuard<'_, HashMap<String, Job>> {
+        // Nothing that changes a job can panic, so a poisoned lock still guards whole
+        // jobs: use it as it is.
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records a handler's action with who did it, in which workspace and on what (a job
+    /// id, a key id), and passes its result on.
+    fn audited<T>(
+        &self,
+        principal: &Principal,
+        action: &'static str,
+        workspace: Option<&str>,
+        target: Option<&str>,
+        result: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let reason = result.as_ref().err().map(ApiError::reason);
+        self.record(principal, action, workspace, target, reason);
+        result
+    }
+
+    fn record(
+        &self,
+        principal: &Principal,
+        action: &'static str,
+        workspace: Option<&str>,
+        target: Option<&str>,
+        refused_because: Option<&str>,
+    ) {
+        let outcome = match refused_because {
+            None => Outcome::Succeeded,
+            Some(_) => Outcome::Failed,
+        };
+        let mut event = AuditEvent::new(action, outcome)
+            .with_principal_id(principal.id())
+            .with_key_id(principal.key_id());
+        if let Some(workspace) = workspace {
+            event = event.with_workspace(workspace);
+        }
+        if let Some(target) = target {
+            event = event.with_target(target);
+        }
+        if let Some(reason) = refused_because {
+            event = event.with_reason(reason);
+        }
+        self.audit.record(event);
+    }
+
+    /// Applies `change` to job `id` if `principal` may see it, records the action, and
+    /// answers with the job as it is afterwards.
+    fn change_job(
+        &self,
+        principal: &Principal,
+        id: &str,
+        action: &'static str,
+        change: impl FnOnce(&mut Job) -> Result<(), ApiError>,
+    ) -> Result<Json<Job>, ApiError> {
+        let mut jobs = self.jobs();
+        let (workspace, result) = match jobs.get_mut(id) {
+            Some(job) if principal.may_use_workspace(&job.workspace_id) => {
+                let result = change(job).map(|()| Json(job.clone()));
+                (Some(job.workspace_id.clone()), result)
+            }
+            Some(job) => {
+                // Another workspace's job: answered exactly as a missing one, but audited
+                // as what it is.
+                let workspace = job.workspace_id.clone();
+                drop(jobs);
+                self.record(
+                    principal,
+                    action,
+                    Some(&workspace),
+                    Some(id),
+                    Some("workspace_forbidden"),
+                );
+                return Err(no_such_job());
+            }
+            None => (None, Err(no_such_job())),
+        };
+        drop(jobs);
+        self.audited(principal, action, workspace.as_deref(), Some(id), result)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Jobs
+
+/// Where a job is in its life, and the routes that move it (anything else is 409
+/// `invalid_transition`):
+///
+/// ```text
+/// from \ to   running        completed      failed     cancelled      pending
+/// pending     PATCH /status  POST /complete POST /fail PATCH /status  -
+/// running     -              POST /complete POST /fail PATCH /status  -
+/// failed      -              -              -          -              POST /retry
+/// cancelled   -              -              -          -              POST /retry
+/// completed   (final)
+/// ```
+///
+/// Progress may be reported while the job is `pending` or `running`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum JobStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the job is still to be done (so it may start, progress, end or be cancelled).
+    fn is_active(self) -> bool {
+        matches!(self, Self::Pending | Self::Running)
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Job {
+    id: String,
+    workspace_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    status: JobStatus,
+    /// 0 to 100.
+    progress: u8,
+    payload: Option<Value>,
+    result: Option<Value>,
+    error: Option<String>,
+    /// 1 when created, one more for each retry.
+    attempts: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+}
+
+impl Job {
+    /// A pending job, if `principal` may use its workspace (else 403 `workspace_forbidden`).
+    fn new(principal: &Principal, new: NewJob) -> Result<Self, ApiError> {
+        principal.require_workspace(&new.workspace_id)?;
+        if !common::is_valid_id(&new.kind) {
+            return Err(ApiError::invalid_body(
+                "`type` must be 1 to 64 letters, digits, `-`, `_` or `.`",
+            ));
+        }
+        let now = OffsetDateTime::now_utc();
+        Ok(Self {
+            id: new_job_id()?,
+            workspace_id: new.workspace_id,
+            kind: new.kind,
+            status: JobStatus::Pending,
+            progress: 0,
+            payload: new.payload,
+            result: None,
+            error: None,
+            attempts: 1,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    /// Moves the job to `next` if `allowed`, else 409 `invalid_transition`.
+    fn transition(&mut self, allowed: bool, verb: &str, next: JobStatus) -> Result<(), ApiError> {
+        if !allowed {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "invalid_transition",
+                format!("the job is {}; it cannot be {verb}", self.status.as_str()),
+            ));
+        }
+        self.status = next;
+        self.updated_at = OffsetDateTime::now_utc();
+        Ok(())
+    }
+}
+
+fn no_such_job() -> ApiError {
+    ApiError::not_found("no such job")
+}
+
+/// A new random job id: `job_` and 32 hex digits.
+fn new_job_id() -> Result<String, ApiError> {
+    let mut bytes = [0_u8; 16];
+    getrandom::fill(&mut bytes).map_err(|_| {
+        ApiError::Rejected(Rejection::AuthUnavailable {
+            retry_after: Duration::from_secs(1),
+        })
+    })?;
+    Ok(format!("job_{}", hex::encode(bytes)))
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewJob {
+    workspace_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    payload: Option<Value>,
+}
+
+async fn create_job(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    JsonBody(new): JsonBody<NewJob>,
+) -> Result<impl IntoResponse, ApiError> {
+    let workspace = new.workspace_id.clone();
+    let result = Job::new(&principal, new).inspect(|job| {
+        state.jobs().insert(job.id.clone(), job.clone());
+    });
+    let id = result.as_ref().ok().map(|job| job.id.clone());
+    let job = state.audited(
+        &principal,
+        "job.create",
+        Some(&workspace),
+        id.as_deref(),
+        result,
+    )?;
+    let location = format!("/coordinator/jobs/{}", job.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(job),
+    ))
+}
+
+async fn get_job(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParam(id): PathParam<String>,
+) -> Result<Json<Job>, ApiError> {
+    state.change_job(&principal, &id, "job.read", |_| Ok(()))
+}
+
+/// The statuses `PATCH .../status` may set; the others have their own routes
+/// (`complete`, `fail`, `retry`), which carry what they need.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum StatusChange {
+    Running,
+    Cancelled,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetStatus {
+    status: StatusChange,
+}
+
+async fn set_status(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParam(id): PathParam<String>,
+    JsonBody(body): JsonBody<SetStatus>,
+) -> Result<Json<Job>, ApiError> {
+    state.change_job(&principal, &id, "job.status", |job| match body.status {
+        StatusChange::Running => {
+            let allowed = job.status == JobStatus::Pending;
+            job.transition(allowed, "started", JobStatus::Running)
+        }
+        StatusChange::Cancelled => {
+            let allowed = job.status.is_active();
+            job.transition(allowed, "cancelled", JobStatus::Cancelled)
+        }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetProgress {
+    progress: u8,
+}
+
+async fn set_progress(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParam(id): PathParam<String>,
+    JsonBody(body): JsonBody<SetProgress>,
+) -> Result<Json<Job>, ApiError> {
+    if body.progress > 100 {
+        let error = ApiError::invalid_body("`progress` must be from 0 to 100");
+        return state.audited(&principal, "job.progress", None, Some(&id), Err(error));
+    }
+    state.change_job(&principal, &id, "job.progress", |job| {
+        let status = job.status;
+        job.transition(status.is_active(), "given progress", status)?;
+        job.progress = body.progress;
+        Ok(())
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Complete {
+    #[serde(default)]
+    result: Option<Value>,
+}
+
+async fn complete_job(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParam(id): PathParam<String>,
+    JsonBody(body): JsonBody<Complete>,
+) -> Result<Json<Job>, ApiError> {
+    state.change_job(&principal, &id, "job.complete", |job| {
+        let allowed = job.status.is_active();
+        job.transition(allowed, "completed", JobStatus::Completed)?;
+        job.progress = 100;
+        job.result = body.result;
+        Ok(())
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fail {
+    error: String,
+}
+
+async fn fail_job(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParam(id): PathParam<String>,
+    JsonBody(body): JsonBody<Fail>,
+) -> Result<Json<Job>, ApiError> {
+    if body.error.trim().is_empty() || body.error.len() > MAX_ERROR_LEN {
+        let error =
+            ApiError::invalid_body("`error` must be a non-empty text of at most 4096 bytes");
+        return state.audited(&principal, "job.fail", None, Some(&id), Err(error));
+    }
+    state.change_job(&principal, &id, "job.fail", |job| {
+        let allowed = job.status.is_active();
+        job.transition(allowed, "failed", JobStatus::Failed)?;
+        job.error = Some(body.error);
+        Ok(())
+    })
+}
+
+async fn retry_job(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    PathParam(id): PathParam<String>,
+) -> Result<Json<Job>, ApiError> {
+    state.change_job(&principal, &id, "job.retry", |job| {
+        let allowed = matches!(job.status, JobStatus::Failed | JobStatus::Cancelled);
+        job.transition(allowed, "retried", JobStatus::Pending)?;
+        job.progress = 0;
+        job.result = None;
+        job.error = None;
+        job.attempts = job.attempts.saturating_add(1);
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCoordinator {
+    name: String,
+    workspaces: Vec<String>,
+}
+
+/// A key just issued, shown this once.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IssuedKeyBody {
+    principal_id: String,
+    key_id: KeyId,
+    /// The key itself. Never stored: only its digest is.
+    key: String,
+    workspaces: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_key_id: Option<KeyId>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    previous_key_expires_at: Option<OffsetDateTime>,
+}
+
+impl IssuedKeyBody {
+    fn new(issued: &IssuedKey) -> Self {
+        Self {
+            principal_id: issued.record.principal_id.clone(),
+            key_id: issued.record.key_id,
+            key: issued.key.expose_secret().to_owned(),
+            workspaces: issued.record.workspaces.clone(),
+            previous_key_id: None,
+            previous_key_expires_at: None,
+        }
+    }
+
+    /// 201 with the body, kept out of caches: it holds a key.
+    fn created(self) -> impl IntoResponse {
+        (
+            StatusCode::CREATED,
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(self),
+        )
+    }
+}
+
+/// A registry failure as an answer: an unknown key is 404, an outage 503.
+fn registry_error(error: RegistryError) -> ApiError {
+    match error {
+        RegistryError::UnknownKey(_) => no_such_key(),
+        RegistryError::Duplicate => ApiError::conflict("the key is registered already"),
+        _ => ApiError::Rejected(Rejection::AuthUnavailable {
+            retry_after: Duration::from_secs(5),
+        }),
+    }
+}
+
+fn no_such_key() -> ApiError {
+    ApiError::not_found("no such key")
+}
+
+async fn register_coordinator(
+    State(state): State<AppState>,
+    Extension(admin): Extension<Principal>,
+    JsonBody(new): JsonBody<NewCoordinator>,
+) -> Result<impl IntoResponse, ApiError> {
+    let result = async {
+        if !common::is_valid_id(&new.name) {
+            return Err(ApiError::invalid_body(
+                "`name` must be 1 to 64 letters, digits, `-`, `_` or `.`",
+            ));
+        }
+        if new.workspaces.is_empty()
+            || new.workspaces.len() > MAX_WORKSPACES
+            || !new.workspaces.iter().all(|ws| common::is_valid_id(ws))
+        {
+            return Err(ApiError::invalid_body(
+                "`workspaces` must list 1 to 100 ids of 1 to 64 letters, digits, `-`, `_` or `.`",
+            ));
+        }
+        let _serialized = state.admin.lock().await;
+        let existing = state
+            .registry
+            .list_keys(&new.name)
+            .await
+            .map_err(registry_error)?;
+        if !existing.is_empty() {
+            return Err(ApiError::conflict(format!(
+                "a principal named `{}` exists already",
+                new.name
+            )));
+        }
+        let grant = KeyGrant::new(new.name)
+            .workspaces(new.workspaces)
+            .label(format!("registered by {}", admin.id()));
+        state.registry.issue(grant).await.map_err(registry_error)
+    }
+    .await;
+    let new_key = result.as_ref().ok().map(|issued| issued.record.key_id);
+    let issued = state.audited(
+        &admin,
+        "coordinator.register",
+        None,
+        new_key.as_ref().map(KeyId::as_str),
+        result,
+    )?;
+    Ok(IssuedKeyBody::new(&issued).created())
+}
+
+/// The key `text` names, if it is registered and still works: 404 for an unknown key,
+/// 409 for a revoked or expired one.
+async fn active_key(state: &AppState, text: &str) -> Result<KeyId, ApiError> {
+    let key_id = KeyId::parse(text).map_err(|_| no_such_key())?;
+    let record = state
+        .registry
+        .find_by_id(&key_id)
+        .await
+        .map_err(registry_error)?
+        .ok_or_else(no_such_key)?;
+    match record.status_at(OffsetDateTime::now_utc()) {
+        KeyStatus::Active => Ok(key_id),
+        _ => Err(ApiError::conflict("the key is revoked or expired")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Rotate {
+    /// How long the old key keeps working.
+    overlap_seconds: u64,
+}
+
+async fn rotate_key(
+    State(state): State<AppState>,
+    Extension(admin): Extension<Principal>,
+    PathParam(key_id): PathParam<String>,
+    JsonBody(body): JsonBody<Rotate>,
+) -> Result<impl IntoResponse, ApiError> {
+    let result = async {
+        if body.overlap_seconds > MAX_OVERLAP_SECONDS {
+            return Err(ApiError::invalid_body(
+                "`overlapSeconds` must be from 0 to 604800 (one week)",
+            ));
+        }
+        let _serialized = state.admin.lock().await;
+        // keygate's `rotate` would also rotate a revoked key, handing out a working
+        // successor: refuse that here.
+        let key_id = active_key(&state, &key_id).await?;
+        let overlap = Duration::from_secs(body.overlap_seconds);
+        let issued = state
+            .registry
+            .rotate(&key_id, overlap)
+            .await
+            .map_err(registry_error)?;
+        let old = state
+            .registry
+            .find_by_id(&key_id)
+            .await
+            .map_err(registry_error)?;
+        Ok(IssuedKeyBody {
+            previous_key_id: Some(key_id),
+            previous_key_expires_at: old.and_then(|record| record.expires_at),
+            ..IssuedKeyBody::new(&issued)
+        })
+    }
+    .await;
+    let body = state.audited(&admin, "key.rotate", None, Some(&key_id), result)?;
+    Ok(body.created())
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    Extension(admin): Extension<Principal>,
+    PathParam(key_id): PathParam<String>,
+) -> Result<Json<Value>, ApiError> {
+    let result = async {
+        let key_id = KeyId::parse(&key_id).map_err(|_| no_such_key())?;
+        let record = state
+            .registry
+            .revoke(&key_id, OffsetDateTime::now_utc())
+            .await
+            .map_err(registry_error)?;
+        let revoked_at = record.revoked_at.and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        });
+        Ok(json!({
+            "keyId": record.key_id,
+            "principalId": record.principal_id,
+            "revokedAt": revoked_at,
+        }))
+    }
+    .await;
+    state
+        .audited(&admin, "key.revoke", None, Some(&key_id), result)
+        .map(Json)
+}

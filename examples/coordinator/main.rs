@@ -1,0 +1,64 @@
+//! The coordinator: a job API guarded by keygate.
+//!
+//! ```sh
+//! COORDINATOR_API_KEY=$(openssl rand -base64 32) ADMIN_API_KEY=$(openssl rand -base64 32) \
+//!     COORDINATOR_WORKSPACES=ws-1 cargo run --example coordinator
+//! ```
+//!
+//! Configured only from the environment:
+//!
+//! | variable | |
+//! |---|---|
+//! | `COORDINATOR_API_KEY` | required: the first coordinator's key, at least 32 characters |
+//! | `COORDINATOR_WORKSPACES` | required: the workspaces it may use, comma-separated |
+//! | `ADMIN_API_KEY` | required: the administrator's key (scope `admin`) |
+//! | `LISTEN_ADDR` | default `127.0.0.1:8080`; port 0 picks a free port |
+//! | `AUDIT_LOG` | default `audit.jsonl`: the hash-chained audit trail |
+//! | `FAILED_ATTEMPTS_PER_MINUTE` | default 10, per client address (per replica) |
+//! | `REDIS_URL` | unset: keys and rate limits in memory; set (e.g. `redis://:password@10.0.0.5:6379/0`, needs `--features redis`): shared with every replica using the same Redis |
+//!
+//! `coordinator --verify-audit <file>` checks an audit log's hash chain instead.
+//! See `app.rs` for the routes.
+//!
+//! # Several replicas
+//!
+//! With `REDIS_URL`, copies of the coordinator behind one address share their keys and
+//! the limit of 100 requests per minute per principal; jobs stay in each process's
+//! memory (a real service keeps them in a database), and each writes its own audit log.
+//! Two replicas on one machine, sharing a throwaway Redis (Redis 6 or later):
+//!
+//! ```sh
+//! redis-server --port 6390 --save "" --appendonly no &
+//! cargo build --features redis --example coordinator
+//! export REDIS_URL=redis://127.0.0.1:6390/ COORDINATOR_WORKSPACES=ws-1 \
+//!     COORDINATOR_API_KEY=$(openssl rand -base64 32) ADMIN_API_KEY=$(openssl rand -base64 32)
+//! LISTEN_ADDR=127.0.0.1:8081 AUDIT_LOG=audit-1.jsonl target/debug/examples/coordinator &
+//! LISTEN_ADDR=127.0.0.1:8082 AUDIT_LOG=audit-2.jsonl target/debug/examples/coordinator &
+//! ```
+//!
+//! Every replica gets the same keys: the first registers them, the others find them
+//! registered. Built without `--features redis`, a set `REDIS_URL` is refused at start.
+
+mod app;
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    common::exit_code(run().await)
+}
+
+async fn run() -> Result<(), common::StartError> {
+    if let common::Command::VerifyAudit(file) =
+        common::command_line("coordinator", std::env::args().skip(1))?
+    {
+        return common::verify_audit(&file);
+    }
+    let config = app::Config::from_lookup(common::env_var)?;
+    println!("coordinator: starting with {config:#?}");
+    let listen_addr = config.server.listen_addr;
+    let router = app::router(config).await?;
+    common::bind_and_serve("coordinator", listen_addr, router).await
+}

@@ -1,0 +1,44 @@
+//! The stitcher: signed webhooks and job dispatch, guarded by keygate.
+//!
+//! ```sh
+//! STITCHER_API_KEY=$(openssl rand -base64 32) \
+//!     STITCHER_WEBHOOK_SECRETS=$(openssl rand -base64 32) cargo run --example stitcher
+//! ```
+//!
+//! Configured only from the environment:
+//!
+//! | variable | |
+//! |---|---|
+//! | `STITCHER_API_KEY` | required: the stitcher's key, at least 32 characters |
+//! | `STITCHER_WEBHOOK_SECRETS` | required: webhook signing secrets, comma-separated (two during a rotation) |
+//! | `STITCHER_WORKSPACES` | optional: the workspaces dispatch may use (any if unset) |
+//! | `LISTEN_ADDR` | default `127.0.0.1:8080`; port 0 picks a free port |
+//! | `AUDIT_LOG` | default `audit.jsonl`: the hash-chained audit trail |
+//! | `FAILED_ATTEMPTS_PER_MINUTE` | default 10, per client address |
+//!
+//! `stitcher --verify-audit <file>` checks an audit log's hash chain instead.
+//! See `app.rs` for the routes and the signature format.
+
+mod app;
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    common::exit_code(run().await)
+}
+
+async fn run() -> Result<(), common::StartError> {
+    if let common::Command::VerifyAudit(file) =
+        common::command_line("stitcher", std::env::args().skip(1))?
+    {
+        return common::verify_audit(&file);
+    }
+    let config = app::Config::from_lookup(common::env_var)?;
+    println!("stitcher: starting with {config:#?}");
+    let listen_addr = config.server.listen_addr;
+    let router = app::router(config)?;
+    common::bind_and_serve("stitcher", listen_addr, router).await
+}

@@ -1,0 +1,44 @@
+//! The websocket server: job updates over WebSocket, guarded by keygate.
+//!
+//! ```sh
+//! WS_API_KEY=$(openssl rand -base64 32) WS_WORKSPACES=ws-1 cargo run --example websocket
+//! ```
+//!
+//! Configured only from the environment:
+//!
+//! | variable | |
+//! |---|---|
+//! | `WS_API_KEY` | required: the clients' key, at least 32 characters |
+//! | `WS_WORKSPACES` | required: the workspaces it may join and publish to, comma-separated |
+//! | `WS_AUTH_TIMEOUT_MS` | default 5000: how long a connection has to authenticate |
+//! | `WS_MESSAGES_PER_MINUTE` | default 120: the messages a principal may send, over all its connections |
+//! | `LISTEN_ADDR` | default `127.0.0.1:8080`; port 0 picks a free port |
+//! | `AUDIT_LOG` | default `audit.jsonl`: the hash-chained audit trail |
+//! | `FAILED_ATTEMPTS_PER_MINUTE` | default 10, per client address |
+//!
+//! `websocket --verify-audit <file>` checks an audit log's hash chain instead.
+//! See `app.rs` for the routes and the protocol.
+
+mod app;
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    common::exit_code(run().await)
+}
+
+async fn run() -> Result<(), common::StartError> {
+    if let common::Command::VerifyAudit(file) =
+        common::command_line("websocket", std::env::args().skip(1))?
+    {
+        return common::verify_audit(&file);
+    }
+    let config = app::Config::from_lookup(common::env_var)?;
+    println!("websocket: starting with {config:#?}");
+    let listen_addr = config.server.listen_addr;
+    let router = app::router(config, app::Hub::default())?;
+    common::bind_and_serve("websocket", listen_addr, router).await
+}

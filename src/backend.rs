@@ -1,0 +1,78 @@
+//! The future type shared by every pluggable backend.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+/// The answer of a backend ([`KeyRegistry`](crate::KeyRegistry),
+/// [`RateLimitBackend`](crate::limit::RateLimitBackend)): ready at once, as
+/// in-memory backends answer, with no allocation, or a boxed future, as network
+/// backends answer.
+///
+/// The guard polls it in place, so the in-memory path never boxes anything.
+///
+/// ```
+/// # use keygate::BackendFuture;
+/// # tokio_test_block_on(async {
+/// let ready = BackendFuture::ready(7);
+/// assert_eq!(ready.await, 7);
+/// let later = BackendFuture::new(async { 6 * 7 });
+/// assert_eq!(later.await, 42);
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+#[must_use = "futures do nothing unless polled"]
+pub struct BackendFuture<'a, T> {
+    inner: Inner<'a, T>,
+}
+
+enum Inner<'a, T> {
+    Ready(Option<T>),
+    Pending(Pin<Box<dyn Future<Output = T> + Send + 'a>>),
+}
+
+impl<'a, T> BackendFuture<'a, T> {
+    /// An answer that is already known.
+    pub fn ready(value: T) -> Self {
+        Self {
+            inner: Inner::Ready(Some(value)),
+        }
+    }
+
+    /// An answer that needs I/O; the future is boxed.
+    pub fn new(future: impl Future<Output = T> + Send + 'a) -> Self {
+        Self {
+            inner: Inner::Pending(Box::pin(future)),
+        }
+    }
+}
+
+impl<T> Unpin for BackendFuture<'_, T> {}
+
+impl<T> Future for BackendFuture<'_, T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        match &mut self.get_mut().inner {
+            #[allow(clippy::expect_used)]
+            Inner::Ready(value) => {
+                Poll::Ready(value.take().expect("BackendFuture polled after completion"))
+            }
+            Inner::Pending(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<T> fmt::Debug for BackendFuture<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.inner {
+            Inner::Ready(_) => f.write_str("BackendFuture::Ready"),
+            Inner::Pending(_) => f.write_str("BackendFuture::Pending"),
+        }
+    }
+}

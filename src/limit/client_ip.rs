@@ -1,0 +1,275 @@
+//! The client's address, and the key the failed-attempt limiter counts it under.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+use http::{HeaderMap, HeaderName};
+
+/// The `X-Forwarded-For` header name.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The client's address behind `trusted_proxies` reverse proxies.
+///
+/// - With `0` trusted proxies the answer is `peer`, the address of the TCP connection;
+///   `X-Forwarded-For` is ignored, since anyone can send it.
+/// - With `N ≥ 1`, every proxy appends the address it received the request from to
+///   `X-Forwarded-For`, so the `N` rightmost entries were written by the trusted
+///   proxies and the `N`-th from the right (written by the outermost one) is the
+///   client. Entries to its left come from the client and are never trusted. All
+///   `X-Forwarded-For` headers count, in order, as one comma-separated list; entries
+///   are trimmed, and an entry with a port (`203.0.113.7:4711`, `[2001:db8::1]:443`)
+///   gives its address.
+/// - If the list has fewer than `N` entries, or that entry is not an address, the
+///   answer is `peer` (a misconfigured or bypassed proxy must not let the client pick
+///   its own address).
+///
+/// ```
+/// use std::net::IpAddr;
+/// use http::HeaderMap;
+/// use keygate::limit::client_ip;
+///
+/// let proxy: IpAddr = "10.0.0.2".parse()?;
+/// let mut headers = HeaderMap::new();
+/// // The client claims to be 1.1.1.1; the one trusted proxy appended what it saw.
+/// headers.insert("x-forwarded-for", "1.1.1.1, 203.0.113.7".parse()?);
+///
+/// assert_eq!(client_ip(Some(proxy), &headers, 1), Some("203.0.113.7".parse()?));
+/// assert_eq!(client_ip(Some(proxy), &headers, 0), Some(proxy));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use]
+pub fn client_ip(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    trusted_proxies: usize,
+) -> Option<IpAddr> {
+    if trusted_proxies == 0 {
+        return peer;
+    }
+    let mut to_skip = trusted_proxies - 1;
+    for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
+        for entry in value.as_bytes().rsplit(|&byte| byte == b',') {
+            if to_skip == 0 {
+                return parse_entry(entry).or(peer);
+            }
+            to_skip -= 1;
+        }
+    }
+    peer
+}
+
+/// An `X-Forwarded-For` entry: an address, possibly with a port.
+fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
+    let entry = std::str::from_utf8(entry.trim_ascii()).ok()?;
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<SocketAddr>().map(|socket| socket.ip()))
+        .ok()
+}
+
+/// The key under which the [failed-attempt limiter](super::FailedAttemptLimiter)
+/// counts a client: its IPv4 address, or its IPv6 /64 network.
+///
+/// An IPv6 host usually holds a whole /64 and can change addresses within it at will,
+/// so counting per address would let it pick a fresh one for every attempt. An
+/// IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, as dual-stack sockets report IPv4
+/// peers) is the IPv4 address.
+///
+/// ```
+/// use std::net::IpAddr;
+/// use keygate::limit::ClientKey;
+///
+/// let key = |s: &str| ClientKey::from(s.parse::<IpAddr>().unwrap());
+/// assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+/// assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+/// assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
+/// assert_eq!(key("2001:db8:1:2::1").to_string(), "2001:db8:1:2::/64");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ClientKey(IpAddr);
+
+impl ClientKey {
+    /// The IPv4 address, or the IPv6 network address (host bits zero).
+    #[must_use]
+    pub const fn ip(&self) -> IpAddr {
+        self.0
+    }
+
+    /// The prefix length the key stands for: 32 for IPv4, 64 for IPv6.
+    #[must_use]
+    pub const fn prefix_len(&self) -> u8 {
+        match self.0 {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 64,
+        }
+    }
+}
+
+impl From<IpAddr> for ClientKey {
+    fn from(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self::from(v4),
+            IpAddr::V6(v6) => Self::from(v6),
+        }
+    }
+}
+
+impl From<Ipv4Addr> for ClientKey {
+    fn from(ip: Ipv4Addr) -> Self {
+        Self(IpAddr::V4(ip))
+    }
+}
+
+impl From<Ipv6Addr> for ClientKey {
+    fn from(ip: Ipv6Addr) -> Self {
+        match ip.to_ipv4_mapped() {
+            Some(v4) => Self::from(v4),
+            None => Self(IpAddr::V6(Ipv6Addr::from_bits(
+                ip.to_bits() & !u128::from(u64::MAX),
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for ClientKey {
+    /// `192.0.2.1` or `2001:db8::/64`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) => v4.fmt(f),
+            IpAddr::V6(v6) => write!(f, "{v6}/64"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(X_FORWARDED_FOR, value.parse().unwrap());
+        }
+        headers
+    }
+
+    const PEER: &str = "10.0.0.2";
+
+    #[test]
+    fn no_trusted_proxy_means_the_peer_whatever_the_header_says() {
+        let headers = xff(&["203.0.113.7"]);
+        assert_eq!(client_ip(Some(ip(PEER)), &headers, 0), Some(ip(PEER)));
+        assert_eq!(client_ip(None, &headers, 0), None);
+    }
+
+    #[test]
+    fn spoofed_leftmost_entry_is_never_used() {
+        // The client sent "X-Forwarded-For: 6.6.6.6"; our proxy appended its real address.
+        let headers = xff(&["6.6.6.6, 203.0.113.7"]);
+        assert_eq!(
+            client_ip(Some(ip(PEER)), &headers, 1),
+            Some(ip("203.0.113.7"))
+        );
+        // A client that sends many entries still cannot reach past the trusted ones.
+        let headers = xff(&["6.6.6.6, 7.7.7.7, 8.8.8.8, 203.0.113.7"]);
+        assert_eq!(
+            client_ip(Some(ip(PEER)), &headers, 1),
+            Some(ip("203.0.113.7"))
+        );
+    }
+
+    #[test]
+    fn n_trusted_proxies_take_the_nth_entry_from_the_right() {
+        // client -> cdn (appends client) -> lb (appends cdn) -> us
+        let headers = xff(&["6.6.6.6,203.0.113.7 ,  198.51.100.1"]);
+        assert_eq!(
+            client_ip(Some(ip(PEER)), &headers, 2),
+            Some(ip("203.0.113.7"))
+        );
+        assert_eq!(
+            client_ip(Some(ip(PEER)), &headers, 1),
+            Some(ip("198.51.100.1"))
+        );
+    }
+
+    #[test]
+    fn several_headers_form_one_list_in_order() {
+        let headers = xff(&["6.6.6.6", "203.0.113.7", "198.51.100.1"]);
+        assert_eq!(
+            client_ip(Some(ip(PEER)), &headers, 2),
+            Some(ip("203.0.113.7"))
+        );
+        let headers = xff(&["6.6.6.6, 203.0.113.7", "198.51.100.1"]);
+        assert_eq!(
+            client_ip(Some(ip(PEER)), &headers, 2),
+            Some(ip("203.0.113.7"))
+        );
+    }
+
+    #[test]
+    fn short_list_or_garbage_falls_back_to_the_peer() {
+        let headers = xff(&["203.0.113.7"]);
+        assert_eq!(client_ip(Some(ip(PEER)), &headers, 2), Some(ip(PEER)));
+        assert_eq!(
+            client_ip(Some(ip(PEER)), &HeaderMap::new(), 1),
+            Some(ip(PEER))
+        );
+        for bad in [
+            "unknown",
+            "",
+            "203.0.113.7.1",
+            "1.1.1.1, not-an-ip",
+            "1.1.1.1,",
+        ] {
+            assert_eq!(
+                client_ip(Some(ip(PEER)), &xff(&[bad]), 1),
+                Some(ip(PEER)),
+                "{bad}"
+            );
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            X_FORWARDED_FOR,
+            http::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        );
+        assert_eq!(client_ip(Some(ip(PEER)), &headers, 1), Some(ip(PEER)));
+    }
+
+    #[test]
+    fn entries_may_be_ipv6_or_carry_ports() {
+        let headers = xff(&["2001:db8::7"]);
+        assert_eq!(client_ip(None, &headers, 1), Some(ip("2001:db8::7")));
+        let headers = xff(&["203.0.113.7:4711"]);
+        assert_eq!(client_ip(None, &headers, 1), Some(ip("203.0.113.7")));
+        let headers = xff(&["[2001:db8::7]:443"]);
+        assert_eq!(client_ip(None, &headers, 1), Some(ip("2001:db8::7")));
+    }
+
+    #[test]
+    fn ipv6_is_grouped_by_64_and_mapped_ipv4_is_ipv4() {
+        let a = ClientKey::from(ip("2001:db8:aa:bb:1:2:3:4"));
+        let b = ClientKey::from(ip("2001:db8:aa:bb:ffff:ffff:ffff:ffff"));
+        let c = ClientKey::from(ip("2001:db8:aa:bc::1"));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(a.ip(), ip("2001:db8:aa:bb::"));
+        assert_eq!(a.prefix_len(), 64);
+        assert_eq!(a.to_string(), "2001:db8:aa:bb::/64");
+
+        let mapped = ClientKey::from(ip("::ffff:203.0.113.7"));
+        assert_eq!(mapped, ClientKey::from(ip("203.0.113.7")));
+        assert_eq!(mapped.prefix_len(), 32);
+        assert_eq!(mapped.to_string(), "203.0.113.7");
+        assert_ne!(
+            ClientKey::from(ip("203.0.113.7")),
+            ClientKey::from(ip("203.0.113.8"))
+        );
+    }
+}

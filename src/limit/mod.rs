@@ -1,0 +1,212 @@
+//! Per-key rate limiting, failed-attempt limiting, and rate-limit headers.
+//!
+//! - [`RateLimitBackend`]: the pluggable per-key limit (request path stage 5), with
+//!   [`GovernorBackend`], in process memory on [governor](https://docs.rs/governor).
+//!   [`Quota`] says how many requests per window with which burst, [`Tiers`] which
+//!   quota each key tier gets.
+//! - [`RateLimitDecision::headers`]: `RateLimit-Policy`, `RateLimit` and
+//!   `Retry-After`, per draft-ietf-httpapi-ratelimit-headers-11.
+//! - [`FailedAttemptLimiter`]: refuses clients that failed too often, before any key
+//!   lookup (stage 3), keyed by [`ClientKey`] and found with [`client_ip`].
+//! - [`Clock`]: every limiter here takes one, so tests move time instead of sleeping.
+//!
+//! governor does the rate limiting itself (the GCRA decisions and the per-key atomic
+//! state); this module adds what it leaves out: lookups by `&str` without allocating,
+//! the time until full capacity, automatic housekeeping, a size cap and a
+//! side-effect-free check for failed attempts, and HTTP headers.
+//!
+//! # Example
+//!
+//! ```
+//! use std::{num::NonZeroU32, time::Duration};
+//! use http::HeaderMap;
+//! use keygate::limit::{Clock, GovernorBackend, Quota, RateLimitBackend, Tiers};
+//! # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     let mut f = std::pin::pin!(f);
+//! #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+//! #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
+//! # }
+//!
+//! let per_minute = |n| Quota::per_minute(NonZeroU32::new(n).unwrap());
+//! let tiers = Tiers::new(per_minute(100)).tier("gold", per_minute(1000).named("gold")?);
+//! let clock = Clock::manual();
+//! let backend = GovernorBackend::new(tiers).with_clock(clock.clone());
+//! let one = NonZeroU32::MIN;
+//!
+//! // Admitted: add the headers to the inner service's response.
+//! let decision = block_on(backend.check("kg_coordinator1", "default", one))?;
+//! assert!(decision.allowed);
+//! let mut headers = HeaderMap::new();
+//! decision.headers().apply(&mut headers);
+//! assert_eq!(headers["ratelimit-policy"], r#""default";q=100;w=60"#);
+//! assert_eq!(headers["ratelimit"], r#""default";r=99;t=1"#);
+//!
+//! // Refused after 100 requests in a minute: 429 with Retry-After.
+//! for _ in 0..99 {
+//!     block_on(backend.check("kg_coordinator1", "default", one))?;
+//! }
+//! let refused = block_on(backend.check("kg_coordinator1", "default", one))?;
+//! assert!(!refused.allowed);
+//! assert_eq!(refused.retry_after, Some(Duration::from_millis(600)));
+//! let mut headers = HeaderMap::new();
+//! refused.headers().apply(&mut headers);
+//! assert_eq!(headers["ratelimit"], r#""default";r=0;t=60"#);
+//! assert_eq!(headers["retry-after"], "1");
+//!
+//! // 600 ms later, one request fits again.
+//! clock.advance(Duration::from_millis(600));
+//! assert!(block_on(backend.check("kg_coordinator1", "default", one))?.allowed);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::{num::NonZeroU32, sync::Arc, time::Duration};
+
+use crate::BackendFuture;
+
+mod client_ip;
+mod clock;
+mod failed;
+mod governor_backend;
+mod headers;
+mod housekeeping;
+mod quota;
+
+pub use client_ip::{ClientKey, client_ip};
+pub use clock::Clock;
+pub use failed::{DEFAULT_CAPACITY, FailedAttemptLimiter};
+pub use governor_backend::GovernorBackend;
+pub use headers::{RATELIMIT, RATELIMIT_POLICY, RateLimitHeaders, retry_after_secs};
+pub use quota::{DEFAULT_POLICY, InvalidPolicyName, Quota, Tiers};
+
+/// Where per-key rate-limit state lives: in process memory ([`GovernorBackend`]) or in
+/// a shared store, so the limit holds across replicas.
+///
+/// The guard calls it once per authenticated request, after the key is verified, so
+/// unauthenticated input never creates state.
+pub trait RateLimitBackend: Send + Sync + std::fmt::Debug + 'static {
+    /// Checks (and on success consumes) `cost` cells for `key` under the quota of `tier`.
+    ///
+    /// `key` names whom the limit applies to: a key id or a principal id, never the
+    /// secret itself (backends may keep it in memory or send it to a shared store).
+    ///
+    /// A tier the backend does not know gets the default tier's quota. A refusal is an
+    /// `Ok` decision with `allowed == false`; `Err` means no decision could be made
+    /// ([`LimitError::Unavailable`]: the guard fails closed with a 503 unless configured
+    /// otherwise) or can never be made ([`LimitError::CostExceedsBurst`]).
+    fn check(
+        &self,
+        key: &str,
+        tier: &str,
+        cost: NonZeroU32,
+    ) -> BackendFuture<'static, Result<RateLimitDecision, LimitError>>;
+}
+
+/// Why a [`RateLimitBackend`] could not decide.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    /// The backend's store could not be reached or answered wrongly.
+    #[error("rate-limit backend unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The request costs more cells than the quota's burst: it could never be admitted.
+    #[error("cost {cost} exceeds the quota's burst {burst}")]
+    CostExceedsBurst {
+        /// The cells the request asked for.
+        cost: u32,
+        /// The most cells the quota ever admits at once.
+        burst: u32,
+    },
+}
+
+impl LimitError {
+    /// [`LimitError::Unavailable`] caused by `error`.
+    pub fn unavailable(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Unavailable(error.into())
+    }
+}
+
+/// The outcome of one rate-limit check, with what the rate-limit headers report.
+///
+/// Build one with [`allow`](Self::allow) or [`refuse`](Self::refuse) (other backends do
+/// too), turn it into headers with [`headers`](Self::headers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimitDecision {
+    /// Whether the request was admitted (and its cost consumed).
+    pub allowed: bool,
+    /// The quota's policy name.
+    pub policy: Arc<str>,
+    /// The quota's requests per window ([`Quota::limit`], not the burst).
+    pub limit: u32,
+    /// The quota's window.
+    pub window: Duration,
+    /// The requests that could still be made at once, after this decision.
+    pub remaining: u32,
+    /// The time until the caller's allowance is full again (`0` if it is full).
+    pub reset: Duration,
+    /// For refusals: the time until this request's cost would fit. `None` when allowed.
+    pub retry_after: Option<Duration>,
+}
+
+impl RateLimitDecision {
+    /// An admitted request under `quota`.
+    #[must_use]
+    pub fn allow(quota: &Quota, remaining: u32, reset: Duration) -> Self {
+        Self {
+            allowed: true,
+            policy: quota.policy_shared(),
+            limit: quota.limit(),
+            window: quota.window(),
+            remaining,
+            reset,
+            retry_after: None,
+        }
+    }
+
+    /// A refused request under `quota`, which would fit in `retry_after`.
+    #[must_use]
+    pub fn refuse(quota: &Quota, remaining: u32, reset: Duration, retry_after: Duration) -> Self {
+        Self {
+            allowed: false,
+            retry_after: Some(retry_after),
+            ..Self::allow(quota, remaining, reset)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn unavailable_keeps_its_cause_out_of_the_message() {
+        let error = LimitError::unavailable("connection refused");
+        assert_eq!(error.to_string(), "rate-limit backend unavailable");
+        assert_eq!(
+            error.source().map(ToString::to_string).as_deref(),
+            Some("connection refused")
+        );
+    }
+
+    #[test]
+    fn decisions_carry_the_quota_not_the_burst() {
+        let quota = Quota::per_minute(NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN))
+            .with_burst(NonZeroU32::new(5).unwrap_or(NonZeroU32::MIN));
+        let allowed = RateLimitDecision::allow(&quota, 4, Duration::from_millis(600));
+        assert_eq!(
+            (allowed.limit, allowed.window),
+            (100, Duration::from_secs(60))
+        );
+        assert_eq!(allowed.retry_after, None);
+        let refused = RateLimitDecision::refuse(
+            &quota,
+            0,
+            Duration::from_secs(3),
+            Duration::from_millis(600),
+        );
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after, Some(Duration::from_millis(600)));
+        assert_eq!(&*refused.policy, "default");
+    }
+}

@@ -1,0 +1,400 @@
+//! Quotas (how many requests per window, with which burst) and quota tiers.
+
+use std::{collections::HashMap, num::NonZeroU32, sync::Arc, time::Duration};
+
+use super::clock::MAX_NANOS;
+
+/// The name of the default policy and of the default tier.
+pub const DEFAULT_POLICY: &str = "default";
+
+/// The longest a policy name may be, in bytes.
+const MAX_POLICY_NAME_LEN: usize = 64;
+
+/// A rate-limiting quota: `limit` requests per `window`, with a burst capacity, under a
+/// policy name.
+///
+/// It wraps a [`governor::Quota`], which replenishes one cell every `window / limit`
+/// and holds at most `burst` cells, and adds what clients are told in the
+/// [`RateLimit-Policy`](super::RateLimitHeaders) header: the number of requests per
+/// window and the policy's name (`"default"` unless [named](Self::named)).
+///
+/// # Burst semantics
+///
+/// The burst is the number of requests a caller with a full allowance can make at
+/// once. By default it equals the limit: `Quota::per_minute(100)` admits 100 requests
+/// at once, then one every 600 ms, and is full again after a minute without traffic.
+/// [`with_burst`](Self::with_burst) changes only the burst: the rate stays the same
+/// and so does [`limit`](Self::limit), which is always the number of requests per
+/// window, never the burst.
+///
+/// ```
+/// use std::{num::NonZeroU32, time::Duration};
+/// use keygate::limit::Quota;
+///
+/// let q = Quota::per_minute(NonZeroU32::new(100).unwrap());
+/// assert_eq!(q.limit(), 100);
+/// assert_eq!(q.burst(), 100);
+/// assert_eq!(q.window(), Duration::from_secs(60));
+/// assert_eq!(q.replenish_interval(), Duration::from_millis(600));
+/// assert_eq!(q.policy(), "default");
+///
+/// // 100 per minute on average, but never more than 10 at once:
+/// let smooth = q.with_burst(NonZeroU32::new(10).unwrap());
+/// assert_eq!(smooth.limit(), 100);
+/// assert_eq!(smooth.burst(), 10);
+/// assert_eq!(smooth.replenish_interval(), Duration::from_millis(600));
+///
+/// // 2 per hour, but up to 5 at once after a quiet spell of 2.5 hours:
+/// let bursty = Quota::per_hour(NonZeroU32::new(2).unwrap())
+///     .with_burst(NonZeroU32::new(5).unwrap());
+/// assert_eq!(bursty.limit(), 2);
+/// assert_eq!(bursty.burst(), 5);
+/// assert_eq!(bursty.replenish_interval(), Duration::from_secs(30 * 60));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quota {
+    inner: governor::Quota,
+    limit: NonZeroU32,
+    window: Duration,
+    policy: Arc<str>,
+}
+
+impl Quota {
+    /// `limit` requests per second; the burst is `limit`.
+    #[must_use]
+    pub fn per_second(limit: NonZeroU32) -> Self {
+        Self::from_governor(
+            governor::Quota::per_second(limit),
+            limit,
+            Duration::from_secs(1),
+        )
+    }
+
+    /// `limit` requests per minute; the burst is `limit`.
+    #[must_use]
+    pub fn per_minute(limit: NonZeroU32) -> Self {
+        Self::from_governor(
+            governor::Quota::per_minute(limit),
+            limit,
+            Duration::from_secs(60),
+        )
+    }
+
+    /// `limit` requests per hour; the burst is `limit`.
+    #[must_use]
+    pub fn per_hour(limit: NonZeroU32) -> Self {
+        Self::from_governor(
+            governor::Quota::per_hour(limit),
+            limit,
+            Duration::from_secs(3600),
+        )
+    }
+
+    /// `limit` requests per `window`; the burst is `limit`.
+    ///
+    /// One request is replenished every `window / limit` (at least every nanosecond).
+    /// Returns `None` if `window` is zero or longer than about 146 years.
+    ///
+    /// ```
+    /// use std::{num::NonZeroU32, time::Duration};
+    /// use keygate::limit::Quota;
+    ///
+    /// let ten = NonZeroU32::new(10).unwrap();
+    /// let daily = Quota::new(ten, Duration::from_secs(86_400)).unwrap();
+    /// assert_eq!(daily.limit(), 10);
+    /// assert_eq!(daily.window(), Duration::from_secs(86_400));
+    /// assert_eq!(daily.replenish_interval(), Duration::from_secs(8_640));
+    /// assert!(Quota::new(ten, Duration::ZERO).is_none());
+    /// ```
+    #[must_use]
+    pub fn new(limit: NonZeroU32, window: Duration) -> Option<Self> {
+        if window.is_zero() || window.as_nanos() > u128::from(MAX_NANOS) {
+            return None;
+        }
+        let period = (window / limit.get()).max(Duration::from_nanos(1));
+        let inner = governor::Quota::with_period(period)?.allow_burst(limit);
+        Some(Self::from_governor(inner, limit, window))
+    }
+
+    fn from_governor(inner: governor::Quota, limit: NonZeroU32, window: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            window,
+            policy: Arc::from(DEFAULT_POLICY),
+        }
+    }
+
+    /// Sets how many requests may be made at once; the rate and [`limit`](Self::limit)
+    /// stay the same.
+    ///
+    /// The burst is capped so that a full burst replenishes within about 146 years
+    /// (a cap no practical quota reaches).
+    #[must_use]
+    pub fn with_burst(mut self, burst: NonZeroU32) -> Self {
+        let interval = self.replenish_interval().as_nanos().max(1);
+        let cap = u128::from(MAX_NANOS) / interval;
+        let cap = u32::try_from(cap).unwrap_or(u32::MAX);
+        let burst = NonZeroU32::new(burst.get().min(cap)).unwrap_or(NonZeroU32::MIN);
+        self.inner = self.inner.allow_burst(burst);
+        self
+    }
+
+    /// Names the policy, as clients see it in the `RateLimit-Policy` and `RateLimit`
+    /// headers.
+    ///
+    /// A name is 1 to 64 HTTP token characters (letters, digits and
+    /// ``!#$%&'*+-.^_`|~``).
+    ///
+    /// ```
+    /// use std::num::NonZeroU32;
+    /// use keygate::limit::Quota;
+    ///
+    /// let gold = Quota::per_minute(NonZeroU32::new(1000).unwrap()).named("gold")?;
+    /// assert_eq!(gold.policy(), "gold");
+    /// assert!(Quota::per_minute(NonZeroU32::MIN).named("has space").is_err());
+    /// # Ok::<(), keygate::limit::InvalidPolicyName>(())
+    /// ```
+    pub fn named(mut self, name: &str) -> Result<Self, InvalidPolicyName> {
+        if name.is_empty() || name.len() > MAX_POLICY_NAME_LEN || !name.bytes().all(is_tchar) {
+            return Err(InvalidPolicyName { _private: () });
+        }
+        self.policy = Arc::from(name);
+        Ok(self)
+    }
+
+    /// The number of requests per [`window`](Self::window) (not the burst).
+    #[must_use]
+    pub const fn limit(&self) -> u32 {
+        self.limit.get()
+    }
+
+    /// The number of requests that may be made at once by a caller whose allowance is full.
+    #[must_use]
+    pub const fn burst(&self) -> u32 {
+        self.inner.burst_size().get()
+    }
+
+    /// The window [`limit`](Self::limit) is counted over.
+    #[must_use]
+    pub const fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// The time it takes to replenish one request: `window / limit`.
+    #[must_use]
+    pub const fn replenish_interval(&self) -> Duration {
+        self.inner.replenish_interval()
+    }
+
+    /// The policy name (`"default"` unless [named](Self::named)).
+    #[must_use]
+    pub fn policy(&self) -> &str {
+        &self.policy
+    }
+
+    /// The policy name, shared (cloning it does not allocate).
+    #[must_use]
+    pub fn policy_shared(&self) -> Arc<str> {
+        Arc::clone(&self.policy)
+    }
+
+    /// The governor quota this quota enforces.
+    pub(crate) const fn governor(&self) -> governor::Quota {
+        self.inner
+    }
+}
+
+/// `tchar` of RFC 9110, section 5.6.2.
+const fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+/// A policy name given to [`Quota::named`] was empty, longer than 64 bytes, or held a
+/// character that is not an HTTP token character.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid rate-limit policy name: expected 1 to 64 HTTP token characters")]
+pub struct InvalidPolicyName {
+    _private: (),
+}
+
+/// Quota tiers: a quota per tier name, and a default quota.
+///
+/// A key's tier (from its record) picks its quota. A tier that was not configured
+/// gets the default tier's quota, so a typo in a record never lifts the limit; the
+/// default tier is named `"default"`, and configuring a tier of that name replaces the
+/// default quota.
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use keygate::limit::{Quota, Tiers};
+///
+/// let per_minute = |n| Quota::per_minute(NonZeroU32::new(n).unwrap());
+/// let tiers = Tiers::new(per_minute(100))
+///     .tier("gold", per_minute(1000).named("gold")?);
+/// assert_eq!(tiers.quota_for("gold").limit(), 1000);
+/// assert_eq!(tiers.quota_for("default").limit(), 100);
+/// assert_eq!(tiers.quota_for("no-such-tier").limit(), 100);
+///
+/// // The default: 100 requests per minute.
+/// assert_eq!(Tiers::default().quota_for("default"), &per_minute(100));
+/// # Ok::<(), keygate::limit::InvalidPolicyName>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tiers {
+    default: Quota,
+    named: HashMap<Box<str>, Quota>,
+}
+
+impl Tiers {
+    /// Tiers with only the default tier, whose quota is `default`.
+    #[must_use]
+    pub fn new(default: Quota) -> Self {
+        Self {
+            default,
+            named: HashMap::new(),
+        }
+    }
+
+    /// Adds (or replaces) the tier `name`; `"default"` replaces the default quota.
+    #[must_use]
+    pub fn tier(mut self, name: &str, quota: Quota) -> Self {
+        if name == DEFAULT_POLICY {
+            self.default = quota;
+        } else {
+            self.named.insert(Box::from(name), quota);
+        }
+        self
+    }
+
+    /// The quota of `tier`, or the default tier's quota if `tier` was not configured.
+    #[must_use]
+    pub fn quota_for(&self, tier: &str) -> &Quota {
+        self.named.get(tier).unwrap_or(&self.default)
+    }
+
+    /// The default tier's quota.
+    #[must_use]
+    pub fn default_quota(&self) -> &Quota {
+        &self.default
+    }
+
+    /// Every tier with its quota, the default tier first.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Quota)> + '_ {
+        std::iter::once((DEFAULT_POLICY, &self.default))
+            .chain(self.named.iter().map(|(name, quota)| (&**name, quota)))
+    }
+}
+
+impl Default for Tiers {
+    /// One tier, `"default"`: 100 requests per minute.
+    fn default() -> Self {
+        const HUNDRED: NonZeroU32 = match NonZeroU32::new(100) {
+            Some(n) => n,
+            None => NonZeroU32::MIN,
+        };
+        Self::new(Quota::per_minute(HUNDRED))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const fn nz(n: u32) -> NonZeroU32 {
+        match NonZeroU32::new(n) {
+            Some(n) => n,
+            None => NonZeroU32::MIN,
+        }
+    }
+
+    #[test]
+    fn limit_is_requests_per_window_not_the_burst() {
+        let q = Quota::per_minute(nz(100)).with_burst(nz(5));
+        assert_eq!(q.limit(), 100);
+        assert_eq!(q.burst(), 5);
+        assert_eq!(q.window(), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn constructors_agree_with_governor() {
+        let expected = Some(Quota::per_minute(nz(100)));
+        assert_eq!(Quota::new(nz(100), Duration::from_secs(60)), expected);
+        assert_eq!(
+            Quota::per_second(nz(4)).replenish_interval(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            Quota::per_hour(nz(60)).replenish_interval(),
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn new_rejects_zero_and_absurd_windows() {
+        assert!(Quota::new(nz(1), Duration::ZERO).is_none());
+        assert!(Quota::new(nz(1), Duration::MAX).is_none());
+        assert!(Quota::new(nz(1), Duration::from_nanos(MAX_NANOS)).is_some());
+    }
+
+    #[test]
+    fn tiny_windows_replenish_at_least_every_nanosecond() {
+        let q = Quota::new(nz(10), Duration::from_nanos(1));
+        assert_eq!(
+            q.map(|q| q.replenish_interval()),
+            Some(Duration::from_nanos(1))
+        );
+    }
+
+    #[test]
+    fn burst_is_capped_so_governor_arithmetic_cannot_overflow() {
+        let q = Quota::per_hour(nz(1)).with_burst(nz(u32::MAX));
+        let span = q.replenish_interval().as_nanos() * u128::from(q.burst());
+        assert!(span <= u128::from(MAX_NANOS));
+        assert!(q.burst() > 1_000_000);
+    }
+
+    #[test]
+    fn policy_names_are_http_tokens() {
+        assert!(Quota::per_second(nz(1)).named("gold-2024_v1.x").is_ok());
+        for bad in [
+            "",
+            "a b",
+            "quo\"te",
+            "semi;colon",
+            "comma,",
+            "é",
+            &"x".repeat(65),
+        ] {
+            assert!(Quota::per_second(nz(1)).named(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_tier_falls_back_to_the_default_quota() {
+        let tiers = Tiers::new(Quota::per_minute(nz(10))).tier("gold", Quota::per_minute(nz(20)));
+        assert_eq!(tiers.quota_for("gold").limit(), 20);
+        assert_eq!(tiers.quota_for("silver").limit(), 10);
+        assert_eq!(tiers.quota_for("").limit(), 10);
+        let replaced = tiers.tier("default", Quota::per_minute(nz(30)));
+        assert_eq!(replaced.quota_for("silver").limit(), 30);
+        assert_eq!(replaced.iter().count(), 2);
+    }
+}

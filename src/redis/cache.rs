@@ -1,0 +1,319 @@
+//! The registry's local cache of key records: bounded, short-lived, and invalidated by
+//! messages from Redis.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use crate::{KeyDigest, KeyId, KeyRecord, limit::Clock};
+
+/// What a record was looked up by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum CacheKey {
+    /// A generated key's id.
+    Id(KeyId),
+    /// An opaque key's digest.
+    Digest(KeyDigest),
+}
+
+/// Records looked up recently, each kept for at most `ttl`, at most `capacity` of them.
+///
+/// Served only while the invalidation channel is known to be subscribed
+/// ([`listening`](Self::is_listening)); otherwise lookups go to Redis (which also drives
+/// reconnection) and the cache only answers when Redis cannot.
+///
+/// An epoch counts invalidations, so that a lookup that started before an invalidation
+/// never puts back the record it made stale.
+#[derive(Debug)]
+pub(super) struct Cache {
+    table: RwLock<Table>,
+    capacity: usize,
+    ttl: Duration,
+    clock: Clock,
+    epoch: AtomicU64,
+    listening: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    entries: HashMap<CacheKey, Entry>,
+    /// When expired entries were last swept out (clock time).
+    swept_at: Duration,
+}
+
+#[derive(Debug)]
+struct Entry {
+    record: Arc<KeyRecord>,
+    stored_at: Duration,
+}
+
+impl Cache {
+    pub(super) fn new(capacity: usize, ttl: Duration, clock: Clock) -> Self {
+        Self {
+            table: RwLock::default(),
+            capacity,
+            ttl,
+            clock,
+            epoch: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Table> {
+        // Every update is a single map operation, so a poisoned lock holds a usable map.
+        self.table.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn fresh(&self, entry: &Entry, now: Duration) -> bool {
+        now.saturating_sub(entry.stored_at) < self.ttl
+    }
+
+    /// The record cached under `key`, if it is younger than the cache lifetime.
+    pub(super) fn get(&self, key: &CacheKey) -> Option<Arc<KeyRecord>> {
+        let now = self.clock.elapsed();
+        self.read()
+            .entries
+            .get(key)
+            .filter(|entry| self.fresh(entry, now))
+            .map(|entry| Arc::clone(&entry.record))
+    }
+
+    /// The invalidation epoch: read it before asking Redis, hand it to [`Self::insert`].
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Caches `record` under `key`, unless an invalidation happened since `epoch` was read.
+    /// When full, expired entries go first, then arbitrary ones (the hash order is random).
+    pub(super) fn insert(&self, key: CacheKey, record: Arc<KeyRecord>, epoch: u64) {
+        if self.capacity == 0 {
+            return;
+        }
+        let now = self.clock.elapsed();
+        let mut table = self.write();
+        // Checked under the lock: an invalidation bumps the epoch before it takes the lock,
+        // so either it sees this entry and removes it, or this insert sees its epoch.
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
+        if table.entries.len() >= self.capacity && !table.entries.contains_key(&key) {
+            // A full sweep at most twice per lifetime keeps inserts O(1) amortised.
+            if now.saturating_sub(table.swept_at) >= self.ttl / 2 {
+                table.entries.retain(|_, entry| self.fresh(entry, now));
+                table.swept_at = now;
+            }
+            while table.entries.len() >= self.capacity {
+                let Some(victim) = table.entries.keys().next().copied() else {
+                    break;
+                };
+                table.entries.remove(&victim);
+            }
+        }
+        table.entries.insert(
+            key,
+            Entry {
+                record,
+                stored_at: now,
+            },
+        );
+    }
+
+    /// Forgets `key` (Redis no longer knows it, e.g. after losing its data).
+    ///
+    /// Lookups of unknown keys end here, so this takes no write lock unless the key is
+    /// cached, and leaves the epoch alone: a flood of made-up keys must not keep other
+    /// lookups from being cached.
+    pub(super) fn remove(&self, key: &CacheKey) {
+        if self.read().entries.contains_key(key) {
+            self.write().entries.remove(key);
+        }
+    }
+
+    /// Forgets a changed key, under both names it may be cached by.
+    pub(super) fn invalidate(&self, key_id: KeyId, digest: KeyDigest) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let mut table = self.write();
+        table.entries.remove(&CacheKey::Id(key_id));
+        table.entries.remove(&CacheKey::Digest(digest));
+    }
+
+    /// Forgets everything.
+    pub(super) fn clear(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.write().entries.clear();
+    }
+
+    /// Applies an invalidation message, `<key id>:<digest hex>`; anything else clears the
+    /// whole cache (safe whatever it meant).
+    pub(super) fn apply(&self, message: &[u8]) {
+        match parse_message(message) {
+            Some((key_id, digest)) => self.invalidate(key_id, digest),
+            None => {
+                tracing::warn!("keygate: unexpected registry invalidation message; cache cleared");
+                self.clear();
+            }
+        }
+    }
+
+    /// Whether invalidations are being received, so cached records can be served.
+    pub(super) fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
+    /// The channel was (re)subscribed: whatever was missed meanwhile is dropped first.
+    pub(super) fn subscribed(&self) {
+        self.clear();
+        self.listening.store(true, Ordering::Release);
+    }
+
+    /// The connection dropped: invalidations may be missed from now on.
+    pub(super) fn disconnected(&self) {
+        self.listening.store(false, Ordering::Release);
+    }
+
+    /// The number of cached records (fresh or not).
+    pub(super) fn len(&self) -> usize {
+        self.read().entries.len()
+    }
+
+    pub(super) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(super) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+}
+
+/// The invalidation message for a key.
+pub(super) fn message(key_id: KeyId, digest: &KeyDigest) -> String {
+    let mut message = String::with_capacity(KEY_MESSAGE_LEN);
+    message.push_str(key_id.as_str());
+    message.push(':');
+    message.push_str(&digest.to_hex());
+    message
+}
+
+const KEY_MESSAGE_LEN: usize = crate::key::KEY_ID_LEN + 1 + 64;
+
+fn parse_message(message: &[u8]) -> Option<(KeyId, KeyDigest)> {
+    let text = std::str::from_utf8(message).ok()?;
+    let (key_id, digest) = text.split_once(':')?;
+    Some((KeyId::parse(key_id).ok()?, KeyDigest::from_hex(digest)?))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn record(seed: &[u8]) -> Arc<KeyRecord> {
+        Arc::new(KeyRecord::new(
+            KeyId::generate().unwrap(),
+            KeyDigest::of(seed),
+            "p",
+        ))
+    }
+
+    fn cache(capacity: usize) -> (Cache, Clock) {
+        let clock = Clock::manual();
+        (
+            Cache::new(capacity, Duration::from_secs(10), clock.clone()),
+            clock,
+        )
+    }
+
+    #[test]
+    fn entries_live_for_the_cache_lifetime() {
+        let (cache, clock) = cache(10);
+        let r = record(b"a");
+        let key = CacheKey::Id(r.key_id);
+        cache.insert(key, Arc::clone(&r), cache.epoch());
+        assert!(cache.get(&key).is_some());
+        clock.advance(Duration::from_millis(9_999));
+        assert!(cache.get(&key).is_some());
+        clock.advance(Duration::from_millis(1));
+        assert!(cache.get(&key).is_none());
+    }
+
+    #[test]
+    fn the_cache_never_holds_more_than_its_capacity() {
+        let (cache, clock) = cache(8);
+        for i in 0..100u32 {
+            let r = record(&i.to_le_bytes());
+            cache.insert(CacheKey::Id(r.key_id), r, cache.epoch());
+            clock.advance(Duration::from_millis(100));
+            assert!(cache.len() <= 8);
+        }
+        assert_eq!(cache.len(), 8);
+        let (disabled, _) = self::cache(0);
+        let r = record(b"x");
+        disabled.insert(CacheKey::Id(r.key_id), r, 0);
+        assert_eq!(disabled.len(), 0);
+    }
+
+    #[test]
+    fn a_lookup_that_raced_an_invalidation_is_not_cached() {
+        let (cache, _) = cache(10);
+        let r = record(b"a");
+        let before = cache.epoch();
+        cache.invalidate(r.key_id, r.digest);
+        cache.insert(CacheKey::Id(r.key_id), Arc::clone(&r), before);
+        assert_eq!(cache.len(), 0);
+        cache.insert(CacheKey::Id(r.key_id), r, cache.epoch());
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_do_not_disturb_other_lookups() {
+        let (cache, _) = cache(10);
+        let r = record(b"a");
+        let epoch = cache.epoch();
+        cache.remove(&CacheKey::Digest(KeyDigest::of(b"made up")));
+        cache.insert(CacheKey::Id(r.key_id), Arc::clone(&r), epoch);
+        assert_eq!(cache.len(), 1);
+        cache.remove(&CacheKey::Id(r.key_id));
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn messages_invalidate_both_names_of_a_key() {
+        let (cache, _) = cache(10);
+        let r = record(b"a");
+        let other = record(b"b");
+        for key in [CacheKey::Id(r.key_id), CacheKey::Digest(r.digest)] {
+            cache.insert(key, Arc::clone(&r), cache.epoch());
+        }
+        cache.insert(CacheKey::Id(other.key_id), other.clone(), cache.epoch());
+        let text = message(r.key_id, &r.digest);
+        assert_eq!(text.len(), KEY_MESSAGE_LEN);
+        cache.apply(text.as_bytes());
+        assert_eq!(cache.len(), 1);
+        assert!(cache.get(&CacheKey::Id(other.key_id)).is_some());
+        // Garbage clears everything rather than nothing.
+        cache.apply(b"garbage");
+        assert_eq!(cache.len(), 0);
+    }
+
+    #[test]
+    fn subscribing_clears_what_was_cached_while_deaf() {
+        let (cache, _) = cache(10);
+        assert!(!cache.is_listening());
+        let r = record(b"a");
+        cache.insert(CacheKey::Id(r.key_id), r, cache.epoch());
+        cache.subscribed();
+        assert!(cache.is_listening());
+        assert_eq!(cache.len(), 0);
+        cache.disconnected();
+        assert!(!cache.is_listening());
+    }
+}

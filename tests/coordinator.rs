@@ -1,0 +1,1122 @@
+//! The coordinator example, driven as a client would: its router served in process on a
+//! loopback port, and once the built binary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+#[path = "../examples/coordinator/app.rs"]
+mod app;
+#[path = "../examples/common/mod.rs"]
+mod common;
+mod examples_common;
+
+use std::time::Duration;
+
+use keygate::limit::Clock;
+
+use examples_common::{Env, Reply, TestServer, actions, random_key, temp_audit_log};
+use serde_json::{Value, json};
+
+/// A running coordinator and the keys it was configured with.
+struct Coordinator {
+    server: TestServer,
+    /// The first coordinator's key (`COORDINATOR_API_KEY`), for workspace `ws-a`.
+    key: String,
+    admin: String,
+}
+
+fn env(coordinator_key: &str, admin_key: &str) -> Env {
+    Env::default()
+        .set("COORDINATOR_API_KEY", coordinator_key)
+        .set("COORDINATOR_WORKSPACES", "ws-a")
+        .set("ADMIN_API_KEY", admin_key)
+        .set(
+            "AUDIT_LOG",
+            temp_audit_log("coordinator").display().to_string(),
+        )
+        // The refusal tests fail more often than a real client may; one test keeps the
+        // default.
+        .set("FAILED_ATTEMPTS_PER_MINUTE", "1000")
+}
+
+impl Coordinator {
+    async fn start() -> Self {
+        Self::start_with(|env| env).await
+    }
+
+    async fn start_with(change: impl FnOnce(Env) -> Env) -> Self {
+        let (key, admin) = (random_key(), random_key());
+        let env = change(env(&key, &admin));
+        let mut config = app::Config::from_lookup(env.lookup()).unwrap();
+        // Rate limits count in a time that stands still: no test depends on its speed.
+        config.server.clock = Clock::manual();
+        let audit_log = config.server.audit_log.clone();
+        let router = app::router(config).await.unwrap();
+        Self {
+            server: TestServer::start(router, audit_log).await,
+            key,
+            admin,
+        }
+    }
+
+    /// Registers a coordinator for `workspaces`; returns its key and key id.
+    async fn register(&self, name: &str, workspaces: &[&str]) -> (String, String) {
+        let reply = self
+            .server
+            .post("/admin/coordinators")
+            .key(&self.admin)
+            .json(&json!({ "name": name, "workspaces": workspaces }))
+            .send()
+            .await;
+        reply.assert_status(201);
+        (
+            reply.body["key"].as_str().unwrap().to_owned(),
+            reply.body["keyId"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    async fn create_job(&self, key: &str, workspace: &str) -> Reply {
+        self.server
+            .post("/coordinator/jobs")
+            .key(key)
+            .json(
+                &json!({ "workspaceId": workspace, "type": "stitch", "payload": { "frames": 3 } }),
+            )
+            .send()
+            .await
+    }
+
+    /// Creates a job and returns its id.
+    async fn job(&self, key: &str, workspace: &str) -> String {
+        let reply = self.create_job(key, workspace).await;
+        reply.assert_status(201);
+        reply.body["id"].as_str().unwrap().to_owned()
+    }
+}
+
+/// Every guarded route, with a body that would be valid.
+fn guarded_routes(job: &str) -> Vec<(reqwest::Method, String, Option<Value>)> {
+    use reqwest::Method;
+    vec![
+        (
+            Method::POST,
+            "/coordinator/jobs".into(),
+            Some(json!({ "workspaceId": "ws-a", "type": "stitch" })),
+        ),
+        (Method::GET, format!("/coordinator/jobs/{job}"), None),
+        (
+            Method::PATCH,
+            format!("/coordinator/jobs/{job}/status"),
+            Some(json!({ "status": "running" })),
+        ),
+        (
+            Method::PATCH,
+            format!("/coordinator/jobs/{job}/progress"),
+            Some(json!({ "progress": 10 })),
+        ),
+        (
+            Method::POST,
+            format!("/coordinator/jobs/{job}/complete"),
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            format!("/coordinator/jobs/{job}/fail"),
+            Some(json!({ "error": "boom" })),
+        ),
+        (Method::POST, format!("/coordinator/jobs/{job}/retry"), None),
+        (
+            Method::POST,
+            "/admin/coordinators".into(),
+            Some(json!({ "name": "c2", "workspaces": ["ws-b"] })),
+        ),
+        (
+            Method::POST,
+            "/admin/keys/AbCdEf012345/rotate".into(),
+            Some(json!({ "overlapSeconds": 60 })),
+        ),
+        (Method::DELETE, "/admin/keys/AbCdEf012345".into(), None),
+        // Unknown routes need a key too: deny by default.
+        (Method::GET, "/coordinator/nothing-here".into(), None),
+    ]
+}
+
+#[tokio::test]
+async fn health_is_the_one_public_route() {
+    let c = Coordinator::start().await;
+    let reply = c.server.get("/coordinator/health").send().await;
+    reply.assert_status(200);
+    assert_eq!(reply.body, json!({ "status": "ok" }));
+    c.server
+        .get("/coordinator/health/")
+        .send()
+        .await
+        .assert_error(401, "missing_credentials");
+    let events = c.server.finish().await;
+    assert_eq!(events[0]["reason"], "public_route");
+}
+
+#[tokio::test]
+async fn every_route_refuses_missing_wrong_empty_and_foreign_keys() {
+    let c = Coordinator::start().await;
+    let job = c.job(&c.key, "ws-a").await;
+    let stitcher_key = random_key();
+    let wrong_key = format!("{}x", &c.key[..c.key.len() - 1]);
+    for (method, path, body) in guarded_routes(&job) {
+        let cases: [(Option<&str>, &str); 4] = [
+            (None, "missing_credentials"),
+            (Some(&wrong_key), "invalid_credentials"),
+            (Some(""), "malformed_credentials"),
+            (Some(&stitcher_key), "invalid_credentials"),
+        ];
+        for (key, reason) in cases {
+            let mut call = c.server.call(method.clone(), &path);
+            if let Some(key) = key {
+                call = call.key(key);
+            }
+            if let Some(body) = &body {
+                call = call.json(body);
+            }
+            let reply = call.send().await;
+            reply.assert_error(401, reason);
+            assert_eq!(
+                reply.header("www-authenticate"),
+                Some("ApiKey realm=\"api\""),
+                "{method} {path}"
+            );
+            assert!(reply.header("ratelimit").is_none());
+        }
+    }
+    // Nothing was changed by the refused requests.
+    let reply = c
+        .server
+        .get(&format!("/coordinator/jobs/{job}"))
+        .key(&c.key)
+        .send()
+        .await;
+    assert_eq!(reply.body["status"], "pending");
+    c.server.finish().await;
+}
+
+#[tokio::test]
+async fn a_job_goes_through_its_life_and_impossible_transitions_are_409() {
+    let c = Coordinator::start().await;
+    let created = c.create_job(&c.key, "ws-a").await;
+    created.assert_status(201);
+    let job = created.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(created.body["workspaceId"], "ws-a");
+    assert_eq!(created.body["type"], "stitch");
+    assert_eq!(created.body["status"], "pending");
+    assert_eq!(created.body["progress"], 0);
+    assert_eq!(created.body["payload"], json!({ "frames": 3 }));
+    assert_eq!(
+        created.header("location"),
+        Some(&*format!("/coordinator/jobs/{job}"))
+    );
+    assert_eq!(
+        created.header("ratelimit-policy"),
+        Some("\"default\";q=100;w=60")
+    );
+
+    let path = |suffix: &str| format!("/coordinator/jobs/{job}{suffix}");
+    let read = c.server.get(&path("")).key(&c.key).send().await;
+    assert_eq!(read.body, created.body);
+
+    let step = |method: reqwest::Method, suffix: &'static str, body: Option<Value>| {
+        let mut call = c.server.call(method, &path(suffix)).key(&c.key);
+        if let Some(body) = body {
+            call = call.json(&body);
+        }
+        call.send()
+    };
+    use reqwest::Method;
+    let started = step(
+        Method::PATCH,
+        "/status",
+        Some(json!({ "status": "running" })),
+    )
+    .await;
+    assert_eq!(started.body["status"], "running");
+    let progressed = step(Method::PATCH, "/progress", Some(json!({ "progress": 40 }))).await;
+    assert_eq!(progressed.body["progress"], 40);
+    step(
+        Method::PATCH,
+        "/status",
+        Some(json!({ "status": "running" })),
+    )
+    .await
+    .assert_error(409, "invalid_transition");
+    let failed = step(
+        Method::POST,
+        "/fail",
+        Some(json!({ "error": "stitcher crashed" })),
+    )
+    .await;
+    assert_eq!(
+        (
+            failed.body["status"].as_str(),
+            failed.body["error"].as_str()
+        ),
+        (Some("failed"), Some("stitcher crashed"))
+    );
+
+    // Completing a failed job is impossible; so is reporting progress on it.
+    step(Method::POST, "/complete", Some(json!({ "result": 1 })))
+        .await
+        .assert_error(409, "invalid_transition");
+    step(Method::PATCH, "/progress", Some(json!({ "progress": 50 })))
+        .await
+        .assert_error(409, "invalid_transition");
+
+    let retried = step(Method::POST, "/retry", None).await;
+    assert_eq!(retried.body["status"], "pending");
+    assert_eq!(retried.body["progress"], 0);
+    assert_eq!(retried.body["attempts"], 2);
+    assert_eq!(retried.body["error"], Value::Null);
+    step(Method::POST, "/retry", None)
+        .await
+        .assert_error(409, "invalid_transition");
+
+    let completed = step(
+        Method::POST,
+        "/complete",
+        Some(json!({ "result": { "url": "s3://out" } })),
+    )
+    .await;
+    assert_eq!(completed.body["status"], "completed");
+    assert_eq!(completed.body["progress"], 100);
+    assert_eq!(completed.body["result"], json!({ "url": "s3://out" }));
+    for (method, suffix, body) in [
+        (Method::POST, "/complete", Some(json!({}))),
+        (Method::POST, "/fail", Some(json!({ "error": "late" }))),
+        (Method::POST, "/retry", None),
+        (
+            Method::PATCH,
+            "/status",
+            Some(json!({ "status": "cancelled" })),
+        ),
+    ] {
+        step(method, suffix, body)
+            .await
+            .assert_error(409, "invalid_transition");
+    }
+
+    // Cancel, then retry.
+    let other = c.job(&c.key, "ws-a").await;
+    let cancel = c
+        .server
+        .patch(&format!("/coordinator/jobs/{other}/status"))
+        .key(&c.key)
+        .json(&json!({ "status": "cancelled" }))
+        .send()
+        .await;
+    assert_eq!(cancel.body["status"], "cancelled");
+    let again = c
+        .server
+        .post(&format!("/coordinator/jobs/{other}/retry"))
+        .key(&c.key)
+        .send()
+        .await;
+    assert_eq!(again.body["status"], "pending");
+
+    let events = c.server.finish().await;
+    let created = actions(&events, "job.create").next().unwrap();
+    assert_eq!(created["outcome"], "succeeded");
+    assert_eq!(created["principal_id"], app::FIRST_COORDINATOR);
+    assert_eq!(created["workspace"], "ws-a");
+    assert!(created["key_id"].is_string());
+    let refused = actions(&events, "job.complete")
+        .find(|e| e["outcome"] == "failed")
+        .unwrap();
+    assert_eq!(refused["reason"], "invalid_transition");
+    assert_eq!(actions(&events, "job.retry").count(), 4);
+}
+
+#[tokio::test]
+async fn bad_bodies_get_4xx_in_the_guards_json_shape() {
+    let c = Coordinator::start().await;
+    let job = c.job(&c.key, "ws-a").await;
+    let jobs = "/coordinator/jobs";
+    let progress = format!("/coordinator/jobs/{job}/progress");
+    let status = format!("/coordinator/jobs/{job}/status");
+    let cases: Vec<(&str, String, Value, u16, &str)> = vec![
+        // Wrong types, missing and unknown fields, out-of-range values.
+        (
+            "POST",
+            jobs.into(),
+            json!({ "workspaceId": 7, "type": "x" }),
+            422,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            jobs.into(),
+            json!({ "type": "x" }),
+            422,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            jobs.into(),
+            json!({ "workspaceId": "ws-a", "type": "x", "owner": "me" }),
+            422,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            jobs.into(),
+            json!({ "workspaceId": "ws-a", "type": "" }),
+            422,
+            "invalid_body",
+        ),
+        ("POST", jobs.into(), json!([1, 2]), 422, "invalid_body"),
+        (
+            "PATCH",
+            progress.clone(),
+            json!({ "progress": 101 }),
+            422,
+            "invalid_body",
+        ),
+        (
+            "PATCH",
+            progress.clone(),
+            json!({ "progress": -1 }),
+            422,
+            "invalid_body",
+        ),
+        (
+            "PATCH",
+            progress.clone(),
+            json!({ "progress": 5000 }),
+            422,
+            "invalid_body",
+        ),
+        (
+            "PATCH",
+            progress.clone(),
+            json!({ "progress": "50" }),
+            422,
+            "invalid_body",
+        ),
+        (
+            "PATCH",
+            status.clone(),
+            json!({ "status": "completed" }),
+            422,
+            "invalid_body",
+        ),
+        (
+            "PATCH",
+            status.clone(),
+            json!({ "status": "sleeping" }),
+            422,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            format!("/coordinator/jobs/{job}/fail"),
+            json!({ "error": "" }),
+            422,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            format!("/coordinator/jobs/{job}/fail"),
+            json!({}),
+            422,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/admin/coordinators".into(),
+            json!({ "name": "c 2", "workspaces": ["ws-b"] }),
+            422,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/admin/coordinators".into(),
+            json!({ "name": "c2", "workspaces": [] }),
+            422,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/admin/keys/AbCdEf012345/rotate".into(),
+            json!({ "overlapSeconds": -5 }),
+            422,
+            "invalid_body",
+        ),
+        (
+            "POST",
+            "/admin/keys/AbCdEf012345/rotate".into(),
+            json!({ "overlapSeconds": 999_999_999 }),
+            422,
+            "invalid_body",
+        ),
+        // Unknown job ids and keys.
+        (
+            "PATCH",
+            "/coordinator/jobs/job_nope/progress".into(),
+            json!({ "progress": 1 }),
+            404,
+            "not_found",
+        ),
+        (
+            "POST",
+            "/admin/keys/AbCdEf012345/rotate".into(),
+            json!({ "overlapSeconds": 5 }),
+            404,
+            "not_found",
+        ),
+        (
+            "POST",
+            "/admin/keys/not-a-key-id/rotate".into(),
+            json!({ "overlapSeconds": 5 }),
+            404,
+            "not_found",
+        ),
+    ];
+    for (method, path, body, code, reason) in cases {
+        let key = if path.starts_with("/admin") {
+            &c.admin
+        } else {
+            &c.key
+        };
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        c.server
+            .call(method, &path)
+            .key(key)
+            .json(&body)
+            .send()
+            .await
+            .assert_error(code, reason);
+    }
+
+    let raw = |path: &str, body: &'static str| c.server.post(path).key(&c.key).raw_json(body);
+    raw(jobs, "{\"workspaceId\": \"ws-a\",")
+        .send()
+        .await
+        .assert_error(400, "invalid_body");
+    raw(jobs, "").send().await.assert_error(400, "invalid_body");
+    c.server
+        .post(jobs)
+        .key(&c.key)
+        .body("{}")
+        .send()
+        .await
+        .assert_error(415, "unsupported_media_type");
+    let huge = format!(
+        "{{\"workspaceId\":\"ws-a\",\"type\":\"x\",\"payload\":\"{}\"}}",
+        "a".repeat(70_000)
+    );
+    c.server
+        .post(jobs)
+        .key(&c.key)
+        .raw_json(huge)
+        .send()
+        .await
+        .assert_error(413, "body_too_large");
+    c.server
+        .get("/coordinator/jobs/job_nope")
+        .key(&c.key)
+        .send()
+        .await
+        .assert_error(404, "not_found");
+    c.server
+        .get("/coordinator/jobs/%FF")
+        .key(&c.key)
+        .send()
+        .await
+        .assert_error(400, "invalid_path");
+    c.server
+        .get("/coordinator/elsewhere")
+        .key(&c.key)
+        .send()
+        .await
+        .assert_error(404, "not_found");
+    c.server
+        .delete(jobs)
+        .key(&c.key)
+        .send()
+        .await
+        .assert_error(405, "method_not_allowed");
+
+    // The job is untouched.
+    let reply = c
+        .server
+        .get(&format!("/coordinator/jobs/{job}"))
+        .key(&c.key)
+        .send()
+        .await;
+    assert_eq!(
+        (
+            reply.body["status"].as_str(),
+            reply.body["progress"].as_u64()
+        ),
+        (Some("pending"), Some(0))
+    );
+    c.server.finish().await;
+}
+
+#[tokio::test]
+async fn two_coordinators_cannot_touch_each_others_jobs() {
+    let c = Coordinator::start().await;
+    let (b_key, _) = c.register("coordinator-b", &["ws-b"]).await;
+    let a_job = c.job(&c.key, "ws-a").await;
+    let b_job = c.job(&b_key, "ws-b").await;
+
+    for (key, own, foreign_ws, foreign_job) in [
+        (&c.key, &a_job, "ws-b", &b_job),
+        (&b_key, &b_job, "ws-a", &a_job),
+    ] {
+        // Creating in the other's workspace: 403.
+        c.create_job(key, foreign_ws)
+            .await
+            .assert_error(403, "workspace_forbidden");
+        // Reading or changing the other's job: 404, exactly as for a job that does not exist.
+        let missing = c
+            .server
+            .get("/coordinator/jobs/job_00000000000000000000000000000000")
+            .key(key)
+            .send()
+            .await;
+        missing.assert_error(404, "not_found");
+        let read = c
+            .server
+            .get(&format!("/coordinator/jobs/{foreign_job}"))
+            .key(key)
+            .send()
+            .await;
+        assert_eq!((read.status, &read.body), (missing.status, &missing.body));
+        use reqwest::Method;
+        for (method, suffix, body) in [
+            (
+                Method::PATCH,
+                "/status",
+                Some(json!({ "status": "cancelled" })),
+            ),
+            (Method::PATCH, "/progress", Some(json!({ "progress": 99 }))),
+            (Method::POST, "/complete", Some(json!({}))),
+            (Method::POST, "/fail", Some(json!({ "error": "sabotage" }))),
+            (Method::POST, "/retry", None),
+        ] {
+            let mut call = c
+                .server
+                .call(method, &format!("/coordinator/jobs/{foreign_job}{suffix}"))
+                .key(key);
+            if let Some(body) = body {
+                call = call.json(&body);
+            }
+            let reply = call.send().await;
+            assert_eq!((reply.status, &reply.body), (missing.status, &missing.body));
+        }
+        // The own job is still there.
+        c.server
+            .get(&format!("/coordinator/jobs/{own}"))
+            .key(key)
+            .send()
+            .await
+            .assert_status(200);
+    }
+    // Neither job changed.
+    for (key, job) in [(&c.key, &a_job), (&b_key, &b_job)] {
+        let reply = c
+            .server
+            .get(&format!("/coordinator/jobs/{job}"))
+            .key(key)
+            .send()
+            .await;
+        assert_eq!(
+            (
+                reply.body["status"].as_str(),
+                reply.body["progress"].as_u64()
+            ),
+            (Some("pending"), Some(0))
+        );
+    }
+
+    let events = c.server.finish().await;
+    // The audit log tells what the 404 hides.
+    let hidden = events
+        .iter()
+        .filter(|e| e["action"] == "job.complete" && e["reason"] == "workspace_forbidden");
+    assert_eq!(hidden.count(), 2);
+    let forbidden = actions(&events, "job.create").filter(|e| e["reason"] == "workspace_forbidden");
+    assert_eq!(forbidden.count(), 2);
+}
+
+#[tokio::test]
+async fn the_101st_request_in_a_minute_is_429_for_that_coordinator_only() {
+    let c = Coordinator::start().await;
+    let (b_key, _) = c.register("coordinator-b", &["ws-b"]).await;
+    let job = c.job(&c.key, "ws-a").await;
+    let path = format!("/coordinator/jobs/{job}");
+    for n in 2..=100 {
+        let reply = c.server.get(&path).key(&c.key).send().await;
+        reply.assert_status(200);
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some("\"default\";q=100;w=60")
+        );
+        let remaining = format!("\"default\";r={};", 100 - n);
+        assert!(
+            reply.header("ratelimit").unwrap().starts_with(&remaining),
+            "{:?}",
+            reply.header("ratelimit")
+        );
+    }
+    let limited = c.server.get(&path).key(&c.key).send().await;
+    limited.assert_error(429, "rate_limited");
+    let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry_after >= 1);
+    assert_eq!(
+        limited.header("ratelimit-policy"),
+        Some("\"default\";q=100;w=60")
+    );
+    assert!(
+        limited
+            .header("ratelimit")
+            .unwrap()
+            .starts_with("\"default\";r=0;")
+    );
+
+    // Another coordinator is unaffected.
+    c.server
+        .get("/coordinator/jobs/job_nope")
+        .key(&b_key)
+        .send()
+        .await
+        .assert_error(404, "not_found");
+    c.job(&b_key, "ws-b").await;
+
+    let events = c.server.finish().await;
+    let refused = events
+        .iter()
+        .filter(|e| e["reason"] == "rate_limited")
+        .collect::<Vec<_>>();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["principal_id"], app::FIRST_COORDINATOR);
+}
+
+#[tokio::test]
+async fn an_admin_registers_a_coordinator_whose_key_works_at_once() {
+    let c = Coordinator::start().await;
+    let reply = c
+        .server
+        .post("/admin/coordinators")
+        .key(&c.admin)
+        .json(&json!({ "name": "coordinator-eu", "workspaces": ["eu-1", "eu-2"] }))
+        .send()
+        .await;
+    reply.assert_status(201);
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    assert_eq!(reply.body["principalId"], "coordinator-eu");
+    assert_eq!(reply.body["workspaces"], json!(["eu-1", "eu-2"]));
+    let key = reply.body["key"].as_str().unwrap();
+    let key_id = reply.body["keyId"].as_str().unwrap();
+    assert!(
+        key.starts_with(&format!("kg_{key_id}_")),
+        "a generated key names its key id"
+    );
+
+    let job = c.create_job(key, "eu-2").await;
+    job.assert_status(201);
+    c.create_job(key, "ws-a")
+        .await
+        .assert_error(403, "workspace_forbidden");
+
+    // One principal per name.
+    c.server
+        .post("/admin/coordinators")
+        .key(&c.admin)
+        .json(&json!({ "name": "coordinator-eu", "workspaces": ["eu-3"] }))
+        .send()
+        .await
+        .assert_error(409, "conflict");
+
+    let events = c.server.finish().await;
+    let registered = actions(&events, "coordinator.register").collect::<Vec<_>>();
+    assert_eq!(registered.len(), 2);
+    assert_eq!(registered[0]["outcome"], "succeeded");
+    assert_eq!(registered[0]["principal_id"], app::ADMIN);
+    assert_eq!(registered[1]["reason"], "conflict");
+    // The new key was admitted as itself.
+    let admitted = events
+        .iter()
+        .find(|e| e["action"] == "POST /coordinator/jobs" && e["principal_id"] == "coordinator-eu")
+        .unwrap();
+    assert_eq!(admitted["key_id"], key_id);
+    // No secret is in the log.
+    let log = events.iter().map(Value::to_string).collect::<String>();
+    assert!(!log.contains(key) && !log.contains(&c.key) && !log.contains(&c.admin));
+}
+
+#[tokio::test]
+async fn a_coordinator_key_cannot_use_the_admin_routes() {
+    let c = Coordinator::start().await;
+    let (b_key, b_key_id) = c.register("coordinator-b", &["ws-b"]).await;
+    for key in [&c.key, &b_key] {
+        c.server
+            .post("/admin/coordinators")
+            .key(key)
+            .json(&json!({ "name": "mallory", "workspaces": ["ws-a", "ws-b"] }))
+            .send()
+            .await
+            .assert_error(403, "insufficient_scope");
+        c.server
+            .post(&format!("/admin/keys/{b_key_id}/rotate"))
+            .key(key)
+            .json(&json!({ "overlapSeconds": 60 }))
+            .send()
+            .await
+            .assert_error(403, "insufficient_scope");
+        c.server
+            .delete(&format!("/admin/keys/{b_key_id}"))
+            .key(key)
+            .send()
+            .await
+            .assert_error(403, "insufficient_scope");
+    }
+    // Nothing happened: b's key still works, and "mallory" does not exist.
+    c.job(&b_key, "ws-b").await;
+    let (mallory, _) = c.register("mallory", &["ws-m"]).await;
+    c.job(&mallory, "ws-m").await;
+
+    let events = c.server.finish().await;
+    let scope_refusals = events
+        .iter()
+        .filter(|e| e["reason"] == "insufficient_scope")
+        .count();
+    assert_eq!(scope_refusals, 6);
+}
+
+#[tokio::test]
+async fn a_rotated_key_keeps_working_for_the_overlap_then_expires() {
+    let c = Coordinator::start().await;
+    let (old_key, old_key_id) = c.register("coordinator-b", &["ws-b"]).await;
+    let rotate = |key_id: &str, overlap: u64| {
+        c.server
+            .post(&format!("/admin/keys/{key_id}/rotate"))
+            .key(&c.admin)
+            .json(&json!({ "overlapSeconds": overlap }))
+            .send()
+    };
+    let reply = rotate(&old_key_id, 1).await;
+    reply.assert_status(201);
+    assert_eq!(reply.body["principalId"], "coordinator-b");
+    assert_eq!(reply.body["previousKeyId"], old_key_id.as_str());
+    assert_eq!(reply.body["workspaces"], json!(["ws-b"]));
+    assert!(reply.body["previousKeyExpiresAt"].is_string());
+    let new_key = reply.body["key"].as_str().unwrap().to_owned();
+    let new_key_id = reply.body["keyId"].as_str().unwrap().to_owned();
+    assert_ne!(new_key_id, old_key_id);
+
+    // During the overlap both keys work.
+    let job = c.job(&old_key, "ws-b").await;
+    c.server
+        .get(&format!("/coordinator/jobs/{job}"))
+        .key(&new_key)
+        .send()
+        .await
+        .assert_status(200);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.server
+        .get(&format!("/coordinator/jobs/{job}"))
+        .key(&old_key)
+        .send()
+        .await
+        .assert_error(401, "expired_credentials");
+    c.server
+        .get(&format!("/coordinator/jobs/{job}"))
+        .key(&new_key)
+        .send()
+        .await
+        .assert_status(200);
+    // An expired key is not rotated again (that would hand out a working key).
+    rotate(&old_key_id, 60).await.assert_error(409, "conflict");
+
+    c.server.finish().await;
+}
+
+#[tokio::test]
+async fn revocation_takes_effect_at_once() {
+    let c = Coordinator::start().await;
+    let (key, key_id) = c.register("coordinator-b", &["ws-b"]).await;
+    let job = c.job(&key, "ws-b").await;
+    let reply = c
+        .server
+        .delete(&format!("/admin/keys/{key_id}"))
+        .key(&c.admin)
+        .send()
+        .await;
+    reply.assert_status(200);
+    assert_eq!(reply.body["keyId"], key_id.as_str());
+    assert!(reply.body["revokedAt"].is_string());
+    c.server
+        .get(&format!("/coordinator/jobs/{job}"))
+        .key(&key)
+        .send()
+        .await
+        .assert_error(401, "revoked_credentials");
+    c.create_job(&key, "ws-b")
+        .await
+        .assert_error(401, "revoked_credentials");
+    // A revoked key cannot be rotated back to life; unknown keys are 404.
+    c.server
+        .post(&format!("/admin/keys/{key_id}/rotate"))
+        .key(&c.admin)
+        .json(&json!({ "overlapSeconds": 0 }))
+        .send()
+        .await
+        .assert_error(409, "conflict");
+    c.server
+        .delete("/admin/keys/AbCdEf012345")
+        .key(&c.admin)
+        .send()
+        .await
+        .assert_error(404, "not_found");
+
+    let events = c.server.finish().await;
+    let revoked = actions(&events, "key.revoke").collect::<Vec<_>>();
+    assert_eq!(revoked.len(), 2);
+    assert_eq!(
+        (
+            revoked[0]["outcome"].as_str(),
+            revoked[1]["reason"].as_str()
+        ),
+        (Some("succeeded"), Some("not_found"))
+    );
+    let refused = events
+        .iter()
+        .filter(|e| e["reason"] == "revoked_credentials")
+        .collect::<Vec<_>>();
+    assert_eq!(refused.len(), 2);
+    assert_eq!(refused[0]["key_id"], key_id.as_str());
+}
+
+#[tokio::test]
+async fn a_client_that_fails_too_often_is_refused_before_any_lookup() {
+    let c = Coordinator::start_with(|env| env.unset("FAILED_ATTEMPTS_PER_MINUTE")).await;
+    let wrong = random_key();
+    for _ in 0..10 {
+        c.server
+            .get("/coordinator/jobs/x")
+            .key(&wrong)
+            .send()
+            .await
+            .assert_error(401, "invalid_credentials");
+    }
+    let refused = c.server.get("/coordinator/jobs/x").key(&wrong).send().await;
+    refused.assert_error(429, "too_many_failed_attempts");
+    assert!(
+        refused
+            .header("retry-after")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    // From this address even a valid key waits; missing keys and the public route are not
+    // failures of a key and still answer as such.
+    c.create_job(&c.key, "ws-a")
+        .await
+        .assert_error(429, "too_many_failed_attempts");
+    c.server
+        .get("/coordinator/jobs/x")
+        .send()
+        .await
+        .assert_error(401, "missing_credentials");
+    c.server
+        .get("/coordinator/health")
+        .send()
+        .await
+        .assert_status(200);
+    c.server.finish().await;
+}
+
+#[test]
+fn configuration_errors_name_the_variable_and_the_fix() {
+    let (key, admin) = (random_key(), random_key());
+    let valid = env(&key, &admin);
+    let error = |env: Env| {
+        app::Config::from_lookup(env.lookup())
+            .unwrap_err()
+            .to_string()
+    };
+
+    for var in ["COORDINATOR_API_KEY", "ADMIN_API_KEY"] {
+        let missing = error(valid.clone().unset(var));
+        assert!(
+            missing.contains(var) && missing.contains("openssl rand -base64 32"),
+            "{missing}"
+        );
+        let short = error(valid.clone().set(var, "too-short-a-key"));
+        assert!(
+            short.contains(var)
+                && short.contains("32")
+                && short.contains("openssl rand -base64 32"),
+            "{short}"
+        );
+        assert!(!short.contains("too-short-a-key"), "{short}");
+    }
+    let missing = error(valid.clone().unset("COORDINATOR_WORKSPACES"));
+    assert!(missing.contains("COORDINATOR_WORKSPACES"), "{missing}");
+    let bad = error(valid.clone().set("COORDINATOR_WORKSPACES", "ws-a,,ws-b"));
+    assert!(
+        bad.contains("COORDINATOR_WORKSPACES") && bad.contains("entry 2"),
+        "{bad}"
+    );
+    let same = error(valid.clone().set("ADMIN_API_KEY", key.clone()));
+    assert!(
+        same.contains("ADMIN_API_KEY") && same.contains("COORDINATOR_API_KEY"),
+        "{same}"
+    );
+    let bad = error(valid.clone().set("LISTEN_ADDR", "localhost"));
+    assert!(bad.contains("LISTEN_ADDR"), "{bad}");
+
+    // Debug shows the configuration, never a key.
+    let config = app::Config::from_lookup(valid.lookup()).unwrap();
+    let shown = format!("{config:?}");
+    assert!(
+        shown.contains("ws-a") && shown.contains("REDACTED"),
+        "{shown}"
+    );
+    assert!(!shown.contains(&key) && !shown.contains(&admin), "{shown}");
+    assert_eq!(config.server.failed_attempts_per_minute.get(), 1000);
+    let defaults = app::Config::from_lookup(
+        valid
+            .unset("AUDIT_LOG")
+            .unset("FAILED_ATTEMPTS_PER_MINUTE")
+            .lookup(),
+    )
+    .unwrap();
+    assert_eq!(defaults.server.listen_addr.to_string(), "127.0.0.1:8080");
+    assert_eq!(
+        defaults.server.audit_log,
+        std::path::Path::new("audit.jsonl")
+    );
+    assert_eq!(defaults.server.failed_attempts_per_minute.get(), 10);
+}
+
+#[tokio::test]
+async fn the_built_binary_refuses_bad_keys_serves_and_verifies_its_audit_log() {
+    use std::process::{Command, Stdio};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let binary = examples_common::built_example("coordinator");
+    let (key, admin) = (random_key(), random_key());
+    let audit_log = temp_audit_log("coordinator-binary");
+    let command = |env: &[(&str, &str)]| {
+        let mut command = Command::new(&binary);
+        command.env_clear().envs(env.iter().copied());
+        command
+    };
+
+    // A missing key, then a short one: non-zero exit, a message naming the variable.
+    let output = command(&[
+        ("ADMIN_API_KEY", &admin),
+        ("COORDINATOR_WORKSPACES", "ws-a"),
+    ])
+    .output()
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("COORDINATOR_API_KEY") && stderr.contains("openssl rand -base64 32"),
+        "{stderr}"
+    );
+    let output = command(&[
+        ("COORDINATOR_API_KEY", "short"),
+        ("ADMIN_API_KEY", &admin),
+        ("COORDINATOR_WORKSPACES", "ws-a"),
+    ])
+    .output()
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("COORDINATOR_API_KEY") && stderr.contains("at least 32"),
+        "{stderr}"
+    );
+
+    // Valid configuration on port 0: it prints the bound address, without secrets.
+    let audit = audit_log.display().to_string();
+    let mut child = tokio::process::Command::from(command(&[
+        ("COORDINATOR_API_KEY", &key),
+        ("ADMIN_API_KEY", &admin),
+        ("COORDINATOR_WORKSPACES", "ws-a"),
+        ("LISTEN_ADDR", "127.0.0.1:0"),
+        ("AUDIT_LOG", &audit),
+    ]))
+    .stdout(Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    let addr = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(addr) = line.split("listening on http://").nth(1) {
+                return addr.to_owned();
+            }
+        }
+        panic!("no address printed:\n{printed}");
+    })
+    .await
+    .unwrap();
+    assert!(
+        printed.contains("REDACTED") && printed.contains("ws-a"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains(&key) && !printed.contains(&admin),
+        "{printed}"
+    );
+    let reply = reqwest::get(format!("http://{addr}/coordinator/health"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let reply = reqwest::Client::new()
+        .get(format!("http://{addr}/coordinator/jobs/x"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 404);
+    child.kill().await.unwrap();
+
+    // --verify-audit: the log verifies (two requests, two decisions, one action)...
+    let output = Command::new(&binary)
+        .args(["--verify-audit", &audit])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("verified") && stdout.contains("3 records"),
+        "{stdout}"
+    );
+    examples_common::check_audit_log(&audit_log, 2);
+    // ...and an edited line is named.
+    let text = std::fs::read_to_string(&audit_log).unwrap();
+    std::fs::write(
+        &audit_log,
+        text.replacen("/coordinator/jobs/x", "/coordinator/jobs/y", 1),
+    )
+    .unwrap();
+    let output = Command::new(&binary)
+        .args(["--verify-audit", &audit])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 2"), "{stderr}");
+    let _ = std::fs::remove_file(&audit_log);
+}

@@ -1,0 +1,316 @@
+//! What the example tests share: an example's router served in process on a loopback
+//! port, a client that counts the requests it makes, and the audit-log check every test
+//! ends with.
+//!
+//! The test file declares `mod common;` (the examples' shared module) before this one.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use axum::Router;
+use reqwest::{Method, header::HeaderMap};
+use serde_json::Value;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+/// The path of the example binary `name`, built now if needed.
+///
+/// `cargo test` builds the examples before the tests, but `cargo test --test <name>` does
+/// not, and a binary left from an older build would test old code: so ask cargo to build
+/// it (a no-op when it is fresh) and to say where it is.
+pub(crate) fn built_example(name: &str) -> PathBuf {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--example", name, "--message-format=json"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "cargo build --example {name} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|message| {
+            message["reason"] == "compiler-artifact" && message["target"]["name"] == name
+        })
+        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo did not report the `{name}` executable"))
+}
+
+/// A random opaque key, as `openssl rand -base64 32` would make (here 64 hex digits).
+pub(crate) fn random_key() -> String {
+    let mut bytes = [0_u8; 32];
+    getrandom::fill(&mut bytes).unwrap();
+    hex::encode(bytes)
+}
+
+/// A fresh path for an audit log under the system temp dir.
+pub(crate) fn temp_audit_log(name: &str) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::env::temp_dir().join(format!(
+        "keygate-{name}-{}-{}-{nanos}.jsonl",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// An environment for `Config::from_lookup`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Env(pub(crate) HashMap<String, String>);
+
+impl Env {
+    pub(crate) fn set(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.0.insert(name.to_owned(), value.into());
+        self
+    }
+
+    pub(crate) fn unset(mut self, name: &str) -> Self {
+        self.0.remove(name);
+        self
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+
+    pub(crate) fn lookup(&self) -> impl Fn(&str) -> Option<String> + '_ {
+        |name| self.get(name)
+    }
+}
+
+/// An example's router, served on `127.0.0.1:<ephemeral port>` exactly as `main` serves
+/// it (with the peer address for the guard).
+pub(crate) struct TestServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) audit_log: PathBuf,
+    client: reqwest::Client,
+    requests: AtomicUsize,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub(crate) async fn start(router: Router, audit_log: PathBuf) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            crate::common::serve(listener, router, async {
+                let _ = stop.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            addr,
+            audit_log,
+            client: reqwest::Client::new(),
+            requests: AtomicUsize::new(0),
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    /// A request to `path`.
+    pub(crate) fn call(&self, method: Method, path: &str) -> Call<'_> {
+        Call {
+            server: self,
+            builder: self
+                .client
+                .request(method, format!("http://{}{path}", self.addr)),
+        }
+    }
+
+    pub(crate) fn get(&self, path: &str) -> Call<'_> {
+        self.call(Method::GET, path)
+    }
+
+    pub(crate) fn post(&self, path: &str) -> Call<'_> {
+        self.call(Method::POST, path)
+    }
+
+    pub(crate) fn patch(&self, path: &str) -> Call<'_> {
+        self.call(Method::PATCH, path)
+    }
+
+    pub(crate) fn delete(&self, path: &str) -> Call<'_> {
+        self.call(Method::DELETE, path)
+    }
+
+    /// How many requests were sent.
+    pub(crate) fn requests(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Stops the server and checks its audit log: the chain verifies, and it holds exactly
+    /// one guard decision per request made (see [`guard_decisions`]).
+    pub(crate) async fn finish(mut self) -> Vec<Value> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+        let events = check_audit_log(&self.audit_log, self.requests());
+        let _ = std::fs::remove_file(&self.audit_log);
+        events
+    }
+}
+
+/// Checks the audit log at `path`: the chain verifies, and it holds one guard decision for
+/// each of `requests`. Returns the events.
+pub(crate) fn check_audit_log(path: &Path, requests: usize) -> Vec<Value> {
+    let summary = keygate::audit::verify_file(path).expect("the audit chain verifies");
+    let events: Vec<Value> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(summary.lines, events.len() as u64);
+    assert_eq!(
+        guard_decisions(&events).count(),
+        requests,
+        "one guard decision per request"
+    );
+    events
+}
+
+/// The guard's decisions among audit `events`: `admitted` or `refused`, with the action
+/// `"<METHOD> <path>"`. The `RequireScope` layer of the admin routes records its refusals
+/// (`insufficient_scope`) in the same form, after the guard admitted the request: those are
+/// not counted.
+pub(crate) fn guard_decisions(events: &[Value]) -> impl Iterator<Item = &Value> {
+    events.iter().filter(|event| {
+        let action = event["action"].as_str().unwrap_or_default();
+        let is_request = action.split_once(' ').is_some_and(|(method, path)| {
+            Method::from_bytes(method.as_bytes()).is_ok() && path.starts_with('/')
+        });
+        let decision = match event["outcome"].as_str() {
+            Some("admitted") => true,
+            Some("refused") => event["reason"] != "insufficient_scope",
+            _ => false,
+        };
+        is_request && decision
+    })
+}
+
+/// Handler actions (`succeeded` or `failed`) named `action` among audit `events`.
+pub(crate) fn actions<'a>(events: &'a [Value], action: &'a str) -> impl Iterator<Item = &'a Value> {
+    events.iter().filter(move |event| {
+        event["action"] == action
+            && matches!(event["outcome"].as_str(), Some("succeeded" | "failed"))
+    })
+}
+
+/// A request being built.
+pub(crate) struct Call<'a> {
+    server: &'a TestServer,
+    builder: reqwest::RequestBuilder,
+}
+
+impl Call<'_> {
+    /// Sends `X-API-Key: <key>`.
+    pub(crate) fn key(self, key: &str) -> Self {
+        self.header("x-api-key", key)
+    }
+
+    pub(crate) fn header(mut self, name: &str, value: &str) -> Self {
+        self.builder = self.builder.header(name, value);
+        self
+    }
+
+    pub(crate) fn json(mut self, body: &Value) -> Self {
+        self.builder = self.builder.json(body);
+        self
+    }
+
+    /// A raw body with `Content-Type: application/json`.
+    pub(crate) fn raw_json(mut self, body: impl Into<reqwest::Body>) -> Self {
+        self.builder = self
+            .builder
+            .header("content-type", "application/json")
+            .body(body);
+        self
+    }
+
+    pub(crate) fn body(mut self, body: impl Into<reqwest::Body>) -> Self {
+        self.builder = self.builder.body(body);
+        self
+    }
+
+    pub(crate) async fn send(self) -> Reply {
+        self.server.requests.fetch_add(1, Ordering::Relaxed);
+        let response = self.builder.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    /// The body as JSON (`Null` if it is not JSON).
+    pub(crate) body: Value,
+    pub(crate) text: String,
+}
+
+impl Reply {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the response is an error with `status` and `reason`, in the guard's shape
+    /// `{"error":{"code":<status>,"reason":<reason>,"message":<text>}}`.
+    #[track_caller]
+    pub(crate) fn assert_error(&self, status: u16, reason: &str) -> &Self {
+        assert_eq!(
+            (self.status, self.body["error"]["reason"].as_str()),
+            (status, Some(reason)),
+            "{}",
+            self.text
+        );
+        assert_eq!(self.body["error"]["code"], status, "{}", self.text);
+        assert!(
+            self.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{}",
+            self.text
+        );
+        assert_eq!(
+            self.body.as_object().map(|o| o.len()),
+            Some(1),
+            "{}",
+            self.text
+        );
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        self
+    }
+
+    #[track_caller]
+    pub(crate) fn assert_status(&self, status: u16) -> &Self {
+        assert_eq!(self.status, status, "{}", self.text);
+        self
+    }
+}

@@ -1,0 +1,520 @@
+//! Per-key rate limiting and brute-force protection, through the guard.
+//!
+//! Time never passes by itself here: every limiter runs on a manual clock, so the tests
+//! are exact and never sleep.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Extension, Router, body::Body, routing::get};
+use http::{Request, Response, StatusCode};
+use keygate::{
+    ApiKey, ApiKeyGuard, BackendFuture, ClientAddr, InMemoryRegistry, KeyDigest, KeyGrant, KeyId,
+    KeyPrefix, KeyRegistry, LimitBy, Principal, RateLimit, RegistryError,
+    audit::{MemorySink, Outcome},
+    limit::{
+        Clock, FailedAttemptLimiter, GovernorBackend, LimitError, Quota, RateLimitBackend,
+        RateLimitDecision, Tiers,
+    },
+    registry::LookupFuture,
+};
+use tower::{Service, ServiceExt};
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap()
+}
+
+fn generated_key() -> ApiKey {
+    ApiKey::generate(&KeyPrefix::default()).unwrap().0
+}
+
+fn app(guard: ApiKeyGuard) -> Router {
+    Router::new()
+        .route(
+            "/jobs",
+            get(|Extension(p): Extension<Principal>| async move { p.id().to_owned() }),
+        )
+        .layer(guard)
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+/// Calls the guarded router in process, as client `ip`.
+async fn call(app: &Router, key: Option<&str>, ip: IpAddr) -> Response<Body> {
+    let mut request = Request::get("/jobs");
+    if let Some(key) = key {
+        request = request.header("x-api-key", key);
+    }
+    let mut request = request.body(Body::empty()).unwrap();
+    request.extensions_mut().insert(ClientAddr(ip));
+    app.clone().oneshot(request).await.unwrap()
+}
+
+async fn reason(response: Response<Body>) -> String {
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    body["error"]["reason"].as_str().unwrap().to_owned()
+}
+
+fn header(response: &Response<Body>, name: &str) -> String {
+    response.headers()[name].to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_are_admitted_exactly_the_burst() {
+    let clock = Clock::manual();
+    let backend = GovernorBackend::new(Tiers::default()).with_clock(clock);
+    let key = generated_key();
+    let guard = ApiKeyGuard::builder()
+        .key(key.clone(), KeyGrant::new("coordinator"))
+        .rate_limit(RateLimit::new(backend))
+        .build()
+        .unwrap();
+    let addr = serve(app(guard)).await;
+
+    let client = reqwest::Client::new();
+    let admitted = Arc::new(AtomicUsize::new(0));
+    let limited = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for task in 0..64 {
+        let (client, key) = (client.clone(), key.expose_secret().to_owned());
+        let (admitted, limited) = (Arc::clone(&admitted), Arc::clone(&limited));
+        // 10,000 requests in total: 16 tasks send 157, 48 send 156.
+        let count = if task < 16 { 157 } else { 156 };
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..count {
+                let response = client
+                    .get(format!("http://{addr}/jobs"))
+                    .header("x-api-key", &key)
+                    .send()
+                    .await
+                    .unwrap();
+                match response.status() {
+                    reqwest::StatusCode::OK => admitted.fetch_add(1, Ordering::Relaxed),
+                    reqwest::StatusCode::TOO_MANY_REQUESTS => {
+                        limited.fetch_add(1, Ordering::Relaxed)
+                    }
+                    other => panic!("unexpected status {other}"),
+                };
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(admitted.load(Ordering::Relaxed), 100);
+    assert_eq!(limited.load(Ordering::Relaxed), 9_900);
+}
+
+#[tokio::test]
+async fn rate_limited_is_429_with_headers_and_replenishes_over_time() {
+    let clock = Clock::manual();
+    let backend = GovernorBackend::new(Tiers::default()).with_clock(clock.clone());
+    let key = generated_key();
+    let guard = ApiKeyGuard::builder()
+        .key(key.clone(), KeyGrant::new("coordinator"))
+        .rate_limit(RateLimit::new(backend))
+        .build()
+        .unwrap();
+    let app = app(guard);
+    let ip = IpAddr::from([127, 0, 0, 1]);
+    let key = key.expose_secret();
+
+    let first = call(&app, Some(key), ip).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(header(&first, "ratelimit-policy"), "\"default\";q=100;w=60");
+    // One of 100 used; full again 0.6 s later, rounded up.
+    assert_eq!(header(&first, "ratelimit"), "\"default\";r=99;t=1");
+    assert!(!first.headers().contains_key("retry-after"));
+
+    for _ in 1..100 {
+        assert_eq!(call(&app, Some(key), ip).await.status(), StatusCode::OK);
+    }
+    let refused = call(&app, Some(key), ip).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        header(&refused, "ratelimit-policy"),
+        "\"default\";q=100;w=60"
+    );
+    assert_eq!(header(&refused, "ratelimit"), "\"default\";r=0;t=60");
+    // One request is back after 0.6 s: rounded up, never 0.
+    assert_eq!(header(&refused, "retry-after"), "1");
+    assert_eq!(reason(refused).await, "rate_limited");
+
+    // Retry-After never reads 0 while the caller is still limited, at any fraction of the
+    // interval.
+    for _ in 0..5 {
+        clock.advance(Duration::from_millis(100));
+        let response = call(&app, Some(key), ip).await;
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry_after: u64 = header(&response, "retry-after").parse().unwrap();
+        assert!(retry_after >= 1);
+    }
+
+    // 0.6 s after exhaustion one request fits again, and only one.
+    clock.advance(Duration::from_millis(100));
+    assert_eq!(call(&app, Some(key), ip).await.status(), StatusCode::OK);
+    assert_eq!(
+        call(&app, Some(key), ip).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // A full window later, the whole burst again.
+    clock.advance(Duration::from_secs(60));
+    for _ in 0..100 {
+        assert_eq!(call(&app, Some(key), ip).await.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        call(&app, Some(key), ip).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn tiers_get_their_own_quotas_and_cost_counts() {
+    let tiers = Tiers::new(Quota::per_minute(nz(3))).tier("gold", Quota::per_minute(nz(6)));
+    let registry = Arc::new(InMemoryRegistry::new());
+    let basic = registry.issue(KeyGrant::new("basic")).await.unwrap().key;
+    let gold = registry
+        .issue(KeyGrant::new("gold").tier("gold"))
+        .await
+        .unwrap()
+        .key;
+    let guard = ApiKeyGuard::builder()
+        .shared_registry(registry)
+        .rate_limit(
+            RateLimit::new(GovernorBackend::new(tiers).with_clock(Clock::manual())).cost(nz(2)),
+        )
+        .build()
+        .unwrap();
+    let app = app(guard);
+    let ip = IpAddr::from([127, 0, 0, 1]);
+
+    let admitted = |key: ApiKey| {
+        let app = app.clone();
+        async move {
+            let mut n = 0;
+            while call(&app, Some(key.expose_secret()), ip).await.status() == StatusCode::OK {
+                n += 1;
+                assert!(n < 100);
+            }
+            n
+        }
+    };
+    // Each request costs 2: 3 per minute allows 1 request, 6 per minute allows 3.
+    assert_eq!(admitted(basic).await, 1);
+    assert_eq!(admitted(gold).await, 3);
+}
+
+#[tokio::test]
+async fn keys_of_one_principal_share_a_budget_unless_limited_per_key() {
+    for (by, expected) in [(LimitBy::Principal, 4), (LimitBy::Key, 8)] {
+        let registry = Arc::new(InMemoryRegistry::new());
+        let first = registry.issue(KeyGrant::new("p")).await.unwrap().key;
+        let second = registry.issue(KeyGrant::new("p")).await.unwrap().key;
+        let backend =
+            GovernorBackend::new(Tiers::new(Quota::per_minute(nz(4)))).with_clock(Clock::manual());
+        let guard = ApiKeyGuard::builder()
+            .shared_registry(registry)
+            .rate_limit(RateLimit::new(backend).by(by))
+            .build()
+            .unwrap();
+        let app = app(guard);
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let mut admitted = 0;
+        for _ in 0..10 {
+            for key in [&first, &second] {
+                if call(&app, Some(key.expose_secret()), ip).await.status() == StatusCode::OK {
+                    admitted += 1;
+                }
+            }
+        }
+        assert_eq!(admitted, expected, "{by:?}");
+    }
+}
+
+/// A registry that counts lookups, to prove what never reaches it.
+#[derive(Debug, Default)]
+struct CountingRegistry {
+    inner: InMemoryRegistry,
+    lookups: AtomicUsize,
+}
+
+impl KeyRegistry for CountingRegistry {
+    fn find_by_id(&self, key_id: &KeyId) -> LookupFuture {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        self.inner.find_by_id(key_id)
+    }
+    fn find_by_digest(&self, digest: &KeyDigest) -> LookupFuture {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        self.inner.find_by_digest(digest)
+    }
+    fn register(&self, record: keygate::KeyRecord) -> BackendFuture<'_, Result<(), RegistryError>> {
+        self.inner.register(record)
+    }
+    fn revoke(
+        &self,
+        key_id: &KeyId,
+        at: time::OffsetDateTime,
+    ) -> BackendFuture<'_, Result<Arc<keygate::KeyRecord>, RegistryError>> {
+        self.inner.revoke(key_id, at)
+    }
+    fn set_expiry(
+        &self,
+        key_id: &KeyId,
+        at: Option<time::OffsetDateTime>,
+    ) -> BackendFuture<'_, Result<Arc<keygate::KeyRecord>, RegistryError>> {
+        self.inner.set_expiry(key_id, at)
+    }
+    fn list_keys(
+        &self,
+        principal_id: &str,
+    ) -> BackendFuture<'_, Result<Vec<Arc<keygate::KeyRecord>>, RegistryError>> {
+        self.inner.list_keys(principal_id)
+    }
+}
+
+#[tokio::test]
+async fn too_many_failed_attempts_is_429_before_any_lookup() {
+    let registry = Arc::new(CountingRegistry::default());
+    let valid = registry.issue(KeyGrant::new("p")).await.unwrap().key;
+    let clock = Clock::manual();
+    let guard = ApiKeyGuard::builder()
+        .shared_registry(registry.clone())
+        .failed_attempts(FailedAttemptLimiter::default().with_clock(clock.clone()))
+        .build()
+        .unwrap();
+    let app = app(guard);
+    let attacker = IpAddr::from([203, 0, 113, 7]);
+    let bystander = IpAddr::from([198, 51, 100, 1]);
+
+    // The default allows 10 failures per minute: each is looked up and answered 401.
+    for _ in 0..10 {
+        let response = call(&app, Some(&"x".repeat(40)), attacker).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(registry.lookups.load(Ordering::Relaxed), 10);
+
+    // The 11th attempt, even with a valid key, is refused before the registry is asked.
+    let response = call(&app, Some(valid.expose_secret()), attacker).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = header(&response, "retry-after").parse().unwrap();
+    assert!(retry_after >= 1);
+    assert!(!response.headers().contains_key("www-authenticate"));
+    assert_eq!(reason(response).await, "too_many_failed_attempts");
+    assert_eq!(registry.lookups.load(Ordering::Relaxed), 10);
+
+    // Another client is unaffected.
+    let response = call(&app, Some(valid.expose_secret()), bystander).await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // A failure replenishes after 6 s.
+    clock.advance(Duration::from_secs(6));
+    let response = call(&app, Some(valid.expose_secret()), attacker).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn failures_from_one_ipv6_slash_64_count_together() {
+    let registry = Arc::new(InMemoryRegistry::new());
+    let valid = registry.issue(KeyGrant::new("p")).await.unwrap().key;
+    let guard = ApiKeyGuard::builder()
+        .shared_registry(registry)
+        .failed_attempts(FailedAttemptLimiter::default().with_clock(Clock::manual()))
+        .build()
+        .unwrap();
+    let app = app(guard);
+
+    // Ten failures, each from another address of the same /64.
+    for host in 1..=10u16 {
+        let ip = IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, host]);
+        assert_eq!(
+            call(&app, Some(&"y".repeat(40)), ip).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let same_64 = IpAddr::from([0x2001, 0xdb8, 0, 0, 0xffff, 1, 2, 3]);
+    assert_eq!(
+        call(&app, Some(valid.expose_secret()), same_64)
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let next_64 = IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, 1]);
+    assert_eq!(
+        call(&app, Some(valid.expose_secret()), next_64)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_spoofed_leftmost_forwarded_for_does_not_escape_the_limit() {
+    let registry = Arc::new(InMemoryRegistry::new());
+    let valid = registry.issue(KeyGrant::new("p")).await.unwrap().key;
+    let guard = ApiKeyGuard::builder()
+        .shared_registry(registry)
+        .failed_attempts(FailedAttemptLimiter::default().with_clock(Clock::manual()))
+        .trusted_proxies(1)
+        .build()
+        .unwrap();
+    let addr = serve(app(guard)).await;
+    let client = reqwest::Client::new();
+    let send = |key: String, spoofed: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("http://{addr}/jobs"))
+                .header("x-api-key", key)
+                // The attacker writes whatever it likes on the left; the one trusted
+                // proxy appends the real address on the right.
+                .header("x-forwarded-for", format!("{spoofed}, 203.0.113.9"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    for i in 0..10 {
+        let status = send("z".repeat(40), format!("10.0.0.{i}")).await;
+        assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED);
+    }
+    let status = send(valid.expose_secret().to_owned(), "10.9.9.9".into()).await;
+    assert_eq!(status, reqwest::StatusCode::TOO_MANY_REQUESTS);
+
+    // Another client behind the same proxy is unaffected.
+    let other = client
+        .get(format!("http://{addr}/jobs"))
+        .header("x-api-key", valid.expose_secret())
+        .header("x-forwarded-for", "203.0.113.10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), reqwest::StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_invalid_keys_leave_the_limiters_bounded() {
+    let backend = Arc::new(GovernorBackend::new(Tiers::default()).with_clock(Clock::manual()));
+    let failed = Arc::new(FailedAttemptLimiter::default().with_clock(Clock::manual()));
+    let registry = Arc::new(InMemoryRegistry::new());
+    registry.issue(KeyGrant::new("p")).await.unwrap();
+    let guard = ApiKeyGuard::builder()
+        .shared_registry(registry)
+        .rate_limit(RateLimit::shared(backend.clone()))
+        .shared_failed_attempts(failed.clone())
+        .build()
+        .unwrap();
+    let service = app(guard);
+
+    let mut tasks = Vec::new();
+    for worker in 0..2u32 {
+        let service = service.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut service = service.into_service::<Body>();
+            for i in (worker..1_000_000).step_by(2) {
+                // Half well-formed generated keys with a bad checksum, half unknown opaque keys.
+                let key = if i % 2 == 0 {
+                    format!("kg_{:012}_{:038}", i, i)
+                } else {
+                    format!("unknown-opaque-key-{i:020}-padding")
+                };
+                let ip = IpAddr::from((0x0a00_0000u32 + i).to_be_bytes());
+                let mut request = Request::get("/jobs")
+                    .header("x-api-key", key)
+                    .body(Body::empty())
+                    .unwrap();
+                request.extensions_mut().insert(ClientAddr(ip));
+                let response = service.ready().await.unwrap().call(request).await.unwrap();
+                assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        backend.len(),
+        0,
+        "no limiter state for unauthenticated input"
+    );
+    assert!(
+        failed.len() <= failed.capacity(),
+        "{} entries for a capacity of {}",
+        failed.len(),
+        failed.capacity()
+    );
+    assert_eq!(failed.capacity(), 100_000);
+}
+
+/// A limit backend that is down.
+#[derive(Debug)]
+struct DownBackend;
+
+impl RateLimitBackend for DownBackend {
+    fn check(
+        &self,
+        _key: &str,
+        _tier: &str,
+        _cost: NonZeroU32,
+    ) -> BackendFuture<'static, Result<RateLimitDecision, LimitError>> {
+        BackendFuture::new(async { Err(LimitError::unavailable("connection refused")) })
+    }
+}
+
+#[tokio::test]
+async fn a_failed_backend_fails_closed_by_default_and_open_when_configured() {
+    let key = generated_key();
+    let ip = IpAddr::from([127, 0, 0, 1]);
+
+    let closed = ApiKeyGuard::builder()
+        .key(key.clone(), KeyGrant::new("p"))
+        .rate_limit(RateLimit::new(DownBackend))
+        .build()
+        .unwrap();
+    let response = call(&app(closed), Some(key.expose_secret()), ip).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&response, "retry-after"), "5");
+    assert_eq!(reason(response).await, "auth_unavailable");
+
+    let audit = MemorySink::new();
+    let open = ApiKeyGuard::builder()
+        .key(key.clone(), KeyGrant::new("p"))
+        .rate_limit(RateLimit::new(DownBackend).fail_open())
+        .audit(audit.clone())
+        .build()
+        .unwrap();
+    let response = call(&app(open), Some(key.expose_secret()), ip).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(!response.headers().contains_key("ratelimit"));
+    let events = audit.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].outcome, Outcome::Admitted);
+    assert_eq!(
+        events[0].reason.as_deref(),
+        Some("rate_limit_unavailable_failed_open")
+    );
+}

@@ -1,0 +1,658 @@
+//! The websocket example, end to end: its server runs in process on an ephemeral loopback
+//! port and a real WebSocket client (tokio-tungstenite) drives it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../examples/websocket/app.rs"]
+mod app;
+#[path = "../examples/common/mod.rs"]
+mod common;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, connect_async,
+    tungstenite::{
+        Message, client::IntoClientRequest, handshake::client::Response,
+        protocol::frame::coding::CloseCode,
+    },
+};
+
+/// The key the server accepts (`WS_API_KEY`), for workspaces `ws-1` and `ws-2`.
+const KEY: &str = "ws-test-key-0123456789-abcdefghijklmnopqrstuvwxyz";
+/// A well-formed key the server does not know.
+const WRONG_KEY: &str = "ws-wrong-key-0123456789-abcdefghijklmnopqrstuvwxyz";
+/// How long a test waits for anything before it fails.
+const WAIT: Duration = Duration::from_secs(5);
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+// ---------------------------------------------------------------------------------------
+// The server under test
+
+/// A directory removed when the test ends.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("keygate-websocket-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct TestServer {
+    addr: SocketAddr,
+    hub: app::Hub,
+    audit_log: PathBuf,
+    _dir: TempDir,
+}
+
+/// Starts the example's server with `WS_API_KEY=KEY`, `WS_WORKSPACES=ws-1,ws-2`, and
+/// `overrides`.
+async fn start(overrides: &[(&str, &str)]) -> TestServer {
+    let dir = TempDir::new();
+    let audit_log = dir.0.join("audit.jsonl");
+    let vars: HashMap<String, String> = [
+        ("WS_API_KEY", KEY),
+        ("WS_WORKSPACES", "ws-1,ws-2"),
+        ("LISTEN_ADDR", "127.0.0.1:0"),
+        ("AUDIT_LOG", audit_log.to_str().unwrap()),
+    ]
+    .into_iter()
+    .chain(overrides.iter().copied())
+    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    .collect();
+    let config = app::Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
+    let listener = TcpListener::bind(config.server.listen_addr).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hub = app::Hub::default();
+    let router = app::router(config, hub.clone()).unwrap();
+    tokio::spawn(async move {
+        common::serve(listener, router, std::future::pending())
+            .await
+            .unwrap();
+    });
+    TestServer {
+        addr,
+        hub,
+        audit_log,
+        _dir: dir,
+    }
+}
+
+impl TestServer {
+    fn url(&self, scheme: &str, path_and_query: &str) -> String {
+        format!("{scheme}://{}{path_and_query}", self.addr)
+    }
+
+    /// Opens `/ws` (plus `query`) with `headers`.
+    async fn connect(&self, query: &str, headers: &[(&str, &str)]) -> (Client, Response) {
+        let mut request = self
+            .url("ws", &format!("/ws{query}"))
+            .into_client_request()
+            .unwrap();
+        for (name, value) in headers {
+            let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            request.headers_mut().insert(name, value.parse().unwrap());
+        }
+        tokio::time::timeout(WAIT, connect_async(request))
+            .await
+            .expect("handshake timed out")
+            .expect("handshake failed")
+    }
+
+    /// Opens `/ws` with the key in `X-API-Key` and waits until it is authenticated.
+    async fn authenticated(&self) -> Client {
+        let (mut client, _) = self.connect("", &[("x-api-key", KEY)]).await;
+        expect_authenticated(&mut client).await;
+        client
+    }
+
+    /// Opens `/ws` without a key, sends `{"type":"auth","key":key}` first.
+    async fn connect_with_auth_message(&self, key: &str) -> Client {
+        let (mut client, _) = self.connect("", &[]).await;
+        send(&mut client, json!({ "type": "auth", "key": key })).await;
+        client
+    }
+
+    /// `POST /ws/publish` with `key` (if any) and `body`: the status and the JSON answer.
+    async fn publish_over_http(&self, key: Option<&str>, body: Value) -> (u16, Value) {
+        let mut request = reqwest::Client::new()
+            .post(self.url("http", "/ws/publish"))
+            .json(&body);
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// The audit log, after checking its hash chain.
+    fn audit_events(&self) -> Vec<Value> {
+        let summary = keygate::audit::verify_file(&self.audit_log).unwrap();
+        let events = read_lines(&self.audit_log);
+        assert_eq!(summary.lines, events.len() as u64);
+        events
+    }
+}
+
+fn read_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Client helpers
+
+async fn send(client: &mut Client, message: Value) {
+    client
+        .send(Message::text(message.to_string()))
+        .await
+        .unwrap();
+}
+
+/// The next data message, which must be JSON text.
+async fn next_json(client: &mut Client) -> Value {
+    loop {
+        let message = tokio::time::timeout(WAIT, client.next())
+            .await
+            .expect("no message in time")
+            .expect("connection ended")
+            .expect("read failed");
+        match message {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("expected a JSON message, got {other:?}"),
+        }
+    }
+}
+
+/// The close frame the server sends next: its code and reason.
+async fn expect_close(client: &mut Client) -> (CloseCode, String) {
+    loop {
+        let message = tokio::time::timeout(WAIT, client.next())
+            .await
+            .expect("no close in time")
+            .expect("connection ended without a close frame")
+            .expect("read failed");
+        match message {
+            Message::Close(Some(frame)) => return (frame.code, frame.reason.to_string()),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+async fn expect_authenticated(client: &mut Client) {
+    assert_eq!(
+        next_json(client).await,
+        json!({ "type": "authenticated", "principalId": "ws-client", "workspaces": ["ws-1", "ws-2"] })
+    );
+}
+
+/// Joins `workspace` and checks the answer.
+async fn join(client: &mut Client, workspace: &str) {
+    send(client, json!({ "type": "join", "workspaceId": workspace })).await;
+    assert_eq!(
+        next_json(client).await,
+        json!({ "type": "joined", "workspaceId": workspace })
+    );
+}
+
+fn update(workspace: &str, job: &str, status: &str) -> app::JobUpdate {
+    app::JobUpdate {
+        workspace_id: workspace.to_owned(),
+        job_id: job.to_owned(),
+        status: status.to_owned(),
+    }
+}
+
+fn update_frame(workspace: &str, job: &str, status: &str) -> Value {
+    json!({ "type": "job_update", "workspaceId": workspace, "jobId": job, "status": status })
+}
+
+/// The authentication decisions in the audit log: action, outcome and reason.
+fn decisions(events: &[Value]) -> Vec<(String, String, Option<String>)> {
+    events
+        .iter()
+        .filter(|e| e["action"] == app::ACTION_HANDSHAKE || e["action"] == app::ACTION_AUTH_MESSAGE)
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["outcome"].as_str().unwrap().to_owned(),
+                e["reason"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Authentication in the upgrade request
+
+#[tokio::test]
+async fn key_in_x_api_key_header_authenticates() {
+    let server = start(&[]).await;
+    let (mut client, _) = server.connect("", &[("x-api-key", KEY)]).await;
+    expect_authenticated(&mut client).await;
+    join(&mut client, "ws-1").await;
+}
+
+#[tokio::test]
+async fn key_as_bearer_token_authenticates() {
+    let server = start(&[]).await;
+    let bearer = format!("Bearer {KEY}");
+    let (mut client, _) = server.connect("", &[("authorization", &bearer)]).await;
+    expect_authenticated(&mut client).await;
+    join(&mut client, "ws-1").await;
+}
+
+#[tokio::test]
+async fn key_in_websocket_protocol_authenticates_and_is_echoed() {
+    let server = start(&[]).await;
+    let protocol = format!("keygate.key.{KEY}");
+    let offered = format!("json, {protocol}");
+    let (mut client, response) = server
+        .connect("", &[("sec-websocket-protocol", &offered)])
+        .await;
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        protocol.as_str()
+    );
+    expect_authenticated(&mut client).await;
+    join(&mut client, "ws-1").await;
+}
+
+#[tokio::test]
+async fn key_in_token_query_parameter_authenticates() {
+    let server = start(&[]).await;
+    let (mut client, _) = server.connect(&format!("?token={KEY}"), &[]).await;
+    expect_authenticated(&mut client).await;
+    join(&mut client, "ws-1").await;
+}
+
+#[tokio::test]
+async fn refused_key_in_handshake_closes_with_1008() {
+    let server = start(&[]).await;
+    let (mut client, _) = server.connect("", &[("x-api-key", WRONG_KEY)]).await;
+    assert_eq!(
+        expect_close(&mut client).await,
+        (CloseCode::Policy, "invalid_credentials".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn malformed_handshake_credential_closes_with_1008() {
+    let server = start(&[]).await;
+    // A key in two places at once is ambiguous, even when it is the right key.
+    let (mut client, _) = server
+        .connect(&format!("?token={KEY}"), &[("x-api-key", KEY)])
+        .await;
+    assert_eq!(
+        expect_close(&mut client).await,
+        (CloseCode::Policy, "malformed_credentials".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn plain_http_request_to_ws_is_refused_with_json() {
+    let server = start(&[]).await;
+    let response = reqwest::get(server.url("http", "/ws")).await.unwrap();
+    assert!(response.status().is_client_error(), "{}", response.status());
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["reason"], "websocket_required");
+}
+
+// ---------------------------------------------------------------------------------------
+// Authentication with the first message
+
+#[tokio::test]
+async fn key_as_first_message_authenticates() {
+    let server = start(&[]).await;
+    let mut client = server.connect_with_auth_message(KEY).await;
+    expect_authenticated(&mut client).await;
+    join(&mut client, "ws-2").await;
+}
+
+#[tokio::test]
+async fn refused_key_as_first_message_closes_with_1008() {
+    let server = start(&[]).await;
+    let mut client = server.connect_with_auth_message(WRONG_KEY).await;
+    assert_eq!(
+        expect_close(&mut client).await,
+        (CloseCode::Policy, "invalid_credentials".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn first_message_other_than_auth_closes_with_1008() {
+    let server = start(&[]).await;
+    let (mut client, _) = server.connect("", &[]).await;
+    send(
+        &mut client,
+        json!({ "type": "join", "workspaceId": "ws-1" }),
+    )
+    .await;
+    assert_eq!(
+        expect_close(&mut client).await,
+        (CloseCode::Policy, "missing_credentials".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn no_key_within_the_timeout_closes_with_1008() {
+    let server = start(&[("WS_AUTH_TIMEOUT_MS", "200")]).await;
+    let started = Instant::now();
+    let (mut client, _) = server.connect("", &[]).await;
+    assert_eq!(
+        expect_close(&mut client).await,
+        (CloseCode::Policy, app::AUTH_TIMEOUT.to_owned())
+    );
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_millis(200)..Duration::from_secs(3)).contains(&waited),
+        "closed after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn second_auth_message_is_refused_without_closing() {
+    let server = start(&[]).await;
+    let mut client = server.connect_with_auth_message(KEY).await;
+    expect_authenticated(&mut client).await;
+    send(&mut client, json!({ "type": "auth", "key": KEY })).await;
+    assert_eq!(
+        next_json(&mut client).await["reason"],
+        "already_authenticated"
+    );
+    join(&mut client, "ws-1").await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Workspaces and job updates
+
+#[tokio::test]
+async fn joining_a_forbidden_workspace_is_refused() {
+    let server = start(&[]).await;
+    let mut client = server.authenticated().await;
+    send(
+        &mut client,
+        json!({ "type": "join", "workspaceId": "ws-3" }),
+    )
+    .await;
+    let error = next_json(&mut client).await;
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["reason"], "workspace_forbidden");
+    // The connection stays usable for the workspaces the key allows.
+    join(&mut client, "ws-1").await;
+    // And nothing of ws-3 reaches it.
+    assert_eq!(server.hub.publish(&update("ws-3", "job-3", "running")), 0);
+    assert_eq!(server.hub.publish(&update("ws-1", "job-1", "running")), 1);
+    assert_eq!(
+        next_json(&mut client).await,
+        update_frame("ws-1", "job-1", "running")
+    );
+
+    let events = server.audit_events();
+    let forbidden = events
+        .iter()
+        .find(|e| e["action"] == "ws.join" && e["outcome"] == "failed")
+        .expect("the refused join is audited");
+    assert_eq!(forbidden["workspace"], "ws-3");
+    assert_eq!(forbidden["reason"], "workspace_forbidden");
+}
+
+#[tokio::test]
+async fn updates_reach_only_the_clients_joined_to_their_workspace() {
+    let server = start(&[]).await;
+    let mut first = server.authenticated().await;
+    join(&mut first, "ws-1").await;
+    let mut second = server.connect_with_auth_message(KEY).await;
+    expect_authenticated(&mut second).await;
+    join(&mut second, "ws-2").await;
+
+    // In process.
+    assert_eq!(server.hub.publish(&update("ws-1", "job-1", "running")), 1);
+    assert_eq!(server.hub.publish(&update("ws-2", "job-2", "pending")), 1);
+    // Over HTTP, with the same key and workspace check.
+    let (status, answer) = server
+        .publish_over_http(
+            Some(KEY),
+            json!({ "workspaceId": "ws-2", "jobId": "job-3", "status": "completed" }),
+        )
+        .await;
+    assert_eq!((status, answer), (202, json!({ "subscribers": 1 })));
+    assert_eq!(server.hub.publish(&update("ws-1", "job-4", "failed")), 1);
+
+    // Each client sees exactly its workspace's updates, in order: the other workspace's
+    // would have come between them.
+    assert_eq!(
+        next_json(&mut first).await,
+        update_frame("ws-1", "job-1", "running")
+    );
+    assert_eq!(
+        next_json(&mut first).await,
+        update_frame("ws-1", "job-4", "failed")
+    );
+    assert_eq!(
+        next_json(&mut second).await,
+        update_frame("ws-2", "job-2", "pending")
+    );
+    assert_eq!(
+        next_json(&mut second).await,
+        update_frame("ws-2", "job-3", "completed")
+    );
+}
+
+#[tokio::test]
+async fn publish_route_needs_the_key_and_the_workspace() {
+    let server = start(&[]).await;
+    let body = json!({ "workspaceId": "ws-1", "jobId": "job-1", "status": "running" });
+
+    let (status, answer) = server.publish_over_http(None, body.clone()).await;
+    assert_eq!(status, 401);
+    assert_eq!(answer["error"]["reason"], "missing_credentials");
+
+    let (status, answer) = server
+        .publish_over_http(Some(WRONG_KEY), body.clone())
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(answer["error"]["reason"], "invalid_credentials");
+
+    let forbidden = json!({ "workspaceId": "ws-3", "jobId": "job-1", "status": "running" });
+    let (status, answer) = server.publish_over_http(Some(KEY), forbidden).await;
+    assert_eq!(status, 403);
+    assert_eq!(answer["error"]["reason"], "workspace_forbidden");
+
+    let bad_job = json!({ "workspaceId": "ws-1", "jobId": "job 1", "status": "running" });
+    let (status, answer) = server.publish_over_http(Some(KEY), bad_job).await;
+    assert_eq!(status, 422);
+    assert_eq!(answer["error"]["reason"], "invalid_body");
+
+    let (status, answer) = server.publish_over_http(Some(KEY), body).await;
+    assert_eq!((status, answer), (202, json!({ "subscribers": 0 })));
+
+    // Deny by default: an unknown path needs the key too.
+    let response = reqwest::get(server.url("http", "/ws/unknown"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+// ---------------------------------------------------------------------------------------
+// Rate limiting
+
+#[tokio::test]
+async fn message_flood_gets_errors_then_a_1008_close() {
+    let budget = 5;
+    let server = start(&[("WS_MESSAGES_PER_MINUTE", &budget.to_string())]).await;
+    let mut client = server.authenticated().await;
+    let refused = app::REFUSED_MESSAGES_BEFORE_CLOSE as usize;
+    for _ in 0..budget + refused + 1 + 3 {
+        send(
+            &mut client,
+            json!({ "type": "join", "workspaceId": "ws-1" }),
+        )
+        .await;
+    }
+    for _ in 0..budget {
+        assert_eq!(next_json(&mut client).await["type"], "joined");
+    }
+    for _ in 0..refused {
+        let error = next_json(&mut client).await;
+        assert_eq!(
+            (&error["type"], &error["reason"]),
+            (&json!("error"), &json!("rate_limited"))
+        );
+    }
+    assert_eq!(
+        expect_close(&mut client).await,
+        (CloseCode::Policy, "rate_limited".to_owned())
+    );
+
+    // The budget is the principal's, not the connection's: a new connection with the
+    // same key is limited at once.
+    let mut again = server.authenticated().await;
+    send(&mut again, json!({ "type": "join", "workspaceId": "ws-1" })).await;
+    assert_eq!(next_json(&mut again).await["reason"], "rate_limited");
+
+    let events = server.audit_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "ws.close" && e["reason"] == "rate_limited"),
+        "the disconnection is audited"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Audit
+
+#[tokio::test]
+async fn audit_log_verifies_and_holds_a_decision_for_every_connection() {
+    let server = start(&[("WS_AUTH_TIMEOUT_MS", "300")]).await;
+
+    let (mut client, _) = server.connect("", &[("x-api-key", KEY)]).await;
+    expect_authenticated(&mut client).await;
+    let protocol = format!("keygate.key.{KEY}");
+    let (mut client, _) = server
+        .connect("", &[("sec-websocket-protocol", &protocol)])
+        .await;
+    expect_authenticated(&mut client).await;
+    let mut client = server.connect_with_auth_message(KEY).await;
+    expect_authenticated(&mut client).await;
+    let (mut client, _) = server.connect("", &[("x-api-key", WRONG_KEY)]).await;
+    expect_close(&mut client).await;
+    let mut client = server.connect_with_auth_message(WRONG_KEY).await;
+    expect_close(&mut client).await;
+    let (mut client, _) = server
+        .connect(
+            &format!("?token={KEY}"),
+            &[("authorization", &format!("Bearer {KEY}"))],
+        )
+        .await;
+    expect_close(&mut client).await;
+    let (mut client, _) = server.connect("", &[]).await;
+    expect_close(&mut client).await;
+    let (mut client, _) = server.connect("", &[]).await;
+    send(&mut client, json!({ "type": "hello" })).await;
+    expect_close(&mut client).await;
+
+    let events = server.audit_events();
+    let (handshake, message) = (app::ACTION_HANDSHAKE, app::ACTION_AUTH_MESSAGE);
+    let expected = [
+        (handshake, "admitted", None),
+        (handshake, "admitted", None),
+        (message, "admitted", None),
+        (handshake, "refused", Some("invalid_credentials")),
+        (message, "refused", Some("invalid_credentials")),
+        (handshake, "refused", Some("malformed_credentials")),
+        (message, "refused", Some(app::AUTH_TIMEOUT)),
+        (message, "refused", Some("missing_credentials")),
+    ]
+    .map(|(action, outcome, reason)| {
+        (
+            action.to_owned(),
+            outcome.to_owned(),
+            reason.map(str::to_owned),
+        )
+    });
+    assert_eq!(decisions(&events), expected);
+    for event in &events {
+        assert_eq!(event["client_ip"], "127.0.0.1", "{event}");
+        if event["outcome"] == "admitted" {
+            assert_eq!(event["principal_id"], "ws-client", "{event}");
+            assert!(event["key_id"].is_string(), "{event}");
+        }
+    }
+    let log = std::fs::read_to_string(&server.audit_log).unwrap();
+    assert!(
+        !log.contains(KEY) && !log.contains(WRONG_KEY),
+        "a key leaked"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration
+
+#[test]
+fn a_missing_or_short_key_refuses_to_start_and_says_how_to_fix_it() {
+    let config = |key: Option<&str>, workspaces: Option<&str>| {
+        let vars: HashMap<&str, &str> = [("WS_API_KEY", key), ("WS_WORKSPACES", workspaces)]
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value?)))
+            .collect();
+        app::Config::from_lookup(|name| vars.get(name).map(|v| (*v).to_owned()))
+    };
+    for key in [None, Some("too-short-0123456789")] {
+        let message = error_chain(&config(key, Some("ws-1")).unwrap_err());
+        assert!(message.contains("WS_API_KEY"), "{message}");
+        assert!(message.contains("openssl rand -base64 32"), "{message}");
+        assert!(
+            !message.contains("too-short"),
+            "the key is printed: {message}"
+        );
+    }
+    let error = config(Some(KEY), None).unwrap_err().to_string();
+    assert!(error.contains("WS_WORKSPACES"), "{error}");
+    let error = config(Some(KEY), Some("ws-1,")).unwrap_err().to_string();
+    assert!(error.contains("WS_WORKSPACES"), "{error}");
+
+    let config = config(Some(KEY), Some("ws-1")).unwrap();
+    assert_eq!(config.auth_timeout, app::DEFAULT_AUTH_TIMEOUT);
+    let printed = format!("{config:?}");
+    assert!(!printed.contains(KEY), "the key is printed: {printed}");
+}
+
+/// The error's message with all its causes.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
