@@ -219,7 +219,7 @@ impl KeyGrant {
     }
 
     pub(crate) fn into_record(self, key_id: KeyId, digest: KeyDigest) -> KeyRecord {
-        let prefix = Some(self.prefix);
+        let prefix = Some(self.prefix.clone());
         self.into_record_with_prefix(key_id, digest, prefix)
     }
 
