@@ -129,7 +129,7 @@ fn check(value: &[u8], max_len: usize) -> Result<(), Rejection> {
     if value.len() > max_len {
         return Err(malformed(Malformed::TooLong));
     }
-    if !value.iter().all(u8::is_ascii_graphic) {
+    if !crate::key::is_visible_ascii(value) {
         return Err(malformed(Malformed::InvalidBytes));
     }
     Ok(())
@@ -146,9 +146,9 @@ fn single_header<'a>(
     if values.next().is_some() {
         return Err(malformed(Malformed::Duplicated));
     }
-    // `to_str` fails on bytes outside visible ASCII and space/tab.
-    value
-        .to_str()
+    // Anything but visible ASCII is refused by `check` once the credential is out; here
+    // only text is needed (UTF-8 validation is a quick word-wise scan for ASCII).
+    std::str::from_utf8(value.as_bytes())
         .map(|v| Some(v.trim_matches([' ', '\t'])))
         .map_err(|_| malformed(Malformed::InvalidBytes))
 }

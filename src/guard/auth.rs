@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::GuardConfig;
 use crate::{
     BackendFuture, KeyDigest, KeyStatus, Principal, Rejection,
-    key::{KeyError, parse_credential},
+    key::{KeyError, parse_visible},
     limit::{ClientKey, LimitError, RateLimitDecision},
     registry::LookupFuture,
 };
@@ -46,10 +46,21 @@ impl From<Rejection> for Refusal {
 
 pub(crate) type Decision = Result<Admission, Refusal>;
 
-/// Verifies the presented key, then checks the caller's rate limit.
+/// Verifies the presented key, then checks the caller's rate limit: a future that owns
+/// the guard's configuration (for network backends and [`ApiKeyGuard::authenticate`]).
+///
+/// [`ApiKeyGuard::authenticate`]: super::ApiKeyGuard::authenticate
 #[derive(Debug)]
 pub(crate) struct Authenticate {
-    config: Arc<GuardConfig>,
+    pub(crate) config: Arc<GuardConfig>,
+    pub(crate) verification: Verification,
+}
+
+/// The state of one decision, driven with the configuration it was started with
+/// ([`Verification::poll_with`]); in-memory backends decide on the first poll, with no
+/// reference count touched.
+#[derive(Debug)]
+pub(crate) struct Verification {
     presented: KeyDigest,
     client: Option<ClientKey>,
     step: Step,
@@ -65,11 +76,12 @@ enum Step {
     Done,
 }
 
-impl Authenticate {
-    /// Starts the decision for a credential already pulled from the request. Refuses at once
-    /// what needs no lookup: a client that failed too often, a bad checksum, a short key.
+impl Verification {
+    /// Starts the decision for a credential already pulled from the request (and checked
+    /// to be visible ASCII). Refuses at once what needs no lookup: a client that failed
+    /// too often, a bad checksum, a short key.
     pub(crate) fn start(
-        config: &Arc<GuardConfig>,
+        config: &GuardConfig,
         credential: &str,
         client_ip: Option<IpAddr>,
     ) -> Result<Self, Refusal> {
@@ -79,7 +91,7 @@ impl Authenticate {
         {
             return Err(Rejection::TooManyFailedAttempts { retry_after }.into());
         }
-        let parsed = match parse_credential(credential) {
+        let parsed = match parse_visible(credential.as_bytes()) {
             Ok(parsed) => parsed,
             Err(KeyError::InvalidCharacters) => {
                 // The credential extractor refuses these first; kept for completeness.
@@ -96,7 +108,6 @@ impl Authenticate {
             None => config.registry.find_by_digest(&presented),
         };
         Ok(Self {
-            config: Arc::clone(config),
             presented,
             client,
             step: Step::Lookup(lookup),
@@ -105,9 +116,9 @@ impl Authenticate {
 
     fn verified(
         &mut self,
+        config: &GuardConfig,
         found: Option<Arc<crate::KeyRecord>>,
     ) -> Result<Option<Admission>, Refusal> {
-        let config = &self.config;
         let Some(record) = found.filter(|record| record.digest.ct_eq(&self.presented)) else {
             return Err(fail(
                 config,
@@ -163,7 +174,7 @@ impl Authenticate {
     }
 
     fn limited(
-        &self,
+        config: &GuardConfig,
         principal: Principal,
         result: Result<RateLimitDecision, LimitError>,
     ) -> Decision {
@@ -181,8 +192,7 @@ impl Authenticate {
                 // Only an outage may fail open; a cost that can never fit is a
                 // misconfiguration and always refuses.
                 let fail_open = matches!(error, LimitError::Unavailable(_))
-                    && self
-                        .config
+                    && config
                         .rate_limit
                         .as_ref()
                         .is_some_and(|limit| limit.fail_open);
@@ -196,7 +206,7 @@ impl Authenticate {
                 } else {
                     Err(Refusal {
                         rejection: Rejection::AuthUnavailable {
-                            retry_after: self.config.unavailable_retry_after,
+                            retry_after: config.unavailable_retry_after,
                         },
                         principal: Some(principal),
                     })
@@ -229,6 +239,18 @@ impl Future for Authenticate {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Decision> {
         let this = self.get_mut();
+        this.verification.poll_with(&this.config, cx)
+    }
+}
+
+impl Verification {
+    /// Drives the decision with the configuration it was started with.
+    pub(crate) fn poll_with(
+        &mut self,
+        config: &GuardConfig,
+        cx: &mut Context<'_>,
+    ) -> Poll<Decision> {
+        let this = self;
         loop {
             match &mut this.step {
                 Step::Lookup(lookup) => {
@@ -238,13 +260,13 @@ impl Future for Authenticate {
                             this.step = Step::Done;
                             tracing::warn!(error = %error, "keygate: key registry failed");
                             return Poll::Ready(Err(Rejection::AuthUnavailable {
-                                retry_after: this.config.unavailable_retry_after,
+                                retry_after: config.unavailable_retry_after,
                             }
                             .into()));
                         }
                     };
                     this.step = Step::Done;
-                    match this.verified(found) {
+                    match this.verified(config, found) {
                         Ok(Some(admission)) => return Poll::Ready(Ok(admission)),
                         Ok(None) => continue,
                         Err(refusal) => return Poll::Ready(Err(refusal)),
@@ -256,16 +278,16 @@ impl Future for Authenticate {
                     this.step = Step::Done;
                     let Some(principal) = principal else {
                         return Poll::Ready(Err(Rejection::AuthUnavailable {
-                            retry_after: this.config.unavailable_retry_after,
+                            retry_after: config.unavailable_retry_after,
                         }
                         .into()));
                     };
-                    return Poll::Ready(this.limited(principal, result));
+                    return Poll::Ready(Self::limited(config, principal, result));
                 }
                 Step::Done => {
                     // Polled after completion: answer safely rather than panic.
                     return Poll::Ready(Err(Rejection::AuthUnavailable {
-                        retry_after: this.config.unavailable_retry_after,
+                        retry_after: config.unavailable_retry_after,
                     }
                     .into()));
                 }
@@ -274,11 +296,11 @@ impl Future for Authenticate {
     }
 }
 
-pub(crate) fn ready_now(auth: &mut Authenticate) -> Option<Decision> {
+pub(crate) fn ready_now(auth: &mut Verification, config: &GuardConfig) -> Option<Decision> {
     // Poll once with a no-op waker: in-memory backends answer at once, so the common path
     // decides inside `call` without cloning the inner service or allocating a future.
     let mut cx = Context::from_waker(std::task::Waker::noop());
-    match Pin::new(auth).poll(&mut cx) {
+    match auth.poll_with(config, &mut cx) {
         Poll::Ready(decision) => Some(decision),
         Poll::Pending => None,
     }

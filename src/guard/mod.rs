@@ -264,10 +264,17 @@ impl<R> ApiKeyGuard<R> {
             .credentials
             .check(credential)
             .map_err(auth::Refusal::from)
-            .and_then(|()| auth::Authenticate::start(&config, credential, client_ip));
+            .and_then(|()| auth::Verification::start(&config, credential, client_ip));
+        let auth_config = Arc::clone(&config);
         async move {
             let decision = match started {
-                Ok(auth) => auth.await,
+                Ok(verification) => {
+                    auth::Authenticate {
+                        config: auth_config,
+                        verification,
+                    }
+                    .await
+                }
                 Err(refusal) => Err(refusal),
             };
             match decision {

@@ -11,12 +11,12 @@ use std::{
 
 use http::{Request, Response, header};
 use pin_project_lite::pin_project;
-use time::OffsetDateTime;
+use std::time::SystemTime;
 use tower_service::Service;
 
 use super::{
     ClientAddr, GuardConfig,
-    auth::{Admission, Authenticate, Decision, Refusal, ready_now},
+    auth::{Admission, Authenticate, Decision, Refusal, Verification, ready_now},
 };
 use crate::{
     AuditEvent, Outcome, Rejection, RenderRejection, limit::RateLimitDecision, limit::client_ip,
@@ -181,7 +181,7 @@ impl GuardConfig {
     /// Notes the key's use in the registry.
     pub(crate) fn note_use(&self, admission: &Admission) {
         self.registry
-            .mark_used(&admission.principal.key_id(), OffsetDateTime::now_utc());
+            .mark_used(&admission.principal.key_id(), SystemTime::now());
     }
 
     /// Puts the principal into the request and notes the key's use.
@@ -240,14 +240,14 @@ where
             .credentials
             .extract(request.headers(), request.uri())
             .map_err(Refusal::from)
-            .and_then(|credential| Authenticate::start(config, credential.expose_secret(), ip));
+            .and_then(|credential| Verification::start(config, credential.expose_secret(), ip));
         let mut auth = match started {
             Ok(auth) => auth,
             Err(refusal) => return self.refuse(facts.as_ref(), &refusal),
         };
 
         // 4. and 5., at once when the backends are in memory.
-        match ready_now(&mut auth) {
+        match ready_now(&mut auth, config) {
             Some(decision) => self.decided(request, facts.as_ref(), decision),
             None => {
                 // A network backend: the decision finishes in the future, which takes the
@@ -257,7 +257,10 @@ where
                 ResponseFuture {
                     state: State::Checking {
                         pending: Some(Box::new(Pending {
-                            auth,
+                            auth: Authenticate {
+                                config: Arc::clone(&self.config),
+                                verification: auth,
+                            },
                             inner,
                             request,
                             renderer: self.renderer.clone(),

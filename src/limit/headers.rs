@@ -53,9 +53,10 @@ const fn ceil_secs(duration: Duration) -> u64 {
 /// Seconds are rounded up. The policy name is a structured-field string; names set with
 /// [`Quota::named`](super::Quota::named) are tokens and appear as they are.
 ///
-/// governor reports decisions, not HTTP headers, so keygate formats them itself: each
-/// value is written into a small stack buffer (digits itoa-style) and copied once into
-/// its [`HeaderValue`], one allocation per header and none for formatting.
+/// governor reports decisions, not HTTP headers, so keygate formats them itself. The
+/// `RateLimit-Policy` value is made once per [`Quota`](super::Quota) and shared by every
+/// decision under it; the `RateLimit` value is written into a small stack buffer and
+/// copied once into its [`HeaderValue`]: one allocation per admitted response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateLimitHeaders {
     policy: HeaderValue,
@@ -115,36 +116,66 @@ impl RateLimitDecision {
     /// ```
     #[must_use]
     pub fn headers(&self) -> RateLimitHeaders {
-        let mut policy = ValueBuf::new();
-        policy.push_sf_string(&self.policy);
-        policy.push_str(";q=");
-        policy.push_u64(u64::from(self.limit));
-        policy.push_str(";w=");
-        policy.push_u64(ceil_secs(self.window).max(1));
+        // A decision made under a quota carries the quota's values, made once; one whose
+        // fields were changed since is formatted in full.
+        let rendered = self
+            .rendered
+            .as_deref()
+            .filter(|r| r.describes(&self.policy, self.limit, self.window));
+
+        let policy = match rendered {
+            Some(rendered) => rendered.policy_value.clone(),
+            None => render_policy(&self.policy, self.limit, self.window).0,
+        };
 
         let mut rate_limit = ValueBuf::new();
-        rate_limit.push_sf_string(&self.policy);
-        rate_limit.push_str(";r=");
+        match rendered {
+            Some(rendered) => rate_limit.push(&rendered.rate_limit_prefix),
+            None => {
+                rate_limit.push_sf_string(&self.policy);
+                rate_limit.push(b";r=");
+            }
+        }
         rate_limit.push_u64(u64::from(self.remaining));
-        rate_limit.push_str(";t=");
+        rate_limit.push(b";t=");
         rate_limit.push_u64(ceil_secs(self.reset));
 
         let retry_after = (!self.allowed).then(|| {
-            let mut value = ValueBuf::new();
-            value.push_u64(retry_after_secs(self.retry_after.unwrap_or(self.reset)));
-            value.into_value()
+            let secs = retry_after_secs(self.retry_after.unwrap_or(self.reset));
+            HeaderValue::from(secs)
         });
 
         RateLimitHeaders {
-            policy: policy.into_value(),
+            policy,
             rate_limit: rate_limit.into_value(),
             retry_after,
         }
     }
 }
 
-/// Bytes of a header value: on the stack up to `STACK` bytes (every value keygate makes
-/// with a policy name of up to 64 token characters), on the heap past that.
+/// The `RateLimit-Policy` value of a policy (`"<policy>";q=<limit>;w=<window>`), and the
+/// start of its `RateLimit` values (`"<policy>";r=`).
+pub(crate) fn render_policy(
+    policy: &str,
+    limit: u32,
+    window: Duration,
+) -> (HeaderValue, Box<[u8]>) {
+    let mut prefix = ValueBuf::new();
+    prefix.push_sf_string(policy);
+    let name_len = prefix.len();
+    prefix.push(b";r=");
+    let mut value = ValueBuf::new();
+    value.push(prefix.as_bytes().get(..name_len).unwrap_or_default());
+    value.push(b";q=");
+    value.push_u64(u64::from(limit));
+    value.push(b";w=");
+    value.push_u64(ceil_secs(window).max(1));
+    (value.into_value(), prefix.as_bytes().into())
+}
+
+/// The bytes of a header value: on the stack up to `STACK` bytes (every value keygate
+/// makes with a policy name of up to 64 token characters), on the heap past that.
+/// Copied once into its [`HeaderValue`]: one allocation per header, none for formatting.
 struct ValueBuf {
     stack: [u8; STACK],
     len: usize,
@@ -162,60 +193,47 @@ impl ValueBuf {
         }
     }
 
-    fn push(&mut self, byte: u8) {
+    fn len(&self) -> usize {
         if self.heap.is_empty() {
-            if let Some(slot) = self.stack.get_mut(self.len) {
-                *slot = byte;
-                self.len += 1;
-                return;
-            }
-            self.heap.reserve(STACK * 2);
-            self.heap.extend_from_slice(&self.stack);
+            self.len
+        } else {
+            self.heap.len()
         }
-        self.heap.push(byte);
     }
 
-    fn push_str(&mut self, s: &str) {
-        s.bytes().for_each(|b| self.push(b));
+    fn push(&mut self, bytes: &[u8]) {
+        if self.heap.is_empty() {
+            let end = self.len + bytes.len();
+            if let Some(slot) = self.stack.get_mut(self.len..end) {
+                slot.copy_from_slice(bytes);
+                self.len = end;
+                return;
+            }
+            self.heap.reserve(end.max(STACK * 2));
+            self.heap
+                .extend_from_slice(self.stack.get(..self.len).unwrap_or_default());
+        }
+        self.heap.extend_from_slice(bytes);
     }
 
     /// Writes `n` in decimal.
-    fn push_u64(&mut self, mut n: u64) {
-        let mut digits = [0u8; 20];
-        let mut start = digits.len();
-        loop {
-            start -= 1;
-            if let Some(slot) = digits.get_mut(start) {
-                *slot = b'0' + (n % 10) as u8;
-            }
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        digits
-            .get(start..)
-            .unwrap_or_default()
-            .iter()
-            .for_each(|&b| self.push(b));
+    fn push_u64(&mut self, n: u64) {
+        self.push(itoa::Buffer::new().format(n).as_bytes());
     }
 
     /// Writes `s` as a structured-field string (RFC 8941, section 3.3.3): quoted,
     /// `"` and `\` escaped, and any byte outside printable ASCII replaced by `?` (a
     /// decision built by hand may carry any name; the header must stay valid).
     fn push_sf_string(&mut self, s: &str) {
-        self.push(b'"');
+        self.push(b"\"");
         for byte in s.bytes() {
             match byte {
-                b'"' | b'\\' => {
-                    self.push(b'\\');
-                    self.push(byte);
-                }
-                0x20..=0x7e => self.push(byte),
-                _ => self.push(b'?'),
+                b'"' | b'\\' => self.push(&[b'\\', byte]),
+                0x20..=0x7e => self.push(&[byte]),
+                _ => self.push(b"?"),
             }
         }
-        self.push(b'"');
+        self.push(b"\"");
     }
 
     fn as_bytes(&self) -> &[u8] {
@@ -269,6 +287,18 @@ mod tests {
             headers.retry_after().map(HeaderValue::as_bytes),
             Some(&b"2"[..])
         );
+    }
+
+    #[test]
+    fn a_changed_decision_is_formatted_from_its_fields_not_its_quota() {
+        let mut decision = RateLimitDecision::allow(&quota(100), 7, Duration::from_secs(3));
+        assert_eq!(decision.headers().policy(), r#""default";q=100;w=60"#);
+        decision.limit = 5;
+        assert_eq!(decision.headers().policy(), r#""default";q=5;w=60"#);
+        decision.policy = Arc::from("gold");
+        let headers = decision.headers();
+        assert_eq!(headers.policy(), r#""gold";q=5;w=60"#);
+        assert_eq!(headers.rate_limit(), r#""gold";r=7;t=3"#);
     }
 
     #[test]

@@ -129,7 +129,7 @@ impl LimitError {
 ///
 /// Build one with [`allow`](Self::allow) or [`refuse`](Self::refuse) (other backends do
 /// too), turn it into headers with [`headers`](Self::headers).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct RateLimitDecision {
     /// Whether the request was admitted (and its cost consumed).
     pub allowed: bool,
@@ -145,7 +145,24 @@ pub struct RateLimitDecision {
     pub reset: Duration,
     /// For refusals: the time until this request's cost would fit. `None` when allowed.
     pub retry_after: Option<Duration>,
+    /// The quota's header values, made once per quota (see [`RateLimitDecision::headers`]).
+    rendered: Option<Arc<quota::RenderedPolicy>>,
 }
+
+impl PartialEq for RateLimitDecision {
+    /// Compares what the decision says; how its headers are made does not matter.
+    fn eq(&self, other: &Self) -> bool {
+        self.allowed == other.allowed
+            && self.policy == other.policy
+            && self.limit == other.limit
+            && self.window == other.window
+            && self.remaining == other.remaining
+            && self.reset == other.reset
+            && self.retry_after == other.retry_after
+    }
+}
+
+impl Eq for RateLimitDecision {}
 
 impl RateLimitDecision {
     /// An admitted request under `quota`.
@@ -159,6 +176,7 @@ impl RateLimitDecision {
             remaining,
             reset,
             retry_after: None,
+            rendered: Some(Arc::clone(quota.rendered())),
         }
     }
 

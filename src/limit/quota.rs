@@ -57,6 +57,8 @@ pub struct Quota {
     limit: NonZeroU32,
     window: Duration,
     policy: Arc<str>,
+    /// The header values every decision under this quota shares, made once.
+    rendered: Arc<RenderedPolicy>,
 }
 
 impl Quota {
@@ -117,11 +119,13 @@ impl Quota {
     }
 
     fn from_governor(inner: governor::Quota, limit: NonZeroU32, window: Duration) -> Self {
+        let policy: Arc<str> = Arc::from(DEFAULT_POLICY);
         Self {
             inner,
             limit,
             window,
-            policy: Arc::from(DEFAULT_POLICY),
+            rendered: RenderedPolicy::new(&policy, limit.get(), window),
+            policy,
         }
     }
 
@@ -160,6 +164,7 @@ impl Quota {
             return Err(InvalidPolicyName { _private: () });
         }
         self.policy = Arc::from(name);
+        self.rendered = RenderedPolicy::new(&self.policy, self.limit.get(), self.window);
         Ok(self)
     }
 
@@ -202,6 +207,47 @@ impl Quota {
     /// The governor quota this quota enforces.
     pub(crate) const fn governor(&self) -> governor::Quota {
         self.inner
+    }
+
+    /// The header values shared by every decision under this quota.
+    pub(crate) fn rendered(&self) -> &Arc<RenderedPolicy> {
+        &self.rendered
+    }
+}
+
+/// What the rate-limit headers of every decision under one quota have in common, made
+/// when the quota is: the whole `RateLimit-Policy` value and the start of the `RateLimit`
+/// value (`"<policy>";r=`). A response then copies no policy text and formats only its
+/// two numbers.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct RenderedPolicy {
+    /// The policy name, limit and window the values were made from.
+    pub(crate) policy: Arc<str>,
+    pub(crate) limit: u32,
+    pub(crate) window: Duration,
+    /// `"<policy>";q=<limit>;w=<window seconds>`.
+    pub(crate) policy_value: http::HeaderValue,
+    /// `"<policy>";r=`.
+    pub(crate) rate_limit_prefix: Box<[u8]>,
+}
+
+impl RenderedPolicy {
+    fn new(policy: &Arc<str>, limit: u32, window: Duration) -> Arc<Self> {
+        let (policy_value, rate_limit_prefix) =
+            super::headers::render_policy(policy, limit, window);
+        Arc::new(Self {
+            policy: Arc::clone(policy),
+            limit,
+            window,
+            policy_value,
+            rate_limit_prefix,
+        })
+    }
+
+    /// Whether these values still describe a decision's `policy`, `limit` and `window`
+    /// (the fields of a decision are public and may have been changed).
+    pub(crate) fn describes(&self, policy: &Arc<str>, limit: u32, window: Duration) -> bool {
+        Arc::ptr_eq(&self.policy, policy) && self.limit == limit && self.window == window
     }
 }
 

@@ -6,8 +6,10 @@ use std::{
         Arc, PoisonError, RwLock,
         atomic::{AtomicI64, Ordering},
     },
+    time::SystemTime,
 };
 
+use foldhash::fast::RandomState;
 use time::OffsetDateTime;
 
 use super::{KeyRecord, KeyRegistry, LookupFuture, RegistryError};
@@ -23,11 +25,14 @@ pub struct InMemoryRegistry {
     tables: RwLock<Tables>,
 }
 
+/// The tables are hashed with foldhash (seeded per process) rather than SipHash: their
+/// keys are key ids and SHA-256 digests that only registration inserts, so a caller
+/// cannot fill them with colliding entries, and lookups are on the request path.
 #[derive(Debug, Default)]
 struct Tables {
-    by_id: HashMap<KeyId, Entry>,
-    by_digest: HashMap<KeyDigest, KeyId>,
-    by_principal: HashMap<String, Vec<KeyId>>,
+    by_id: HashMap<KeyId, Entry, RandomState>,
+    by_digest: HashMap<KeyDigest, KeyId, RandomState>,
+    by_principal: HashMap<String, Vec<KeyId>, RandomState>,
 }
 
 #[derive(Debug)]
@@ -193,11 +198,17 @@ impl KeyRegistry for InMemoryRegistry {
         BackendFuture::ready(Ok(keys))
     }
 
-    fn mark_used(&self, key_id: &KeyId, at: OffsetDateTime) {
+    fn mark_used(&self, key_id: &KeyId, at: SystemTime) {
+        let Ok(since_epoch) = at.duration_since(SystemTime::UNIX_EPOCH) else {
+            return;
+        };
+        let secs = i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX);
         if let Some(entry) = self.read().by_id.get(key_id) {
-            entry
-                .last_used
-                .store(at.unix_timestamp(), Ordering::Relaxed);
+            // Written once a second at most: a busy key's entry is not written by every
+            // core on every request.
+            if entry.last_used.load(Ordering::Relaxed) != secs {
+                entry.last_used.store(secs, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -320,7 +331,7 @@ mod tests {
             let registry = InMemoryRegistry::new();
             let issued = registry.issue(KeyGrant::new("p")).await.unwrap();
             let at = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-            registry.mark_used(&issued.record.key_id, at);
+            registry.mark_used(&issued.record.key_id, at.into());
             let keys = registry.list_keys("p").await.unwrap();
             assert_eq!(keys[0].last_used_at, Some(at));
         });

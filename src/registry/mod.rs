@@ -331,9 +331,11 @@ pub trait KeyRegistry: Send + Sync + fmt::Debug + 'static {
         principal_id: &str,
     ) -> BackendFuture<'_, Result<Vec<Arc<KeyRecord>>, RegistryError>>;
 
-    /// Notes that a key was admitted at `at`. Best effort, called on the request path:
-    /// it must be cheap and must not block. The default does nothing.
-    fn mark_used(&self, key_id: &KeyId, at: OffsetDateTime) {
+    /// Notes that a key was admitted at `at`. Best effort, called on the request path of
+    /// every admitted request: it must be cheap and must not block (a plain
+    /// [`SystemTime`](std::time::SystemTime), so that the guard need not turn the clock
+    /// into a calendar date on every request). The default does nothing.
+    fn mark_used(&self, key_id: &KeyId, at: std::time::SystemTime) {
         let _ = (key_id, at);
     }
 
@@ -432,7 +434,7 @@ impl<R: KeyRegistry + ?Sized> KeyRegistry for Arc<R> {
     ) -> BackendFuture<'_, Result<Vec<Arc<KeyRecord>>, RegistryError>> {
         (**self).list_keys(principal_id)
     }
-    fn mark_used(&self, key_id: &KeyId, at: OffsetDateTime) {
+    fn mark_used(&self, key_id: &KeyId, at: std::time::SystemTime) {
         (**self).mark_used(key_id, at)
     }
 }

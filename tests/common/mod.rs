@@ -183,7 +183,7 @@ impl KeyRegistry for CountingRegistry {
         self.inner.list_keys(principal_id)
     }
 
-    fn mark_used(&self, key_id: &KeyId, at: OffsetDateTime) {
+    fn mark_used(&self, key_id: &KeyId, at: std::time::SystemTime) {
         self.inner.mark_used(key_id, at);
     }
 }
