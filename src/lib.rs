@@ -34,10 +34,12 @@
 //! * [`audit`]: audit events and sinks, including a hash-chained JSON-lines file;
 //! * [`reject`]: every refusal and how it is rendered;
 //! * [`scope`] and [`workspace`]: layers for sub-routers;
-//! * [`webhook`]: HMAC webhook signatures.
+//! * [`webhook`]: HMAC webhook signatures;
+//! * `redis` (feature `redis`): `RedisRateLimit` and `RedisRegistry`, which share limits
+//!   and keys between the replicas of a service through one Redis server.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod audit;
 mod backend;
