@@ -999,6 +999,24 @@ fn configuration_errors_name_the_variable_and_the_fix() {
     assert_eq!(defaults.server.failed_attempts_per_minute.get(), 10);
 }
 
+/// Built without the `redis` feature (`.ci/run` runs this file so too), a set `REDIS_URL`
+/// is refused at start rather than ignored: replicas that believe they share their limits
+/// and keys, and do not, would each allow the full quota.
+#[cfg(not(feature = "redis"))]
+#[test]
+fn redis_url_without_the_redis_feature_is_refused_with_the_fix() {
+    let (key, admin) = (random_key(), random_key());
+    let env = env(&key, &admin).set("REDIS_URL", "redis://:hunter2-secret@127.0.0.1:6390/0");
+    let error = app::Config::from_lookup(env.lookup())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("REDIS_URL") && error.contains("--features redis"),
+        "{error}"
+    );
+    assert!(!error.contains("hunter2-secret"), "{error}");
+}
+
 #[tokio::test]
 async fn the_built_binary_refuses_bad_keys_serves_and_verifies_its_audit_log() {
     use std::process::{Command, Stdio};
