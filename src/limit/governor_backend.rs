@@ -31,10 +31,11 @@ use crate::BackendFuture;
 ///
 /// Answers at once ([`BackendFuture::ready`]) and allocates only for the first check of
 /// a key. Concurrent checks are exact: 64 threads racing for a quota of 100 admit
-/// exactly 100 requests. Its memory looks after itself: every few thousand checks (at
-/// least 4096, and at least as many as there are live keys, so the cost per check stays
+/// exactly 100 requests. Its memory looks after itself: every few thousand new keys (at
+/// least 4096, and at least as many as there are live keys, so the cost per new key stays
 /// constant), keys whose allowance is full again are dropped and freed memory is
-/// returned; nothing needs to be spawned.
+/// returned; nothing needs to be spawned, and a check of a known key touches no shared
+/// counter.
 ///
 /// A tier that is not configured is limited by the default tier's quota, and shares
 /// its counters.
@@ -182,8 +183,9 @@ impl GovernorBackend {
         cost: NonZeroU32,
     ) -> Result<RateLimitDecision, LimitError> {
         let tier = self.tier(tier_name);
-        let (outcome, tat) = with_probe(key, |probe| {
-            (tier.limiter.check_key_n(probe, cost), probe.tat.get())
+        let (outcome, tat, new_key) = with_probe(key, |probe| {
+            let outcome = tier.limiter.check_key_n(probe, cost);
+            (outcome, probe.tat.get(), probe.new_key.get())
         });
         let now = self.clock.now();
         let quota = &tier.quota;
@@ -214,7 +216,9 @@ impl GovernorBackend {
                 )
             }
         };
-        if let Some(sweep) = self.schedule.tick() {
+        // Only new keys grow the tables, so only they count towards the next sweep: a
+        // check of a known key touches no shared counter.
+        if let Some(sweep) = new_key.then(|| self.schedule.tick()).flatten() {
             let before = self.len();
             for tier in self.all_tiers() {
                 let before = tier.limiter.len();
@@ -270,6 +274,8 @@ impl fmt::Debug for GovernorBackend {
 struct Probe {
     key: String,
     tat: Cell<Option<Nanos>>,
+    /// Whether the check made the key's entry (it had no state before).
+    new_key: Cell<bool>,
 }
 
 impl PartialEq for Probe {
@@ -291,7 +297,7 @@ const MAX_KEPT_KEY: usize = 1024;
 
 thread_local! {
     static PROBE: Cell<Probe> = const {
-        Cell::new(Probe { key: String::new(), tat: Cell::new(None) })
+        Cell::new(Probe { key: String::new(), tat: Cell::new(None), new_key: Cell::new(false) })
     };
 }
 
@@ -303,6 +309,7 @@ fn with_probe<R>(key: &str, f: impl FnOnce(&Probe) -> R) -> R {
     probe.key.clear();
     probe.key.push_str(key);
     probe.tat.set(None);
+    probe.new_key.set(false);
     let result = f(&probe);
     if probe.key.capacity() <= MAX_KEPT_KEY {
         // Fails only while the thread is shutting down; the buffer is then dropped.
@@ -311,12 +318,16 @@ fn with_probe<R>(key: &str, f: impl FnOnce(&Probe) -> R) -> R {
     result
 }
 
-/// governor's `DashMapStateStore<String>`, looked up through a [`Probe`], noting the
+/// governor's `DashMapStateStore<String, _>`, looked up through a [`Probe`], noting the
 /// theoretical arrival time governor keeps for the key (after an allowed check, the one
 /// it stored; after a refusal, the one it found).
+///
+/// Hashed with foldhash (seeded per process) rather than SipHash: only authenticated
+/// principals get an entry, so no caller can fill the table with colliding keys. (The
+/// failed-attempt table, whose keys are client addresses, keeps SipHash.)
 #[derive(Debug, Default)]
 struct TierStore {
-    map: DashMapStateStore<String>,
+    map: DashMapStateStore<String, foldhash::fast::RandomState>,
 }
 
 impl StateStore for TierStore {
@@ -327,6 +338,8 @@ impl StateStore for TierStore {
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
         self.map.measure_and_replace(&probe.key, |prev| {
+            // No stored arrival time: the key's entry was just made.
+            probe.new_key.set(prev.is_none());
             let decision = f(prev);
             probe.tat.set(match &decision {
                 Ok((_, next)) => Some(*next),
@@ -538,10 +551,17 @@ mod tests {
         }
         assert_eq!(backend.len(), 1000);
         clock.advance(Duration::from_secs(61));
+        // Checks of a known key add nothing, and sweep nothing.
         for _ in 0..5000 {
             check(&backend, "busy", "default", 1);
         }
-        assert_eq!(backend.len(), 1);
+        assert_eq!(backend.len(), 1001);
+        // New keys do: the sweep they bring (after 4096 new keys) drops every key whose
+        // allowance is full again, and keeps the recent ones.
+        for i in 0..5000 {
+            check(&backend, &format!("new-{i}"), "default", 1);
+        }
+        assert_eq!(backend.len(), 5000 + 1);
     }
 
     #[test]

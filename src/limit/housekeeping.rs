@@ -3,9 +3,11 @@
 //! governor leaves housekeeping (`retain_recent`, `shrink_to_fit`) to its caller, and a
 //! tower layer has no task of its own to run it. keygate sweeps inline, on the request
 //! that happens to be due: after `max(MIN_CHECKS, entries left by the previous sweep)`
-//! checks. A sweep is linear in the table, so this costs O(1) per check amortised, and
-//! between sweeps a table holds at most its live entries of the last sweep plus one new
-//! entry per check since (about twice its live size, or `MIN_CHECKS` more).
+//! counted events, the events that may add an entry (every failure the failed-attempt
+//! limiter records, every new key of the per-key limiter).
+//! A sweep is linear in the table, so this costs O(1) per event amortised, and between
+//! sweeps a table holds at most its live entries of the last sweep plus one new entry per
+//! event since (about twice its live size, or `MIN_CHECKS` more).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
