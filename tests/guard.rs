@@ -789,6 +789,45 @@ async fn rotation_keeps_both_keys_for_the_overlap_then_the_old_one_expires() {
 }
 
 #[tokio::test]
+async fn an_admitted_request_notes_the_keys_last_use() {
+    let f = Fixture::new(|b| b).await;
+    let (key, key_id) = f.key().await;
+    let last_use = || async {
+        let keys = f.registry.list_keys("p").await.unwrap();
+        let record = keys.iter().find(|r| r.key_id == key_id).unwrap();
+        record.last_used_at
+    };
+    assert_eq!(last_use().await, None, "never used yet");
+
+    let before = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    for _ in 0..3 {
+        assert_ok(f.get_with_key("/whoami", &key).await).await;
+    }
+    let after = OffsetDateTime::now_utc();
+    let used = last_use().await.expect("the last use is noted");
+    assert!(
+        before <= used && used <= after,
+        "{before} <= {used} <= {after}"
+    );
+
+    // A refused key is not "used".
+    let (unused, unused_id) = f.key().await;
+    f.registry
+        .revoke(&unused_id, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert_refusal(
+        f.get_with_key("/whoami", &unused).await,
+        401,
+        "revoked_credentials",
+    )
+    .await;
+    let keys = f.registry.list_keys("p").await.unwrap();
+    let record = keys.iter().find(|r| r.key_id == unused_id).unwrap();
+    assert_eq!(record.last_used_at, None);
+}
+
+#[tokio::test]
 async fn rotation_keeps_the_key_prefix() {
     let f = Fixture::new(|b| b).await;
     let old = f
