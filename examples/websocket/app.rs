@@ -403,7 +403,8 @@ async fn upgrade(
     // Only the head matters, and unlike the body it can be shared across an `await`.
     let (head, _body) = request.into_parts();
     let head = http::Request::from_parts(head, ());
-    let client_ip = common::connect_info_ip(head.extensions());
+    // The address the guard itself would use (through trusted proxies, if configured).
+    let client_ip = state.guard.client_ip(&head);
     let (handshake, protocol) = match authenticate_handshake(&state, &head, client_ip).await {
         Ok(authenticated) => authenticated,
         Err(rejection) => return ApiError::from(rejection).into_response(),

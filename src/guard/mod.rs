@@ -233,6 +233,32 @@ impl<R> ApiKeyGuard<R> {
         &self.config.registry
     }
 
+    /// The client address the guard sees for `request`: from the configured closure or
+    /// the `ClientAddr` / `SocketAddr` extension, then through `X-Forwarded-For` as far as
+    /// the configured number of trusted proxies allows. For handlers that authenticate by
+    /// themselves ([`authenticate`](Self::authenticate)), so that their failed attempts
+    /// count against the same client as the guard's.
+    ///
+    /// ```
+    /// use keygate::{ApiKey, ApiKeyGuard, ClientAddr, KeyGrant};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let guard = ApiKeyGuard::builder()
+    ///     .key(ApiKey::new("a-key-from-openssl-rand-base64-32-xxxxx")?, KeyGrant::new("p"))
+    ///     .trusted_proxies(1)
+    ///     .build()?;
+    /// let mut request = http::Request::get("/ws")
+    ///     .header("x-forwarded-for", "10.0.0.1, 203.0.113.9")
+    ///     .body(())?;
+    /// request.extensions_mut().insert(ClientAddr("192.0.2.1".parse()?));
+    /// // The proxy at 192.0.2.1 appended the real client on the right.
+    /// assert_eq!(guard.client_ip(&request), Some("203.0.113.9".parse()?));
+    /// # Ok(()) }
+    /// ```
+    pub fn client_ip<B>(&self, request: &http::Request<B>) -> Option<IpAddr> {
+        self.config.client_ip(request)
+    }
+
     /// The credential of a request, from the guard's configured sources, with the same
     /// refusals as the layer (missing, malformed). For handlers that authenticate by
     /// themselves, such as a WebSocket endpoint that also accepts the key as its first

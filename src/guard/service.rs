@@ -129,7 +129,7 @@ thread_local! {
 }
 
 impl GuardConfig {
-    fn client_ip<B>(&self, request: &Request<B>) -> Option<IpAddr> {
+    pub(crate) fn client_ip<B>(&self, request: &Request<B>) -> Option<IpAddr> {
         let extensions = request.extensions();
         let peer = match &self.client_ip {
             Some(read) => read(extensions),
