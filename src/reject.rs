@@ -27,7 +27,7 @@
 //! );
 //! ```
 
-use std::{borrow::Cow, fmt, time::Duration};
+use std::{borrow::Cow, fmt, sync::OnceLock, time::Duration};
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
@@ -65,6 +65,10 @@ impl Malformed {
         }
     }
 }
+
+/// The JSON bodies of the refusals whose body never changes, one slot each (see
+/// [`Rejection::fixed_body`]), made when first needed.
+static FIXED_BODIES: [OnceLock<Box<str>>; 16] = [const { OnceLock::new() }; 16];
 
 /// Every way keygate refuses a request.
 ///
@@ -194,7 +198,43 @@ impl Rejection {
 
     /// The JSON body of the contract:
     /// `{"error":{"code":<status>,"reason":"<reason>","message":"<text>"}}`.
+    ///
+    /// Every refusal but `insufficient_scope` has a fixed body, serialized the first time
+    /// it is needed and copied after that: refusing is cheap, however many bad requests
+    /// arrive.
     pub fn to_json(&self) -> String {
+        match self.fixed_body().and_then(|index| FIXED_BODIES.get(index)) {
+            Some(body) => String::from(&**body.get_or_init(|| self.serialize_json().into())),
+            None => self.serialize_json(),
+        }
+    }
+
+    /// The slot in [`FIXED_BODIES`] of a refusal whose body never changes.
+    fn fixed_body(&self) -> Option<usize> {
+        Some(match self {
+            Rejection::MissingCredentials => 0,
+            Rejection::MalformedCredentials(why) => match why {
+                Malformed::Empty => 1,
+                Malformed::TooLong => 2,
+                Malformed::InvalidBytes => 3,
+                Malformed::Duplicated => 4,
+                Malformed::Ambiguous => 5,
+                Malformed::NotBearer => 6,
+            },
+            Rejection::InvalidCredentials => 7,
+            Rejection::ExpiredCredentials => 8,
+            Rejection::RevokedCredentials => 9,
+            Rejection::InvalidSignature => 10,
+            Rejection::StaleSignature => 11,
+            Rejection::WorkspaceForbidden => 12,
+            Rejection::RateLimited(_) => 13,
+            Rejection::TooManyFailedAttempts { .. } => 14,
+            Rejection::AuthUnavailable { .. } => 15,
+            Rejection::InsufficientScope { .. } => return None,
+        })
+    }
+
+    fn serialize_json(&self) -> String {
         #[derive(serde::Serialize)]
         struct Body<'a> {
             error: Error<'a>,
@@ -361,6 +401,50 @@ mod tests {
                 (503, "auth_unavailable"),
             ]
         );
+    }
+
+    #[test]
+    fn fixed_bodies_are_the_serialized_ones_and_each_has_its_own_slot() {
+        let mut every = all();
+        every.extend(
+            [
+                Malformed::TooLong,
+                Malformed::InvalidBytes,
+                Malformed::Duplicated,
+                Malformed::Ambiguous,
+                Malformed::NotBearer,
+            ]
+            .map(Rejection::MalformedCredentials),
+        );
+        let quota = crate::limit::Quota::per_minute(std::num::NonZeroU32::MIN);
+        every.push(Rejection::RateLimited(RateLimitDecision::refuse(
+            &quota,
+            0,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        )));
+        let mut slots = std::collections::HashMap::new();
+        for rejection in every {
+            // Twice: the first call fills the slot, the second reads it.
+            for _ in 0..2 {
+                assert_eq!(
+                    rejection.to_json(),
+                    rejection.serialize_json(),
+                    "{rejection:?}"
+                );
+            }
+            if let Some(slot) = rejection.fixed_body() {
+                assert!(slot < FIXED_BODIES.len());
+                let body = rejection.serialize_json();
+                let previous = slots.insert(slot, body.clone());
+                assert!(
+                    previous.is_none_or(|previous| previous == body),
+                    "slot {slot} shared by different bodies"
+                );
+            }
+        }
+        // Every slot is used by exactly one kind of refusal.
+        assert_eq!(slots.len(), FIXED_BODIES.len());
     }
 
     #[test]
