@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::GuardConfig;
 use crate::{
     BackendFuture, KeyDigest, KeyStatus, Principal, Rejection,
-    key::{KeyError, parse_visible},
+    key::parse_visible,
     limit::{ClientKey, LimitError, RateLimitDecision},
     registry::LookupFuture,
 };
@@ -91,16 +91,9 @@ impl Verification {
         {
             return Err(Rejection::TooManyFailedAttempts { retry_after }.into());
         }
-        let parsed = match parse_visible(credential.as_bytes()) {
-            Ok(parsed) => parsed,
-            Err(KeyError::InvalidCharacters) => {
-                // The credential extractor refuses these first; kept for completeness.
-                return Err(Rejection::MalformedCredentials(crate::Malformed::InvalidBytes).into());
-            }
-            Err(_) => {
-                // Bad checksum, or too short to be any registered key: no lookup, no digest.
-                return Err(fail(config, client, Rejection::InvalidCredentials, None));
-            }
+        let Ok(parsed) = parse_visible(credential.as_bytes()) else {
+            // Bad checksum, or too short to be any registered key: no lookup, no digest.
+            return Err(fail(config, client, Rejection::InvalidCredentials, None));
         };
         let presented = KeyDigest::of(credential.as_bytes());
         let lookup = match parsed.key_id() {
@@ -250,14 +243,13 @@ impl Verification {
         config: &GuardConfig,
         cx: &mut Context<'_>,
     ) -> Poll<Decision> {
-        let this = self;
         loop {
-            match &mut this.step {
+            match &mut self.step {
                 Step::Lookup(lookup) => {
                     let found = match ready!(Pin::new(lookup).poll(cx)) {
                         Ok(found) => found,
                         Err(error) => {
-                            this.step = Step::Done;
+                            self.step = Step::Done;
                             tracing::warn!(error = %error, "keygate: key registry failed");
                             return Poll::Ready(Err(Rejection::AuthUnavailable {
                                 retry_after: config.unavailable_retry_after,
@@ -265,8 +257,8 @@ impl Verification {
                             .into()));
                         }
                     };
-                    this.step = Step::Done;
-                    match this.verified(config, found) {
+                    self.step = Step::Done;
+                    match self.verified(config, found) {
                         Ok(Some(admission)) => return Poll::Ready(Ok(admission)),
                         Ok(None) => continue,
                         Err(refusal) => return Poll::Ready(Err(refusal)),
@@ -275,7 +267,7 @@ impl Verification {
                 Step::Limit { principal, check } => {
                     let result = ready!(Pin::new(check).poll(cx));
                     let principal = principal.take();
-                    this.step = Step::Done;
+                    self.step = Step::Done;
                     let Some(principal) = principal else {
                         return Poll::Ready(Err(Rejection::AuthUnavailable {
                             retry_after: config.unavailable_retry_after,

@@ -290,17 +290,14 @@ impl<R> ApiKeyGuard<R> {
             .credentials
             .check(credential)
             .map_err(auth::Refusal::from)
-            .and_then(|()| auth::Verification::start(&config, credential, client_ip));
-        let auth_config = Arc::clone(&config);
+            .and_then(|()| auth::Verification::start(&config, credential, client_ip))
+            .map(|verification| auth::Authenticate {
+                config: Arc::clone(&config),
+                verification,
+            });
         async move {
             let decision = match started {
-                Ok(verification) => {
-                    auth::Authenticate {
-                        config: auth_config,
-                        verification,
-                    }
-                    .await
-                }
+                Ok(auth) => auth.await,
                 Err(refusal) => Err(refusal),
             };
             match decision {

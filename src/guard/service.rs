@@ -7,11 +7,11 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
+    time::SystemTime,
 };
 
 use http::{Request, Response, header};
 use pin_project_lite::pin_project;
-use std::time::SystemTime;
 use tower_service::Service;
 
 use super::{
@@ -119,15 +119,6 @@ fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// Slots of [`RECENT_USES`], picked by a key id's first character.
-const RECENT_SLOTS: usize = 8;
-
-thread_local! {
-    /// The last (registry, key id, second) this thread noted in each slot.
-    static RECENT_USES: std::cell::Cell<[Option<(usize, crate::KeyId, u64)>; RECENT_SLOTS]> =
-        const { std::cell::Cell::new([None; RECENT_SLOTS]) };
-}
-
 impl GuardConfig {
     pub(crate) fn client_ip<B>(&self, request: &Request<B>) -> Option<IpAddr> {
         let extensions = request.extensions();
@@ -174,33 +165,10 @@ impl GuardConfig {
         }
     }
 
-    /// Notes the key's use in the registry, once a second per key and thread at most:
-    /// the registry keeps the last use to the second, and a busy key need not cost a
-    /// registry lookup on every request.
+    /// Notes the key's use in the registry.
     pub(crate) fn note_use(&self, admission: &Admission) {
-        let now = SystemTime::now();
-        let second = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs());
-        let key_id = admission.principal.key_id();
-        // The registry's address tells guards with different registries apart.
-        let registry = Arc::as_ptr(&self.registry).cast::<()>() as usize;
-        let noted = (registry, key_id, second);
-        let fresh = RECENT_USES
-            .try_with(|recent| {
-                let mut uses = recent.get();
-                let slot = &mut uses[usize::from(key_id.as_str().as_bytes()[0]) % RECENT_SLOTS];
-                if *slot == Some(noted) {
-                    return false;
-                }
-                *slot = Some(noted);
-                recent.set(uses);
-                true
-            })
-            .unwrap_or(true);
-        if fresh {
-            self.registry.mark_used(&key_id, now);
-        }
+        self.registry
+            .mark_used(&admission.principal.key_id(), SystemTime::now());
     }
 
     /// Puts the principal into the request and notes the key's use.

@@ -92,11 +92,7 @@ impl InMemoryRegistry {
         key: &crate::ApiKey,
         grant: crate::KeyGrant,
     ) -> Result<Arc<KeyRecord>, RegistryError> {
-        let key_id = match key.parse()? {
-            crate::key::ParsedKey::Structured { key_id } => key_id,
-            _ => KeyId::generate()?,
-        };
-        let record = grant.into_record(key_id, key.digest());
+        let record = grant.record_for(key)?;
         self.insert(record.clone())?;
         Ok(Arc::new(record))
     }
@@ -218,7 +214,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::{KeyGrant, KeyStatus};
+    use crate::{ApiKey, KeyGrant, KeyPrefix, KeyStatus};
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
@@ -322,6 +318,35 @@ mod tests {
                     .await,
                 Err(RegistryError::InactiveKey(_))
             ));
+        });
+    }
+
+    #[test]
+    fn keys_made_elsewhere_keep_their_id_and_prefix_through_rotation() {
+        block_on(async {
+            let registry = InMemoryRegistry::new();
+            let (generated, key_id) = ApiKey::generate(&KeyPrefix::new("cx").unwrap()).unwrap();
+            let record = registry.insert_key(&generated, KeyGrant::new("p")).unwrap();
+            assert_eq!(record.key_id, key_id);
+            assert_eq!(record.prefix.as_ref().map(KeyPrefix::as_str), Some("cx"));
+            let rotated = registry
+                .rotate(&key_id, Duration::from_secs(60))
+                .await
+                .unwrap();
+            assert!(rotated.key.expose_secret().starts_with("cx_"));
+
+            // The trait's `register_key` makes the same record.
+            let (other, other_id) = ApiKey::generate(&KeyPrefix::new("cx").unwrap()).unwrap();
+            let record = registry
+                .register_key(&other, KeyGrant::new("p"))
+                .await
+                .unwrap();
+            assert_eq!(record.key_id, other_id);
+            assert_eq!(record.prefix.as_ref().map(KeyPrefix::as_str), Some("cx"));
+
+            let opaque = ApiKey::new("yPn5Z0sS9tq0u7Q2l4rX1vWcJm8kE3fHbGdAaNoIiLM=").unwrap();
+            let record = registry.insert_key(&opaque, KeyGrant::new("q")).unwrap();
+            assert_eq!(record.prefix, None);
         });
     }
 

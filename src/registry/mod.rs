@@ -218,9 +218,27 @@ impl KeyGrant {
         self
     }
 
-    pub(crate) fn into_record(self, key_id: KeyId, digest: KeyDigest) -> KeyRecord {
-        let prefix = Some(self.prefix.clone());
+    pub(crate) fn into_record(mut self, key_id: KeyId, digest: KeyDigest) -> KeyRecord {
+        let prefix = Some(std::mem::take(&mut self.prefix));
         self.into_record_with_prefix(key_id, digest, prefix)
+    }
+
+    /// The record of `key`, made elsewhere: a generated key keeps its key id and prefix,
+    /// an opaque key gets a new key id and no prefix. (For [`KeyRegistry::register_key`]
+    /// and [`InMemoryRegistry::insert_key`].)
+    pub(crate) fn record_for(self, key: &ApiKey) -> Result<KeyRecord, RegistryError> {
+        let (key_id, prefix) = match key.parse()? {
+            ParsedKey::Structured { key_id } => {
+                // A generated key reads `<prefix>_<key id>_<secret>`.
+                let prefix = key
+                    .expose_secret()
+                    .split_once('_')
+                    .and_then(|(prefix, _)| KeyPrefix::new(prefix).ok());
+                (key_id, prefix)
+            }
+            _ => (KeyId::generate()?, None),
+        };
+        Ok(self.into_record_with_prefix(key_id, key.digest(), prefix))
     }
 
     fn into_record_with_prefix(
@@ -357,19 +375,9 @@ pub trait KeyRegistry: Send + Sync + fmt::Debug + 'static {
         key: &ApiKey,
         grant: KeyGrant,
     ) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
-        let parsed = key.parse();
-        let digest = key.digest();
-        // A generated key reads `<prefix>_<key id>_<secret>`.
-        let prefix = key
-            .expose_secret()
-            .split_once('_')
-            .and_then(|(prefix, _)| KeyPrefix::new(prefix).ok());
+        let record = grant.record_for(key);
         BackendFuture::new(async move {
-            let (key_id, prefix) = match parsed? {
-                ParsedKey::Structured { key_id } => (key_id, prefix),
-                _ => (KeyId::generate()?, None),
-            };
-            let record = Arc::new(grant.into_record_with_prefix(key_id, digest, prefix));
+            let record = Arc::new(record?);
             self.register(KeyRecord::clone(&record)).await?;
             Ok(record)
         })
