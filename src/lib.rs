@@ -85,11 +85,9 @@ pub use crate::{
     backend::BackendFuture,
     credential::CredentialSource,
     gate::GateFuture,
-    guard::{
-        ApiKeyGuard, ApiKeyGuardBuilder, ApiKeyGuardService, BuildError, ClientAddr, LimitBy,
-        RateLimit,
-    },
+    guard::{ApiKeyGuard, ApiKeyGuardBuilder, ApiKeyGuardService, BuildError, ClientAddr},
     key::{ApiKey, KeyDigest, KeyError, KeyId, KeyPrefix},
+    limit::{LimitBy, RateLimit},
     principal::Principal,
     registry::{
         InMemoryRegistry, IssuedKey, KeyGrant, KeyRecord, KeyRegistry, KeyStatus, RegistryError,

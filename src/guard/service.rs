@@ -1,26 +1,24 @@
-//! The guard's [`Service`] and its response future.
+//! The guard's [`Service`] and its response future: one place where the request goes on
+//! or the refusal comes back ([`proceed`]).
 
 use std::{
     fmt,
     future::Future,
-    net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
-    time::SystemTime,
 };
 
-use http::{Request, Response, header};
+use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::{
-    ClientAddr, GuardConfig,
-    auth::{Admission, Authenticate, Decision, Refusal, Verification, ready_now},
+    GuardConfig,
+    decide::{Decision, Verification},
+    facts::Facts,
 };
-use crate::{
-    AuditEvent, Outcome, Rejection, RenderRejection, limit::RateLimitDecision, limit::client_ip,
-};
+use crate::{Outcome, RenderRejection, limit::RateLimitDecision};
 
 /// The guard wrapped around an inner service. Made by [`ApiKeyGuard`](super::ApiKeyGuard).
 #[derive(Clone)]
@@ -52,144 +50,6 @@ impl<S: fmt::Debug, R: fmt::Debug> fmt::Debug for ApiKeyGuardService<S, R> {
     }
 }
 
-/// What the audit record of a request needs, taken before the request moves on.
-#[derive(Debug)]
-pub(crate) struct Facts {
-    action: String,
-    request_id: Option<String>,
-    user_agent: Option<String>,
-    client_ip: Option<IpAddr>,
-}
-
-impl Facts {
-    fn of<B>(request: &Request<B>, client_ip: Option<IpAddr>) -> Self {
-        let header = |name: &str| {
-            request
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| truncate(v, 256).to_owned())
-        };
-        Facts {
-            action: format!(
-                "{} {}",
-                request.method(),
-                truncate(request.uri().path(), 512)
-            ),
-            request_id: header("x-request-id"),
-            user_agent: header(header::USER_AGENT.as_str()),
-            client_ip,
-        }
-    }
-
-    pub(crate) fn named(action: &str, client_ip: Option<IpAddr>) -> Self {
-        Facts {
-            action: truncate(action, 512).to_owned(),
-            request_id: None,
-            user_agent: None,
-            client_ip,
-        }
-    }
-
-    fn event(&self, outcome: Outcome) -> AuditEvent {
-        let mut event = AuditEvent::new(self.action.clone(), outcome);
-        if let Some(id) = &self.request_id {
-            event = event.with_request_id(id.clone());
-        }
-        if let Some(agent) = &self.user_agent {
-            event = event.with_user_agent(agent.clone());
-        }
-        if let Some(ip) = self.client_ip {
-            event = event.with_client_ip(ip);
-        }
-        event
-    }
-}
-
-/// At most `max` bytes of `text`, cut at a character boundary: unauthenticated input must
-/// not make audit records grow without bound.
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-impl GuardConfig {
-    pub(crate) fn client_ip<B>(&self, request: &Request<B>) -> Option<IpAddr> {
-        let extensions = request.extensions();
-        let peer = match &self.client_ip {
-            Some(read) => read(extensions),
-            None => extensions
-                .get::<ClientAddr>()
-                .map(|a| a.0)
-                .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip)),
-        };
-        client_ip(peer, request.headers(), self.trusted_proxies)
-    }
-
-    pub(crate) fn audit_admitted(&self, facts: Option<&Facts>, admission: &Admission) {
-        if let (Some(sink), Some(facts)) = (&self.audit, facts) {
-            let mut event = facts
-                .event(Outcome::Admitted)
-                .with_principal_id(admission.principal.id())
-                .with_key_id(admission.principal.key_id());
-            if admission.limit_failed_open {
-                event = event.with_reason("rate_limit_unavailable_failed_open");
-            }
-            sink.record(event);
-        }
-    }
-
-    pub(crate) fn audit_refused(&self, facts: Option<&Facts>, refusal: &Refusal) {
-        if let (Some(sink), Some(facts)) = (&self.audit, facts) {
-            let mut event = facts
-                .event(Outcome::Refused)
-                .with_reason(refusal.rejection.reason());
-            if let Some(principal) = &refusal.principal {
-                event = event
-                    .with_principal_id(principal.id())
-                    .with_key_id(principal.key_id());
-            }
-            sink.record(event);
-        }
-    }
-
-    fn audit_public(&self, facts: Option<&Facts>) {
-        if let (Some(sink), Some(facts)) = (&self.audit, facts) {
-            sink.record(facts.event(Outcome::Admitted).with_reason("public_route"));
-        }
-    }
-
-    /// Notes the key's use in the registry.
-    pub(crate) fn note_use(&self, admission: &Admission) {
-        self.registry
-            .mark_used(&admission.principal.key_id(), SystemTime::now());
-    }
-
-    /// Puts the principal into the request and notes the key's use.
-    fn admit<B>(&self, request: &mut Request<B>, admission: &Admission) {
-        self.note_use(admission);
-        request.extensions_mut().insert(admission.principal.clone());
-    }
-
-    /// Marks the credential headers sensitive, so that logging layers further in do not
-    /// print them.
-    fn hide_credentials<B>(&self, request: &mut Request<B>) {
-        for name in &self.credential_header_names {
-            if let header::Entry::Occupied(mut entry) = request.headers_mut().entry(name) {
-                for value in entry.iter_mut() {
-                    value.set_sensitive(true);
-                }
-            }
-        }
-    }
-}
-
 impl<S, R, ReqBody, ResBody> Service<Request<ReqBody>> for ApiKeyGuardService<S, R>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -204,7 +64,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let config = &self.config;
+        let config = &*self.config;
         let needs_ip = config.audit.is_some() || config.failed_attempts.is_some();
         let ip = if needs_ip {
             config.client_ip(&request)
@@ -218,7 +78,9 @@ where
 
         // 1. Route policy.
         if config.is_public(request.uri().path()) {
-            config.audit_public(facts.as_ref());
+            if let (Some(sink), Some(facts)) = (&config.audit, &facts) {
+                sink.record(facts.event(Outcome::Admitted).with_reason("public_route"));
+            }
             return ResponseFuture::inner(self.inner.call(request), None);
         }
 
@@ -226,99 +88,92 @@ where
         let started = config
             .credentials
             .extract(request.headers(), request.uri())
-            .map_err(Refusal::from)
+            .map_err(Into::into)
             .and_then(|credential| Verification::start(config, credential.expose_secret(), ip));
-        let mut auth = match started {
-            Ok(auth) => auth,
-            Err(refusal) => return self.refuse(facts.as_ref(), &refusal),
-        };
-
-        // 4. and 5., at once when the backends are in memory.
-        match ready_now(&mut auth, config) {
-            Some(decision) => self.decided(request, facts.as_ref(), decision),
-            None => {
-                // A network backend: the decision finishes in the future, which takes the
-                // inner service that was driven to readiness (tower's clone-and-swap).
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture {
-                    state: State::Checking {
-                        pending: Some(Box::new(Pending {
-                            auth: Authenticate {
+        let decision = match started {
+            Ok(mut verification) => match verification.poll_now(config) {
+                Poll::Ready(decision) => decision,
+                Poll::Pending => {
+                    // A network backend: the decision finishes in the future, which takes
+                    // the inner service that was driven to readiness (tower's
+                    // clone-and-swap).
+                    let clone = self.inner.clone();
+                    let inner = std::mem::replace(&mut self.inner, clone);
+                    return ResponseFuture {
+                        state: State::Deciding {
+                            pending: Some(Box::new(Pending {
+                                verification,
                                 config: Arc::clone(&self.config),
-                                verification: auth,
-                            },
-                            inner,
-                            request,
-                            renderer: self.renderer.clone(),
-                            config: Arc::clone(&self.config),
-                            facts,
-                        })),
-                    },
+                                renderer: self.renderer.clone(),
+                                inner,
+                                request,
+                                facts,
+                            })),
+                        },
+                    };
                 }
-            }
-        }
+            },
+            Err(refusal) => Err(refusal),
+        };
+        let state = proceed(
+            config,
+            &self.renderer,
+            &mut self.inner,
+            request,
+            facts.as_ref(),
+            decision,
+        );
+        ResponseFuture { state }
     }
 }
 
-impl<S, R> ApiKeyGuardService<S, R> {
-    fn refuse<ReqBody, ResBody>(
-        &self,
-        facts: Option<&Facts>,
-        refusal: &Refusal,
-    ) -> ResponseFuture<S, ReqBody, R>
-    where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-        R: RenderRejection<ResBody>,
-    {
-        self.config.audit_refused(facts, refusal);
-        ResponseFuture::rejected(render(&self.config, &self.renderer, &refusal.rejection))
-    }
-
-    fn decided<ReqBody, ResBody>(
-        &mut self,
-        mut request: Request<ReqBody>,
-        facts: Option<&Facts>,
-        decision: Decision,
-    ) -> ResponseFuture<S, ReqBody, R>
-    where
-        S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-        R: RenderRejection<ResBody>,
-    {
-        match decision {
-            Ok(admission) => {
-                self.config.audit_admitted(facts, &admission);
-                self.config.admit(&mut request, &admission);
-                ResponseFuture::inner(self.inner.call(request), admission.rate)
-            }
-            Err(refusal) => self.refuse(facts, &refusal),
-        }
-    }
-}
-
-fn render<B, R: RenderRejection<B>>(
+/// The one place where a decided request goes on to the inner service, with its
+/// principal, or its refusal is rendered.
+fn proceed<S, ReqBody, ResBody, R>(
     config: &GuardConfig,
     renderer: &R,
-    rejection: &Rejection,
-) -> Response<B> {
-    rejection.to_response(renderer, Some(&config.challenge))
+    inner: &mut S,
+    mut request: Request<ReqBody>,
+    facts: Option<&Facts>,
+    decision: Decision,
+) -> State<S, ReqBody, R>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    R: RenderRejection<ResBody>,
+{
+    match config.conclude(decision, facts) {
+        Ok(admission) => {
+            request.extensions_mut().insert(admission.principal);
+            State::Inner {
+                future: inner.call(request),
+                rate: admission.rate,
+            }
+        }
+        Err(rejection) => State::Rejected {
+            response: Some(rejection.to_response(renderer, Some(&config.challenge))),
+        },
+    }
 }
 
-/// The request, the inner service and the renderer, kept while a network backend answers.
+/// What a decision waiting for a network backend keeps.
 struct Pending<S, ReqBody, R> {
-    auth: Authenticate,
+    verification: Verification,
+    config: Arc<GuardConfig>,
+    renderer: R,
     inner: S,
     request: Request<ReqBody>,
-    renderer: R,
-    config: Arc<GuardConfig>,
     facts: Option<Facts>,
 }
 
 pin_project! {
-    /// The response future of [`ApiKeyGuardService`].
+    /// The response future of [`ApiKeyGuardService`]: the inner service's response with
+    /// the rate-limit headers added, or the refusal.
     ///
-    /// With in-memory backends the decision is made in `call`, and this future is the
-    /// inner service's (plus the rate-limit headers) or the refusal, with nothing boxed.
+    /// With in-memory backends the decision is made in `call`, and nothing is boxed.
+    ///
+    /// # Panics
+    ///
+    /// When polled after it completed.
     pub struct ResponseFuture<S, ReqBody, R>
     where
         S: Service<Request<ReqBody>>,
@@ -334,14 +189,17 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
-        Checking {
+        /// Waiting for a network backend's answer.
+        Deciding {
             pending: Option<Box<Pending<S, ReqBody, R>>>,
         },
+        /// Admitted: the inner service's future.
         Inner {
             #[pin]
             future: S::Future,
             rate: Option<RateLimitDecision>,
         },
+        /// Refused.
         Rejected {
             response: Option<S::Response>,
         },
@@ -357,14 +215,6 @@ where
             state: State::Inner { future, rate },
         }
     }
-
-    fn rejected(response: S::Response) -> Self {
-        Self {
-            state: State::Rejected {
-                response: Some(response),
-            },
-        }
-    }
 }
 
 impl<S, ReqBody, R> fmt::Debug for ResponseFuture<S, ReqBody, R>
@@ -373,7 +223,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
-            State::Checking { .. } => "Checking",
+            State::Deciding { .. } => "Deciding",
             State::Inner { .. } => "Inner",
             State::Rejected { .. } => "Rejected",
         };
@@ -390,44 +240,38 @@ where
 {
     type Output = Result<Response<ResBody>, S::Error>;
 
+    #[allow(
+        clippy::expect_used,
+        reason = "polling after completion is a caller's bug"
+    )]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Checking { pending } => {
-                    let Some(waiting) = pending.as_mut() else {
-                        // Only reachable if polled after completion.
-                        return Poll::Pending;
-                    };
-                    let decision = ready!(Pin::new(&mut waiting.auth).poll(cx));
-                    let Some(waiting) = pending.take() else {
-                        return Poll::Pending;
-                    };
+                StateProj::Deciding { pending } => {
+                    let waiting = pending
+                        .as_mut()
+                        .expect("ResponseFuture polled after completion");
+                    let decision = ready!(waiting.verification.poll_with(&waiting.config, cx));
                     let Pending {
-                        mut inner,
-                        mut request,
-                        renderer,
                         config,
+                        renderer,
+                        mut inner,
+                        request,
                         facts,
                         ..
-                    } = *waiting;
-                    match decision {
-                        Ok(admission) => {
-                            config.audit_admitted(facts.as_ref(), &admission);
-                            config.admit(&mut request, &admission);
-                            let future = inner.call(request);
-                            this.state.set(State::Inner {
-                                future,
-                                rate: admission.rate,
-                            });
-                        }
-                        Err(refusal) => {
-                            config.audit_refused(facts.as_ref(), &refusal);
-                            let response = render(&config, &renderer, &refusal.rejection);
-                            this.state.set(State::Rejected { response: None });
-                            return Poll::Ready(Ok(response));
-                        }
-                    }
+                    } = *pending
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    let state = proceed(
+                        &config,
+                        &renderer,
+                        &mut inner,
+                        request,
+                        facts.as_ref(),
+                        decision,
+                    );
+                    this.state.set(state);
                 }
                 StateProj::Inner { future, rate } => {
                     let mut response = ready!(future.poll(cx))?;
@@ -437,11 +281,10 @@ where
                     return Poll::Ready(Ok(response));
                 }
                 StateProj::Rejected { response } => {
-                    return match response.take() {
-                        Some(response) => Poll::Ready(Ok(response)),
-                        // Polled after completion.
-                        None => Poll::Pending,
-                    };
+                    let response = response
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Ok(response));
                 }
             }
         }

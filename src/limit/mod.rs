@@ -70,6 +70,7 @@ mod governor_backend;
 mod headers;
 mod housekeeping;
 mod quota;
+mod rate_limit;
 
 pub use client_ip::{ClientKey, client_ip};
 pub use clock::Clock;
@@ -77,6 +78,7 @@ pub use failed::{DEFAULT_CAPACITY, FailedAttemptLimiter};
 pub use governor_backend::GovernorBackend;
 pub use headers::{RATELIMIT, RATELIMIT_POLICY, RateLimitHeaders, retry_after_secs};
 pub use quota::{DEFAULT_POLICY, InvalidPolicyName, Quota, Tiers};
+pub use rate_limit::{LimitBy, RateLimit};
 
 /// Where per-key rate-limit state lives: in process memory ([`GovernorBackend`]) or in
 /// a shared store, so the limit holds across replicas.
@@ -99,6 +101,19 @@ pub trait RateLimitBackend: Send + Sync + std::fmt::Debug + 'static {
         tier: &str,
         cost: NonZeroU32,
     ) -> BackendFuture<'static, Result<RateLimitDecision, LimitError>>;
+}
+
+/// A backend shared with the rest of the application (`Arc<InMemory…>` or `Arc<dyn …>`)
+/// is a backend too.
+impl<T: RateLimitBackend + ?Sized> RateLimitBackend for Arc<T> {
+    fn check(
+        &self,
+        key: &str,
+        tier: &str,
+        cost: NonZeroU32,
+    ) -> BackendFuture<'static, Result<RateLimitDecision, LimitError>> {
+        (**self).check(key, tier, cost)
+    }
 }
 
 /// Why a [`RateLimitBackend`] could not decide.

@@ -1,0 +1,399 @@
+//! [`ApiKeyGuardBuilder`]: the guard's configuration, checked once at
+//! [`build`](ApiKeyGuardBuilder::build) so that a misconfigured server never starts.
+
+use std::{fmt, net::IpAddr, sync::Arc, time::Duration};
+
+use http::{HeaderName, HeaderValue};
+
+use super::{ApiKeyGuard, ClientIpFn, GuardConfig};
+use crate::{
+    ApiKey, AuditSink, InMemoryRegistry, JsonRejection, KeyError, KeyGrant, KeyRegistry,
+    RegistryError,
+    credential::{CredentialSource, Credentials, DEFAULT_HEADER, DEFAULT_MAX_CREDENTIAL_LEN},
+    limit::{FailedAttemptLimiter, RateLimit},
+};
+
+/// How long a client is told to wait when a backend is down, unless configured.
+pub const DEFAULT_UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The misconfigurations [`ApiKeyGuardBuilder::build`] refuses, so that a misconfigured
+/// server never starts. No variant carries key material.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Neither a key nor a registry was configured.
+    #[error(
+        "no API key or key registry configured: add a key with `.key(..)` (for example from \
+         an environment variable set to the output of `openssl rand -base64 32`) or a \
+         registry with `.registry(..)`"
+    )]
+    NoKeySource,
+    /// Every credential source was switched off.
+    #[error("no credential source configured: keep the X-API-Key header or add another source")]
+    NoCredentialSource,
+    /// A header name is not a valid HTTP header name.
+    #[error("`{0}` is not a valid header name")]
+    InvalidHeaderName(String),
+    /// A public path does not start with `/`.
+    #[error("public path `{0}` must start with `/`")]
+    InvalidPublicPath(String),
+    /// The realm contains characters a header cannot carry.
+    #[error("the realm must be visible ASCII without `\"` or `\\`")]
+    InvalidRealm,
+    /// Keys given to the builder and a registry cannot be combined.
+    #[error(
+        "keys given with `.key(..)` cannot be combined with `.registry(..)`: register them in \
+         the registry instead"
+    )]
+    KeysAndRegistry,
+    /// The same key was given twice.
+    #[error("the same API key was configured twice")]
+    DuplicateKey,
+    /// A key is unusable (too short, missing environment variable, ...).
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// Configures an [`ApiKeyGuard`]. Errors are kept until [`build`](Self::build), which
+/// reports the first, so a misconfigured server never starts.
+///
+/// ```
+/// use std::{num::NonZeroU32, sync::Arc};
+/// use keygate::{
+///     ApiKey, ApiKeyGuard, BuildError, InMemoryRegistry, KeyGrant,
+///     audit::MemorySink,
+///     limit::{FailedAttemptLimiter, GovernorBackend, Quota, RateLimit, Tiers},
+/// };
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A registry shared with an admin API that issues and revokes keys.
+/// let registry = Arc::new(InMemoryRegistry::new());
+/// let per_minute = Quota::per_minute(NonZeroU32::new(100).unwrap());
+/// let guard = ApiKeyGuard::builder()
+///     .registry(Arc::clone(&registry))
+///     .bearer()
+///     .public_path("/health")
+///     .rate_limit(RateLimit::new(GovernorBackend::new(Tiers::new(per_minute))))
+///     .failed_attempts(FailedAttemptLimiter::default())
+///     .audit(MemorySink::new())
+///     .build()?;
+/// # let _ = guard;
+///
+/// // Misconfiguration is refused at build time.
+/// let error = ApiKeyGuard::builder().build().unwrap_err();
+/// assert!(matches!(error, BuildError::NoKeySource));
+/// let error = ApiKeyGuard::builder()
+///     .key(ApiKey::new("a-key-from-openssl-rand-base64-32-xxxxx")?, KeyGrant::new("p"))
+///     .public_path("health")
+///     .build()
+///     .unwrap_err();
+/// assert!(matches!(error, BuildError::InvalidPublicPath(_)));
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct ApiKeyGuardBuilder<R = JsonRejection> {
+    registry: Option<Arc<dyn KeyRegistry>>,
+    keys: Vec<(ApiKey, KeyGrant)>,
+    sources: Vec<CredentialSource>,
+    max_len: usize,
+    public_paths: Vec<String>,
+    realm: String,
+    audit: Option<Arc<dyn AuditSink>>,
+    rate_limit: Option<RateLimit>,
+    failed_attempts: Option<Arc<FailedAttemptLimiter>>,
+    client_ip: Option<Arc<ClientIpFn>>,
+    trusted_proxies: usize,
+    unavailable_retry_after: Duration,
+    renderer: R,
+    error: Option<BuildError>,
+}
+
+impl ApiKeyGuardBuilder {
+    pub(super) fn new() -> Self {
+        Self {
+            registry: None,
+            keys: Vec::new(),
+            sources: vec![CredentialSource::Header(HeaderName::from_static(
+                DEFAULT_HEADER,
+            ))],
+            max_len: DEFAULT_MAX_CREDENTIAL_LEN,
+            public_paths: Vec::new(),
+            realm: "api".to_owned(),
+            audit: None,
+            rate_limit: None,
+            failed_attempts: None,
+            client_ip: None,
+            trusted_proxies: 0,
+            unavailable_retry_after: DEFAULT_UNAVAILABLE_RETRY_AFTER,
+            renderer: JsonRejection,
+            error: None,
+        }
+    }
+}
+
+impl<R> ApiKeyGuardBuilder<R> {
+    fn fail(mut self, error: BuildError) -> Self {
+        self.error.get_or_insert(error);
+        self
+    }
+
+    /// Admits `key` with what `grant` gives it. The keys given this way are kept (as
+    /// digests) in an [`InMemoryRegistry`] of the guard's own.
+    pub fn key(mut self, key: ApiKey, grant: KeyGrant) -> Self {
+        self.keys.push((key, grant));
+        self
+    }
+
+    /// Admits the key in environment variable `var` (e.g. `COORDINATOR_API_KEY`). When the
+    /// variable is unset or holds a key shorter than 32 characters, [`build`](Self::build)
+    /// fails with an error that names the variable and says how to make a key.
+    pub fn key_from_env(self, var: &str, grant: KeyGrant) -> Self {
+        match ApiKey::from_env(var) {
+            Ok(key) => self.key(key, grant),
+            Err(error) => self.fail(error.into()),
+        }
+    }
+
+    /// Looks keys up in `registry`. A registry shared with the rest of the application
+    /// (e.g. an admin API that issues and revokes keys) is passed as an `Arc`, which
+    /// implements [`KeyRegistry`] too.
+    pub fn registry(mut self, registry: impl KeyRegistry) -> Self {
+        self.registry = Some(Arc::new(registry));
+        self
+    }
+
+    /// Reads the key from this header instead of `X-API-Key`.
+    pub fn header(mut self, name: &str) -> Self {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(name) => {
+                self.sources
+                    .retain(|s| !matches!(s, CredentialSource::Header(_)));
+                self.sources.insert(0, CredentialSource::Header(name));
+                self
+            }
+            Err(_) => self.fail(BuildError::InvalidHeaderName(name.to_owned())),
+        }
+    }
+
+    /// Also accepts `Authorization: Bearer <key>`.
+    pub fn bearer(self) -> Self {
+        self.source(CredentialSource::Bearer)
+    }
+
+    /// Also accepts the key in query parameter `name` (e.g. `token`).
+    pub fn query(self, name: &str) -> Self {
+        self.source(CredentialSource::Query(name.to_owned()))
+    }
+
+    /// Also accepts a `Sec-WebSocket-Protocol` entry `keygate.key.<key>`.
+    pub fn websocket_protocol(self) -> Self {
+        self.source(CredentialSource::WebSocketProtocol {
+            prefix: crate::credential::DEFAULT_WEBSOCKET_PROTOCOL_PREFIX.to_owned(),
+        })
+    }
+
+    /// Adds a credential source.
+    pub fn source(mut self, source: CredentialSource) -> Self {
+        if !self.sources.contains(&source) {
+            self.sources.push(source);
+        }
+        self
+    }
+
+    /// Replaces the credential sources.
+    pub fn sources(mut self, sources: impl IntoIterator<Item = CredentialSource>) -> Self {
+        self.sources = sources.into_iter().collect();
+        self
+    }
+
+    /// The longest credential accepted, in bytes (default 512).
+    pub fn max_credential_len(mut self, max: usize) -> Self {
+        self.max_len = max;
+        self
+    }
+
+    /// A path that needs no key, matched exactly (`/health` is not `/health/`).
+    pub fn public_path(mut self, path: &str) -> Self {
+        if !path.starts_with('/') {
+            return self.fail(BuildError::InvalidPublicPath(path.to_owned()));
+        }
+        self.public_paths.push(path.to_owned());
+        self
+    }
+
+    /// The realm named in `WWW-Authenticate` (default `api`).
+    pub fn realm(mut self, realm: &str) -> Self {
+        if !realm
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            return self.fail(BuildError::InvalidRealm);
+        }
+        self.realm = realm.to_owned();
+        self
+    }
+
+    /// Records every decision in `sink`. A sink shared with the rest of the application
+    /// is passed as an `Arc`, which implements [`AuditSink`] too.
+    pub fn audit(mut self, sink: impl AuditSink) -> Self {
+        self.audit = Some(Arc::new(sink));
+        self
+    }
+
+    /// Rate-limits admitted callers.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// Refuses clients that fail too often, before any registry lookup. A limiter shared
+    /// with the application (to read its size, or to share it between several guards) is
+    /// passed as an `Arc<FailedAttemptLimiter>`.
+    pub fn failed_attempts(mut self, limiter: impl Into<Arc<FailedAttemptLimiter>>) -> Self {
+        self.failed_attempts = Some(limiter.into());
+        self
+    }
+
+    /// How to find the connecting peer's address in the request extensions. By default
+    /// keygate looks for a [`ClientAddr`] or a `std::net::SocketAddr` extension. With axum:
+    /// `.client_ip(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))`.
+    pub fn client_ip(
+        mut self,
+        read: impl Fn(&http::Extensions) -> Option<IpAddr> + Send + Sync + 'static,
+    ) -> Self {
+        self.client_ip = Some(Arc::new(read));
+        self
+    }
+
+    /// How many reverse proxies in front of the service append to `X-Forwarded-For`
+    /// (default 0: the header is ignored). The client is the rightmost address those proxies
+    /// did not add; the leftmost entries are never trusted.
+    pub fn trusted_proxies(mut self, count: usize) -> Self {
+        self.trusted_proxies = count;
+        self
+    }
+
+    /// `Retry-After` of a 503 `auth_unavailable` (default 5 s).
+    pub fn unavailable_retry_after(mut self, wait: Duration) -> Self {
+        self.unavailable_retry_after = wait;
+        self
+    }
+
+    /// Renders refusals with `renderer` (see [`crate::reject`]).
+    pub fn render_with<R2>(self, renderer: R2) -> ApiKeyGuardBuilder<R2> {
+        ApiKeyGuardBuilder {
+            registry: self.registry,
+            keys: self.keys,
+            sources: self.sources,
+            max_len: self.max_len,
+            public_paths: self.public_paths,
+            realm: self.realm,
+            audit: self.audit,
+            rate_limit: self.rate_limit,
+            failed_attempts: self.failed_attempts,
+            client_ip: self.client_ip,
+            trusted_proxies: self.trusted_proxies,
+            unavailable_retry_after: self.unavailable_retry_after,
+            renderer,
+            error: self.error,
+        }
+    }
+
+    /// Checks the configuration and builds the guard.
+    ///
+    /// # Errors
+    ///
+    /// The first misconfiguration met while configuring ([`BuildError`]): no key or
+    /// registry, an unusable key, an invalid header name, public path or realm, no
+    /// credential source.
+    pub fn build(self) -> Result<ApiKeyGuard<R>, BuildError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        if self.sources.is_empty() {
+            return Err(BuildError::NoCredentialSource);
+        }
+        let registry: Arc<dyn KeyRegistry> = match (self.registry, self.keys.is_empty()) {
+            (Some(_), false) => return Err(BuildError::KeysAndRegistry),
+            (Some(registry), true) => registry,
+            (None, true) => return Err(BuildError::NoKeySource),
+            (None, false) => {
+                let registry = InMemoryRegistry::new();
+                for (key, grant) in self.keys {
+                    registry
+                        .insert_key(&key, grant)
+                        .map_err(|error| match error {
+                            RegistryError::Key(error) => BuildError::Key(error),
+                            _ => BuildError::DuplicateKey,
+                        })?;
+                }
+                Arc::new(registry)
+            }
+        };
+        let bearer = self.sources.contains(&CredentialSource::Bearer);
+        let scheme = if bearer { "Bearer" } else { "ApiKey" };
+        let challenge = HeaderValue::try_from(format!("{scheme} realm=\"{}\"", self.realm))
+            .map_err(|_| BuildError::InvalidRealm)?;
+        let credential_header_names = self
+            .sources
+            .iter()
+            .filter_map(|s| match s {
+                CredentialSource::Header(name) => Some(name.clone()),
+                CredentialSource::Bearer => Some(http::header::AUTHORIZATION),
+                CredentialSource::WebSocketProtocol { .. } => {
+                    Some(http::header::SEC_WEBSOCKET_PROTOCOL)
+                }
+                _ => None,
+            })
+            .collect();
+        let mut public_paths: Vec<Box<str>> =
+            self.public_paths.into_iter().map(Into::into).collect();
+        public_paths.sort();
+        public_paths.dedup();
+        Ok(ApiKeyGuard {
+            config: Arc::new(GuardConfig {
+                registry,
+                credentials: Credentials {
+                    sources: self.sources,
+                    max_len: self.max_len,
+                },
+                public_paths,
+                challenge,
+                audit: self.audit,
+                rate_limit: self.rate_limit,
+                failed_attempts: self.failed_attempts,
+                client_ip: self.client_ip,
+                trusted_proxies: self.trusted_proxies,
+                unavailable_retry_after: self.unavailable_retry_after,
+                credential_header_names,
+            }),
+            renderer: self.renderer,
+        })
+    }
+}
+
+impl<R: fmt::Debug> fmt::Debug for ApiKeyGuardBuilder<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyGuardBuilder")
+            .field("keys", &self.keys.len())
+            .field("registry", &self.registry)
+            .field("sources", &self.sources)
+            .field("public_paths", &self.public_paths)
+            .field("renderer", &self.renderer)
+            .finish_non_exhaustive()
+    }
+}
+
+// TODO(issue-14): remove these shims once tests and examples use the single setters.
+#[doc(hidden)]
+impl<R> ApiKeyGuardBuilder<R> {
+    pub fn shared_registry(self, registry: Arc<dyn KeyRegistry>) -> Self {
+        self.registry(registry)
+    }
+    pub fn shared_audit(self, sink: Arc<dyn AuditSink>) -> Self {
+        self.audit(sink)
+    }
+    pub fn shared_failed_attempts(self, limiter: Arc<FailedAttemptLimiter>) -> Self {
+        self.failed_attempts(limiter)
+    }
+}

@@ -1,0 +1,99 @@
+//! What the guard knows once built: everything the request path reads, shared by every
+//! clone of the layer and its services.
+
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use http::{HeaderName, HeaderValue, Request, header};
+
+use crate::{
+    AuditSink, KeyRegistry,
+    credential::Credentials,
+    limit::{FailedAttemptLimiter, RateLimit, client_ip},
+};
+
+/// Reads the connecting peer's address from the request extensions.
+pub type ClientIpFn = dyn Fn(&http::Extensions) -> Option<IpAddr> + Send + Sync;
+
+/// The peer address of a connection, for servers that want to hand it to keygate
+/// explicitly: insert it into the request extensions.
+///
+/// ```
+/// use keygate::ClientAddr;
+///
+/// let mut request = http::Request::get("/jobs").body(()).unwrap();
+/// request.extensions_mut().insert(ClientAddr("203.0.113.9".parse().unwrap()));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// Everything the guard needs on the request path.
+pub(crate) struct GuardConfig {
+    pub(crate) registry: Arc<dyn KeyRegistry>,
+    pub(crate) credentials: Credentials,
+    /// Sorted, for binary search.
+    pub(crate) public_paths: Vec<Box<str>>,
+    pub(crate) challenge: HeaderValue,
+    pub(crate) audit: Option<Arc<dyn AuditSink>>,
+    pub(crate) rate_limit: Option<RateLimit>,
+    pub(crate) failed_attempts: Option<Arc<FailedAttemptLimiter>>,
+    pub(crate) client_ip: Option<Arc<ClientIpFn>>,
+    pub(crate) trusted_proxies: usize,
+    pub(crate) unavailable_retry_after: Duration,
+    /// The headers a credential may come in, hidden from logging layers further in.
+    pub(crate) credential_header_names: Vec<HeaderName>,
+}
+
+impl GuardConfig {
+    /// Stage 1: whether `path` is on the public allowlist.
+    pub(crate) fn is_public(&self, path: &str) -> bool {
+        self.public_paths
+            .binary_search_by(|p| (**p).cmp(path))
+            .is_ok()
+    }
+
+    /// The client address: from the configured closure or the `ClientAddr` / `SocketAddr`
+    /// extension, then through `X-Forwarded-For` as far as the trusted proxies allow.
+    pub(crate) fn client_ip<B>(&self, request: &Request<B>) -> Option<IpAddr> {
+        let extensions = request.extensions();
+        let peer = match &self.client_ip {
+            Some(read) => read(extensions),
+            None => extensions
+                .get::<ClientAddr>()
+                .map(|a| a.0)
+                .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip)),
+        };
+        client_ip(peer, request.headers(), self.trusted_proxies)
+    }
+
+    /// Marks the credential headers sensitive, so that logging layers further in do not
+    /// print them.
+    pub(crate) fn hide_credentials<B>(&self, request: &mut Request<B>) {
+        for name in &self.credential_header_names {
+            if let header::Entry::Occupied(mut entry) = request.headers_mut().entry(name) {
+                for value in entry.iter_mut() {
+                    value.set_sensitive(true);
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for GuardConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuardConfig")
+            .field("registry", &self.registry)
+            .field("sources", &self.credentials.sources)
+            .field("max_credential_len", &self.credentials.max_len)
+            .field("public_paths", &self.public_paths)
+            .field("audit", &self.audit)
+            .field("rate_limit", &self.rate_limit)
+            .field("failed_attempts", &self.failed_attempts)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,319 @@
+//! The decision: stages 3 to 5 of the request path (failed attempts, verification, rate
+//! limit), and what follows every decision, in one place ([`GuardConfig::conclude`]).
+//!
+//! A decision is a small state machine polled with the configuration it was started
+//! with. In-memory backends answer at once, so the guard finishes it on its first poll
+//! inside `call`, with nothing boxed; a network backend makes it wait in the response
+//! future.
+
+use std::{
+    future::Future,
+    mem,
+    net::IpAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, Waker},
+    time::SystemTime,
+};
+
+use time::OffsetDateTime;
+
+use super::{GuardConfig, facts::Facts};
+use crate::{
+    BackendFuture, KeyDigest, KeyRecord, KeyStatus, Outcome, Principal, RegistryError, Rejection,
+    key::parse_visible,
+    limit::{ClientKey, LimitBy, LimitError, RateLimitDecision},
+    registry::LookupFuture,
+};
+
+/// A caller the guard admits.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    pub(crate) principal: Principal,
+    /// The rate-limit decision, for the response headers.
+    pub(crate) rate: Option<RateLimitDecision>,
+    /// Admitted although the limit backend failed (fail-open); audited as such.
+    limit_failed_open: bool,
+}
+
+/// A refusal, with what is known of the caller (for the audit record).
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    rejection: Rejection,
+    principal: Option<Principal>,
+}
+
+impl From<Rejection> for Refusal {
+    fn from(rejection: Rejection) -> Self {
+        Refusal {
+            rejection,
+            principal: None,
+        }
+    }
+}
+
+/// The outcome of stages 2 to 5.
+pub(crate) type Decision = Result<Admission, Refusal>;
+
+/// One decision in progress.
+#[derive(Debug)]
+pub(crate) struct Verification {
+    presented: KeyDigest,
+    client: Option<ClientKey>,
+    step: Step,
+}
+
+#[derive(Debug)]
+enum Step {
+    /// Stage 4: waiting for the registry.
+    Lookup(LookupFuture),
+    /// Stage 5: the key verified; waiting for the limit backend.
+    Limit {
+        principal: Principal,
+        check: BackendFuture<'static, Result<RateLimitDecision, LimitError>>,
+    },
+    /// The decision was returned.
+    Done,
+}
+
+/// Where a step leads: to the decision, or to the next step.
+enum Progress {
+    Decided(Decision),
+    Next(Step),
+}
+
+impl Verification {
+    /// Starts the decision for a credential already pulled from the request (and checked
+    /// to be visible ASCII). Refuses at once what needs no lookup: a client that failed
+    /// too often (stage 3), a bad checksum or a key too short to be registered.
+    pub(crate) fn start(
+        config: &GuardConfig,
+        credential: &str,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Self, Refusal> {
+        let client = client_ip.map(ClientKey::from);
+        if let (Some(limiter), Some(client)) = (&config.failed_attempts, client)
+            && let Err(retry_after) = limiter.check(client)
+        {
+            return Err(Rejection::TooManyFailedAttempts { retry_after }.into());
+        }
+        let Ok(parsed) = parse_visible(credential.as_bytes()) else {
+            // No lookup, no digest.
+            return Err(failure(config, client, Rejection::InvalidCredentials, None));
+        };
+        let presented = KeyDigest::of(credential.as_bytes());
+        let lookup = match parsed.key_id() {
+            Some(key_id) => config.registry.find_by_id(&key_id),
+            None => config.registry.find_by_digest(&presented),
+        };
+        Ok(Self {
+            presented,
+            client,
+            step: Step::Lookup(lookup),
+        })
+    }
+
+    /// Polls once without a waker to be woken: in-memory backends answer at once, so
+    /// the common path decides inside `call` without cloning the inner service or
+    /// allocating a future.
+    pub(crate) fn poll_now(&mut self, config: &GuardConfig) -> Poll<Decision> {
+        self.poll_with(config, &mut Context::from_waker(Waker::noop()))
+    }
+
+    /// Drives the decision with the configuration it was started with.
+    ///
+    /// # Panics
+    ///
+    /// When polled again after it returned its decision.
+    pub(crate) fn poll_with(
+        &mut self,
+        config: &GuardConfig,
+        cx: &mut Context<'_>,
+    ) -> Poll<Decision> {
+        loop {
+            match mem::replace(&mut self.step, Step::Done) {
+                Step::Lookup(mut lookup) => {
+                    let Poll::Ready(found) = Pin::new(&mut lookup).poll(cx) else {
+                        self.step = Step::Lookup(lookup);
+                        return Poll::Pending;
+                    };
+                    match self.verified(config, found) {
+                        Progress::Decided(decision) => return Poll::Ready(decision),
+                        Progress::Next(step) => self.step = step,
+                    }
+                }
+                Step::Limit {
+                    principal,
+                    mut check,
+                } => {
+                    let Poll::Ready(result) = Pin::new(&mut check).poll(cx) else {
+                        self.step = Step::Limit { principal, check };
+                        return Poll::Pending;
+                    };
+                    return Poll::Ready(limited(config, principal, result));
+                }
+                Step::Done => panic!("keygate: a decision was polled after completion"),
+            }
+        }
+    }
+
+    /// Stage 4 with the registry's answer: the digest compared in constant time, then
+    /// the key's status; stage 5 starts for a key that verifies.
+    fn verified(
+        &self,
+        config: &GuardConfig,
+        found: Result<Option<Arc<KeyRecord>>, RegistryError>,
+    ) -> Progress {
+        let found = match found {
+            Ok(found) => found,
+            Err(error) => {
+                // An outage never looks like a bad key: no failure is counted.
+                tracing::warn!(error = %error, "keygate: key registry failed");
+                return Progress::Decided(Err(config.unavailable().into()));
+            }
+        };
+        let Some(record) = found.filter(|record| record.digest.ct_eq(&self.presented)) else {
+            return Progress::Decided(Err(failure(
+                config,
+                self.client,
+                Rejection::InvalidCredentials,
+                None,
+            )));
+        };
+        if record.is_time_bound() {
+            let refused = match record.status_at(OffsetDateTime::now_utc()) {
+                KeyStatus::Active => None,
+                KeyStatus::Expired => Some(Rejection::ExpiredCredentials),
+                _ => Some(Rejection::RevokedCredentials),
+            };
+            if let Some(rejection) = refused {
+                let principal = Some(Principal::new(record));
+                return Progress::Decided(Err(failure(config, self.client, rejection, principal)));
+            }
+        }
+        let principal = Principal::new(record);
+        let Some(limit) = &config.rate_limit else {
+            return Progress::Decided(Ok(Admission {
+                principal,
+                rate: None,
+                limit_failed_open: false,
+            }));
+        };
+        let key = match limit.key_by {
+            LimitBy::Principal => principal.id(),
+            LimitBy::Key => principal.key_id_str(),
+        };
+        let check = limit.backend.check(key, principal.tier(), limit.cost);
+        Progress::Next(Step::Limit { principal, check })
+    }
+}
+
+/// Stage 5 with the limit backend's answer.
+fn limited(
+    config: &GuardConfig,
+    principal: Principal,
+    result: Result<RateLimitDecision, LimitError>,
+) -> Decision {
+    match result {
+        Ok(decision) if decision.allowed => Ok(Admission {
+            principal,
+            rate: Some(decision),
+            limit_failed_open: false,
+        }),
+        Ok(decision) => Err(Refusal {
+            rejection: Rejection::RateLimited(decision),
+            principal: Some(principal),
+        }),
+        Err(error) => {
+            // Only an outage may fail open; a cost that can never fit is a
+            // misconfiguration and always refuses.
+            let fail_open = matches!(error, LimitError::Unavailable(_))
+                && config
+                    .rate_limit
+                    .as_ref()
+                    .is_some_and(|limit| limit.fail_open);
+            tracing::warn!(error = %error, fail_open, "keygate: rate-limit backend failed");
+            if fail_open {
+                Ok(Admission {
+                    principal,
+                    rate: None,
+                    limit_failed_open: true,
+                })
+            } else {
+                Err(Refusal {
+                    rejection: config.unavailable(),
+                    principal: Some(principal),
+                })
+            }
+        }
+    }
+}
+
+/// Counts a failure against the client and builds the refusal.
+fn failure(
+    config: &GuardConfig,
+    client: Option<ClientKey>,
+    rejection: Rejection,
+    principal: Option<Principal>,
+) -> Refusal {
+    if let (Some(limiter), Some(client)) = (&config.failed_attempts, client) {
+        // The attempt that uses up the allowance is still answered for what it is; the next
+        // one is refused before any lookup.
+        let _ = limiter.record_failure(client);
+    }
+    Refusal {
+        rejection,
+        principal,
+    }
+}
+
+impl GuardConfig {
+    /// 503 `auth_unavailable`: a backend could not answer.
+    fn unavailable(&self) -> Rejection {
+        Rejection::AuthUnavailable {
+            retry_after: self.unavailable_retry_after,
+        }
+    }
+
+    /// What follows every decision, whoever asked for it (the service's `call`, its
+    /// response future, [`ApiKeyGuard::authenticate`](super::ApiKeyGuard::authenticate)):
+    /// the audit record, and for an admitted caller the key's use noted in the registry.
+    /// Returns the admission, whose principal goes to the caller, or the refusal to render.
+    pub(crate) fn conclude(
+        &self,
+        decision: Decision,
+        facts: Option<&Facts>,
+    ) -> Result<Admission, Rejection> {
+        match decision {
+            Ok(admission) => {
+                if let (Some(sink), Some(facts)) = (&self.audit, facts) {
+                    let mut event = facts
+                        .event(Outcome::Admitted)
+                        .with_principal_id(admission.principal.id())
+                        .with_key_id(admission.principal.key_id());
+                    if admission.limit_failed_open {
+                        event = event.with_reason("rate_limit_unavailable_failed_open");
+                    }
+                    sink.record(event);
+                }
+                self.registry
+                    .mark_used(&admission.principal.key_id(), SystemTime::now());
+                Ok(admission)
+            }
+            Err(refusal) => {
+                if let (Some(sink), Some(facts)) = (&self.audit, facts) {
+                    let mut event = facts
+                        .event(Outcome::Refused)
+                        .with_reason(refusal.rejection.reason());
+                    if let Some(principal) = &refusal.principal {
+                        event = event
+                            .with_principal_id(principal.id())
+                            .with_key_id(principal.key_id());
+                    }
+                    sink.record(event);
+                }
+                Err(refusal.rejection)
+            }
+        }
+    }
+}
