@@ -290,3 +290,67 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        convert::Infallible,
+        future::Future,
+        pin::pin,
+        task::{Context, Poll, Waker},
+    };
+
+    use http::{Request, Response, StatusCode};
+    use tower::{Layer, Service, service_fn};
+
+    use crate::{ApiKey, ApiKeyGuard, KeyGrant};
+
+    const KEY: &str = "a-key-from-openssl-rand-base64-32-xxxxx";
+
+    fn guarded() -> impl Service<
+        Request<()>,
+        Response = Response<String>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<Response<String>, Infallible>>,
+    > {
+        let guard = ApiKeyGuard::builder()
+            .key(ApiKey::new(KEY).unwrap(), KeyGrant::new("p"))
+            .build()
+            .unwrap();
+        guard.layer(service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(String::from("inner")))
+        }))
+    }
+
+    fn poll_twice(request: Request<()>) -> StatusCode {
+        let mut service = guarded();
+        let mut future = pin!(service.call(request));
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx) else {
+            panic!("an in-memory decision is ready at once");
+        };
+        let status = response.status();
+        let _ = future.as_mut().poll(&mut cx);
+        status
+    }
+
+    #[test]
+    #[should_panic(expected = "ResponseFuture polled after completion")]
+    fn a_refusal_polled_after_completion_panics() {
+        let status = poll_twice(Request::get("/jobs").body(()).unwrap());
+        unreachable!("second poll returned after a {status}");
+    }
+
+    #[test]
+    fn an_admitted_request_reaches_the_inner_service_once() {
+        let mut service = guarded();
+        let request = Request::get("/jobs").header("x-api-key", KEY).body(()).unwrap();
+        let mut future = pin!(service.call(request));
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx) else {
+            panic!("an in-memory decision is ready at once");
+        };
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.body(), "inner");
+    }
+}
