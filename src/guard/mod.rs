@@ -73,7 +73,6 @@ pub struct ApiKeyGuard<R = JsonRejection> {
 
 impl ApiKeyGuard {
     /// Starts configuring a guard.
-    #[must_use]
     pub fn builder() -> ApiKeyGuardBuilder {
         ApiKeyGuardBuilder::new()
     }
