@@ -229,7 +229,7 @@ impl<R> ApiKeyGuardBuilder<R> {
         {
             return self.fail(BuildError::InvalidRealm);
         }
-        self.realm = realm.to_owned();
+        realm.clone_into(&mut self.realm);
         self
     }
 

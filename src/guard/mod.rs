@@ -65,6 +65,32 @@ use crate::{JsonRejection, KeyRegistry};
 /// The guard layer. Build it with [`ApiKeyGuard::builder`]; cloning is cheap (one `Arc`).
 ///
 /// `R` renders refusals ([`JsonRejection`] by default, see [`crate::reject`]).
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response, StatusCode};
+/// use keygate::{ApiKey, ApiKeyGuard, KeyGrant, Principal};
+/// use tower::{Layer, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let key = "a-key-from-openssl-rand-base64-32-xxxxx";
+/// let guard = ApiKeyGuard::builder()
+///     .key(ApiKey::new(key)?, KeyGrant::new("coordinator-1"))
+///     .build()?;
+/// let service = guard.layer(service_fn(|request: Request<()>| async move {
+///     let caller = request.extensions().get::<Principal>().map(|p| p.id().to_owned());
+///     Ok::<_, Infallible>(Response::new(caller.unwrap_or_default()))
+/// }));
+///
+/// let request = Request::get("/jobs").header("x-api-key", key).body(())?;
+/// let response = service.clone().oneshot(request).await?;
+/// assert_eq!(response.body(), "coordinator-1");
+///
+/// let response = service.oneshot(Request::get("/jobs").body(())?).await?;
+/// assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct ApiKeyGuard<R = JsonRejection> {
     config: Arc<GuardConfig>,

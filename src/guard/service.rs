@@ -344,7 +344,10 @@ mod tests {
     #[test]
     fn an_admitted_request_reaches_the_inner_service_once() {
         let mut service = guarded();
-        let request = Request::get("/jobs").header("x-api-key", KEY).body(()).unwrap();
+        let request = Request::get("/jobs")
+            .header("x-api-key", KEY)
+            .body(())
+            .unwrap();
         let mut future = pin!(service.call(request));
         let mut cx = Context::from_waker(Waker::noop());
         let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx) else {

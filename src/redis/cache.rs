@@ -155,12 +155,11 @@ impl Cache {
     /// Applies an invalidation message, `<key id>:<digest hex>`; anything else clears the
     /// whole cache (safe whatever it meant).
     pub(super) fn apply(&self, message: &[u8]) {
-        match parse_message(message) {
-            Some((key_id, digest)) => self.invalidate(key_id, digest),
-            None => {
-                tracing::warn!("keygate: unexpected registry invalidation message; cache cleared");
-                self.clear();
-            }
+        if let Some((key_id, digest)) = parse_message(message) {
+            self.invalidate(key_id, digest);
+        } else {
+            tracing::warn!("keygate: unexpected registry invalidation message; cache cleared");
+            self.clear();
         }
     }
 

@@ -175,7 +175,9 @@ impl RedisRateLimit {
     /// default [prefix](DEFAULT_LIMIT_PREFIX) and [timeout](super::DEFAULT_TIMEOUT), and
     /// loads the script.
     ///
-    /// Fails if the URL is invalid or the server cannot be reached.
+    /// # Errors
+    ///
+    /// The URL is invalid or the server cannot be reached.
     pub async fn connect(url: impl IntoConnectionInfo, tiers: Tiers) -> Result<Self, RedisError> {
         Self::builder(tiers).connect(url).await
     }
@@ -406,7 +408,7 @@ impl RedisRateLimitBuilder {
     /// The prefix of the buckets' keys (default [`DEFAULT_LIMIT_PREFIX`],
     /// `keygate:limit:`); a bucket is `<prefix><tier>:<key>`.
     pub fn prefix(mut self, prefix: &str) -> Self {
-        self.prefix = prefix.to_owned();
+        prefix.clone_into(&mut self.prefix);
         self
     }
 
@@ -419,7 +421,9 @@ impl RedisRateLimitBuilder {
 
     /// Connects to the Redis server at `url` and loads the script.
     ///
-    /// Fails if the URL is invalid or the server cannot be reached in time.
+    /// # Errors
+    ///
+    /// The URL is invalid or the server cannot be reached in time.
     pub async fn connect(self, url: impl IntoConnectionInfo) -> Result<RedisRateLimit, RedisError> {
         let client = Client::open(url)?;
         let timeout = self.timeout;
@@ -438,6 +442,7 @@ impl RedisRateLimitBuilder {
     /// A backend on a connection the application already has (clones share one
     /// multiplexed connection). Its own timeouts apply, not [`timeout`](Self::timeout);
     /// the script is loaded by the first check.
+    #[must_use]
     pub fn with_connection(self, connection: ConnectionManager) -> RedisRateLimit {
         self.build(connection, None)
     }

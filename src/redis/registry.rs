@@ -253,8 +253,11 @@ impl RedisRegistry {
     /// Connects to the Redis server at `url` (e.g. `redis://10.0.0.5:6379/0`) with the
     /// default prefix, timeout and cache, and subscribes to the registry's channel.
     ///
-    /// The connection speaks RESP3 whatever the URL says (Redis 6 or later). Fails if the
-    /// URL is invalid or the server cannot be reached.
+    /// The connection speaks RESP3 whatever the URL says (Redis 6 or later).
+    ///
+    /// # Errors
+    ///
+    /// The URL is invalid or the server cannot be reached.
     pub async fn connect(url: impl IntoConnectionInfo) -> Result<Self, RedisError> {
         Self::builder().connect(url).await
     }
@@ -471,7 +474,7 @@ impl RedisRegistryBuilder {
     /// The prefix of the registry's keys and channel (default
     /// [`DEFAULT_REGISTRY_PREFIX`], `keygate:registry:`). Every replica must use the same.
     pub fn prefix(mut self, prefix: &str) -> Self {
-        self.prefix = prefix.to_owned();
+        prefix.clone_into(&mut self.prefix);
         self
     }
 
@@ -500,7 +503,9 @@ impl RedisRegistryBuilder {
     /// Connects to the Redis server at `url` (over RESP3, whatever the URL says) and
     /// subscribes to the registry's channel.
     ///
-    /// Fails if the URL is invalid or the server cannot be reached in time.
+    /// # Errors
+    ///
+    /// The URL is invalid or the server cannot be reached in time.
     pub async fn connect(self, url: impl IntoConnectionInfo) -> Result<RedisRegistry, RedisError> {
         let info = url.into_connection_info()?;
         let settings = info
