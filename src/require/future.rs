@@ -17,7 +17,8 @@ pin_project! {
     ///
     /// # Panics
     ///
-    /// Polling a refusal again after it completed panics, as any future may.
+    /// If polled again after it answered with a refusal (a completed future must not be
+    /// polled).
     pub struct ResponseFuture<F, B> {
         #[pin]
         state: State<F, B>,

@@ -10,7 +10,8 @@ use crate::{Principal, Rejection};
 ///
 /// [`Scope`](super::Scope) and [`Workspace`](super::Workspace) are the policies the crate
 /// offers. Any `Fn(&Request<B>, Option<&Principal>) -> Result<(), E>` closure is one too,
-/// where `E` is a [`Rejection`] or a [`Refusal`].
+/// where `E` is a [`Rejection`] or a [`Refusal`] (write the argument types out, as in the
+/// example of [`Require`](super::Require)).
 ///
 /// # Example
 ///
