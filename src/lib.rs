@@ -65,7 +65,6 @@ macro_rules! inner_service_accessors {
 pub mod audit;
 mod backend;
 pub mod credential;
-mod gate;
 pub mod guard;
 pub mod key;
 pub mod limit;
@@ -74,8 +73,11 @@ mod principal;
 pub mod redis;
 pub mod registry;
 pub mod reject;
+pub mod require;
+// TODO(issue-14): remove after merge (moved to `require`)
 pub mod scope;
 pub mod webhook;
+// TODO(issue-14): remove after merge (moved to `require`)
 pub mod workspace;
 
 #[cfg(feature = "redis")]
@@ -84,7 +86,6 @@ pub use crate::{
     audit::{AuditEvent, AuditSink, Outcome},
     backend::BackendFuture,
     credential::CredentialSource,
-    gate::GateFuture,
     guard::{ApiKeyGuard, ApiKeyGuardBuilder, ApiKeyGuardService, BuildError, ClientAddr},
     key::{ApiKey, KeyDigest, KeyError, KeyId, KeyPrefix},
     limit::{LimitBy, RateLimit},
@@ -94,6 +95,10 @@ pub use crate::{
     },
     reject::{EmptyRejection, JsonRejection, Malformed, Rejection, RenderRejection},
 };
+
+/// The response future of the [`require`] layers.
+// TODO(issue-14): remove alias after merge
+pub use crate::require::ResponseFuture as GateFuture;
 
 /// The README's code blocks, compiled as doc tests so that the quick start stays true.
 #[cfg(doctest)]
