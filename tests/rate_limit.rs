@@ -4,8 +4,12 @@
 //! are exact and never sleep.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+use support::{CountingRegistry, TestServer, jobs_app};
+
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     num::NonZeroU32,
     sync::{
         Arc,
@@ -14,17 +18,16 @@ use std::{
     time::Duration,
 };
 
-use axum::{Extension, Router, body::Body, routing::get};
+use axum::{Router, body::Body};
 use http::{Request, Response, StatusCode};
 use keygate::{
-    ApiKey, ApiKeyGuard, BackendFuture, ClientAddr, InMemoryRegistry, KeyDigest, KeyGrant, KeyId,
-    KeyPrefix, KeyRegistry, LimitBy, Principal, RateLimit, RegistryError,
+    ApiKey, ApiKeyGuard, BackendFuture, ClientAddr, InMemoryRegistry, KeyGrant, KeyPrefix,
+    KeyRegistry, LimitBy, RateLimit,
     audit::{MemorySink, Outcome},
     limit::{
         Clock, FailedAttemptLimiter, GovernorBackend, LimitError, Quota, RateLimitBackend,
         RateLimitDecision, Tiers,
     },
-    registry::LookupFuture,
 };
 use tower::{Service, ServiceExt};
 
@@ -34,29 +37,6 @@ fn nz(n: u32) -> NonZeroU32 {
 
 fn generated_key() -> ApiKey {
     ApiKey::generate(&KeyPrefix::default()).unwrap().0
-}
-
-fn app(guard: ApiKeyGuard) -> Router {
-    Router::new()
-        .route(
-            "/jobs",
-            get(|Extension(p): Extension<Principal>| async move { p.id().to_owned() }),
-        )
-        .layer(guard)
-}
-
-async fn serve(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
 }
 
 /// Calls the guarded router in process, as client `ip`.
@@ -92,21 +72,21 @@ async fn concurrent_clients_are_admitted_exactly_the_burst() {
         .rate_limit(RateLimit::new(backend))
         .build()
         .unwrap();
-    let addr = serve(app(guard)).await;
+    let server = TestServer::start(jobs_app(guard)).await;
 
-    let client = reqwest::Client::new();
+    let (client, url) = (server.client.clone(), server.url("/jobs"));
     let admitted = Arc::new(AtomicUsize::new(0));
     let limited = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for task in 0..64 {
-        let (client, key) = (client.clone(), key.expose_secret().to_owned());
+        let (client, url, key) = (client.clone(), url.clone(), key.expose_secret().to_owned());
         let (admitted, limited) = (Arc::clone(&admitted), Arc::clone(&limited));
         // 10,000 requests in total: 16 tasks send 157, 48 send 156.
         let count = if task < 16 { 157 } else { 156 };
         tasks.push(tokio::spawn(async move {
             for _ in 0..count {
                 let response = client
-                    .get(format!("http://{addr}/jobs"))
+                    .get(&url)
                     .header("x-api-key", &key)
                     .send()
                     .await
@@ -138,7 +118,7 @@ async fn rate_limited_is_429_with_headers_and_replenishes_over_time() {
         .rate_limit(RateLimit::new(backend))
         .build()
         .unwrap();
-    let app = app(guard);
+    let app = jobs_app(guard);
     let ip = IpAddr::from([127, 0, 0, 1]);
     let key = key.expose_secret();
 
@@ -209,7 +189,7 @@ async fn tiers_get_their_own_quotas_and_cost_counts() {
         )
         .build()
         .unwrap();
-    let app = app(guard);
+    let app = jobs_app(guard);
     let ip = IpAddr::from([127, 0, 0, 1]);
 
     let admitted = |key: ApiKey| {
@@ -241,7 +221,7 @@ async fn keys_of_one_principal_share_a_budget_unless_limited_per_key() {
             .rate_limit(RateLimit::new(backend).by(by))
             .build()
             .unwrap();
-        let app = app(guard);
+        let app = jobs_app(guard);
         let ip = IpAddr::from([127, 0, 0, 1]);
         let mut admitted = 0;
         for _ in 0..10 {
@@ -255,47 +235,6 @@ async fn keys_of_one_principal_share_a_budget_unless_limited_per_key() {
     }
 }
 
-/// A registry that counts lookups, to prove what never reaches it.
-#[derive(Debug, Default)]
-struct CountingRegistry {
-    inner: InMemoryRegistry,
-    lookups: AtomicUsize,
-}
-
-impl KeyRegistry for CountingRegistry {
-    fn find_by_id(&self, key_id: &KeyId) -> LookupFuture {
-        self.lookups.fetch_add(1, Ordering::Relaxed);
-        self.inner.find_by_id(key_id)
-    }
-    fn find_by_digest(&self, digest: &KeyDigest) -> LookupFuture {
-        self.lookups.fetch_add(1, Ordering::Relaxed);
-        self.inner.find_by_digest(digest)
-    }
-    fn register(&self, record: keygate::KeyRecord) -> BackendFuture<'_, Result<(), RegistryError>> {
-        self.inner.register(record)
-    }
-    fn revoke(
-        &self,
-        key_id: &KeyId,
-        at: time::OffsetDateTime,
-    ) -> BackendFuture<'_, Result<Arc<keygate::KeyRecord>, RegistryError>> {
-        self.inner.revoke(key_id, at)
-    }
-    fn set_expiry(
-        &self,
-        key_id: &KeyId,
-        at: Option<time::OffsetDateTime>,
-    ) -> BackendFuture<'_, Result<Arc<keygate::KeyRecord>, RegistryError>> {
-        self.inner.set_expiry(key_id, at)
-    }
-    fn list_keys(
-        &self,
-        principal_id: &str,
-    ) -> BackendFuture<'_, Result<Vec<Arc<keygate::KeyRecord>>, RegistryError>> {
-        self.inner.list_keys(principal_id)
-    }
-}
-
 #[tokio::test]
 async fn too_many_failed_attempts_is_429_before_any_lookup() {
     let registry = Arc::new(CountingRegistry::default());
@@ -306,7 +245,7 @@ async fn too_many_failed_attempts_is_429_before_any_lookup() {
         .failed_attempts(FailedAttemptLimiter::default().with_clock(clock.clone()))
         .build()
         .unwrap();
-    let app = app(guard);
+    let app = jobs_app(guard);
     let attacker = IpAddr::from([203, 0, 113, 7]);
     let bystander = IpAddr::from([198, 51, 100, 1]);
 
@@ -315,7 +254,7 @@ async fn too_many_failed_attempts_is_429_before_any_lookup() {
         let response = call(&app, Some(&"x".repeat(40)), attacker).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
-    assert_eq!(registry.lookups.load(Ordering::Relaxed), 10);
+    assert_eq!(registry.lookups(), 10);
 
     // The 11th attempt, even with a valid key, is refused before the registry is asked.
     let response = call(&app, Some(valid.expose_secret()), attacker).await;
@@ -324,7 +263,7 @@ async fn too_many_failed_attempts_is_429_before_any_lookup() {
     assert!(retry_after >= 1);
     assert!(!response.headers().contains_key("www-authenticate"));
     assert_eq!(reason(response).await, "too_many_failed_attempts");
-    assert_eq!(registry.lookups.load(Ordering::Relaxed), 10);
+    assert_eq!(registry.lookups(), 10);
 
     // Another client is unaffected.
     let response = call(&app, Some(valid.expose_secret()), bystander).await;
@@ -345,7 +284,7 @@ async fn failures_from_one_ipv6_slash_64_count_together() {
         .failed_attempts(FailedAttemptLimiter::default().with_clock(Clock::manual()))
         .build()
         .unwrap();
-    let app = app(guard);
+    let app = jobs_app(guard);
 
     // Ten failures, each from another address of the same /64.
     for host in 1..=10u16 {
@@ -381,13 +320,13 @@ async fn a_spoofed_leftmost_forwarded_for_does_not_escape_the_limit() {
         .trusted_proxies(1)
         .build()
         .unwrap();
-    let addr = serve(app(guard)).await;
-    let client = reqwest::Client::new();
+    let server = TestServer::start(jobs_app(guard)).await;
+    let (client, url) = (server.client.clone(), server.url("/jobs"));
     let send = |key: String, spoofed: String| {
-        let client = client.clone();
+        let (client, url) = (client.clone(), url.clone());
         async move {
             client
-                .get(format!("http://{addr}/jobs"))
+                .get(&url)
                 .header("x-api-key", key)
                 // The attacker writes whatever it likes on the left; the one trusted
                 // proxy appends the real address on the right.
@@ -407,7 +346,7 @@ async fn a_spoofed_leftmost_forwarded_for_does_not_escape_the_limit() {
 
     // Another client behind the same proxy is unaffected.
     let other = client
-        .get(format!("http://{addr}/jobs"))
+        .get(&url)
         .header("x-api-key", valid.expose_secret())
         .header("x-forwarded-for", "203.0.113.10")
         .send()
@@ -428,7 +367,7 @@ async fn a_million_invalid_keys_leave_the_limiters_bounded() {
         .shared_failed_attempts(failed.clone())
         .build()
         .unwrap();
-    let service = app(guard);
+    let service = jobs_app(guard);
 
     let mut tasks = Vec::new();
     for worker in 0..2u32 {
@@ -495,7 +434,7 @@ async fn a_failed_backend_fails_closed_by_default_and_open_when_configured() {
         .rate_limit(RateLimit::new(DownBackend))
         .build()
         .unwrap();
-    let response = call(&app(closed), Some(key.expose_secret()), ip).await;
+    let response = call(&jobs_app(closed), Some(key.expose_secret()), ip).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(header(&response, "retry-after"), "5");
     assert_eq!(reason(response).await, "auth_unavailable");
@@ -507,7 +446,7 @@ async fn a_failed_backend_fails_closed_by_default_and_open_when_configured() {
         .audit(audit.clone())
         .build()
         .unwrap();
-    let response = call(&app(open), Some(key.expose_secret()), ip).await;
+    let response = call(&jobs_app(open), Some(key.expose_secret()), ip).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(!response.headers().contains_key("ratelimit"));
     let events = audit.events();
