@@ -6,7 +6,7 @@
 
 mod support;
 
-use support::{CountingRegistry, TestServer, jobs_app};
+use support::{CountingRegistry, TestServer, jobs_app, refusal_reason as reason};
 
 use std::{
     net::IpAddr,
@@ -48,14 +48,6 @@ async fn call(app: &Router, key: Option<&str>, ip: IpAddr) -> Response<Body> {
     let mut request = request.body(Body::empty()).unwrap();
     request.extensions_mut().insert(ClientAddr(ip));
     app.clone().oneshot(request).await.unwrap()
-}
-
-async fn reason(response: Response<Body>) -> String {
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    body["error"]["reason"].as_str().unwrap().to_owned()
 }
 
 fn header(response: &Response<Body>, name: &str) -> String {

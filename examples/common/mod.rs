@@ -757,15 +757,17 @@ pub(crate) async fn bind_and_serve(
 
 /// The whole of an example's `main`: `<name> --verify-audit <file>` checks an audit log;
 /// otherwise `config` reads the configuration (from the environment), which is printed
-/// (secrets redacted), `router` builds the app from it, and the app is served on its
-/// `LISTEN_ADDR` until Ctrl-C. Any error is printed with its causes, and fails the process.
+/// (secrets redacted), `router` builds the app from it, and the app is served on the
+/// `LISTEN_ADDR` of its `server` settings until Ctrl-C. Any error is printed with its
+/// causes, and fails the process.
 pub(crate) async fn main<C, R>(
     name: &str,
     config: impl FnOnce() -> Result<C, ConfigError>,
+    server: impl FnOnce(&C) -> &ServerConfig,
     router: impl FnOnce(C) -> R,
 ) -> ExitCode
 where
-    C: fmt::Debug + AsRef<ServerConfig>,
+    C: fmt::Debug,
     R: Future<Output = Result<Router, StartError>>,
 {
     let run = async {
@@ -774,7 +776,7 @@ where
         }
         let config = config()?;
         println!("{name}: starting with {config:#?}");
-        let listen_addr = config.as_ref().listen_addr;
+        let listen_addr = server(&config).listen_addr;
         let router = router(config).await?;
         bind_and_serve(name, listen_addr, router).await
     };

@@ -48,6 +48,7 @@ async fn main() -> std::process::ExitCode {
     common::main(
         "coordinator",
         || app::Config::from_lookup(common::env_var),
+        |config| &config.server,
         app::router,
     )
     .await

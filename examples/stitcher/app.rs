@@ -58,12 +58,6 @@ pub(crate) struct Config {
     pub(crate) workspaces: Option<Vec<String>>,
 }
 
-impl AsRef<ServerConfig> for Config {
-    fn as_ref(&self) -> &ServerConfig {
-        &self.server
-    }
-}
-
 impl Config {
     /// Reads the configuration through `lookup` (`|name| std::env::var(name).ok()`).
     pub(crate) fn from_lookup(

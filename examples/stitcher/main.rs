@@ -28,6 +28,7 @@ async fn main() -> std::process::ExitCode {
     common::main(
         "stitcher",
         || app::Config::from_lookup(common::env_var),
+        |config| &config.server,
         |config| async { app::router(config) },
     )
     .await

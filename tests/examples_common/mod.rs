@@ -155,6 +155,27 @@ impl TestServer {
     }
 }
 
+/// Registers a coordinator named `name` for `workspaces` through the coordinator
+/// example's admin API (`admin` is the administrator's key); returns its key and key id.
+pub(crate) async fn register_coordinator(
+    server: &TestServer,
+    admin: &str,
+    name: &str,
+    workspaces: &[&str],
+) -> (String, String) {
+    let reply = server
+        .post("/admin/coordinators")
+        .key(admin)
+        .json(&serde_json::json!({ "name": name, "workspaces": workspaces }))
+        .send()
+        .await;
+    reply.assert_status(201);
+    (
+        reply.body["key"].as_str().unwrap().to_owned(),
+        reply.body["keyId"].as_str().unwrap().to_owned(),
+    )
+}
+
 /// Checks the audit log at `path`: the chain verifies, and it holds one guard decision for
 /// each of `requests`. Returns the events.
 pub(crate) fn check_audit_log(path: &Path, requests: usize) -> Vec<Value> {

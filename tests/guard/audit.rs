@@ -10,13 +10,11 @@ use keygate::{
     ApiKeyGuard, ClientAddr, InMemoryRegistry, KeyGrant, KeyId, KeyRegistry,
     audit::{MemorySink, Outcome},
 };
-use time::OffsetDateTime;
 use tower::{ServiceBuilder, ServiceExt};
 
 use crate::{
     app,
     body_types::{hello, request},
-    minutes_ago,
     support::{CountingRegistry, TestServer, send},
     tampered, unregistered_key,
 };
@@ -35,22 +33,8 @@ async fn every_request_yields_exactly_one_audit_event() {
         .unwrap();
     let server = TestServer::start(app(guard)).await;
 
-    let valid = registry
-        .issue(KeyGrant::new("coordinator-1"))
-        .await
-        .unwrap();
-    let expired = registry
-        .issue(KeyGrant::new("coordinator-2").expires_at(minutes_ago(1)))
-        .await
-        .unwrap();
-    let revoked = registry
-        .issue(KeyGrant::new("coordinator-3"))
-        .await
-        .unwrap();
-    registry
-        .revoke(&revoked.record.key_id, OffsetDateTime::now_utc())
-        .await
-        .unwrap();
+    let (valid, expired, revoked) =
+        crate::valid_expired_revoked(&registry, KeyGrant::new("coordinator-1")).await;
     let valid_key = valid.key.expose_secret();
 
     // (path, key(s), outcome, reason, principal and key id)

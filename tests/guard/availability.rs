@@ -13,7 +13,7 @@ use keygate::{
 };
 use time::OffsetDateTime;
 
-use crate::{app, get, minutes_ago, opaque_key, support::oneshot, tampered, unregistered_key};
+use crate::{app, get, opaque_key, support::oneshot, tampered, unregistered_key};
 
 /// A registry that is down: every operation fails with `Unavailable`, at once or after
 /// `delay`.
@@ -168,23 +168,13 @@ async fn asynchronous_registry_admits_and_refuses_correctly() {
         .build()
         .unwrap();
     let app = app(guard);
-    let valid = inner
-        .issue(
-            KeyGrant::new("coordinator-1")
-                .workspaces(["w"])
-                .tier("gold"),
-        )
-        .await
-        .unwrap();
-    let expired = inner
-        .issue(KeyGrant::new("coordinator-2").expires_at(minutes_ago(1)))
-        .await
-        .unwrap();
-    let revoked = inner.issue(KeyGrant::new("coordinator-3")).await.unwrap();
-    inner
-        .revoke(&revoked.record.key_id, OffsetDateTime::now_utc())
-        .await
-        .unwrap();
+    let (valid, expired, revoked) = crate::valid_expired_revoked(
+        &inner,
+        KeyGrant::new("coordinator-1")
+            .workspaces(["w"])
+            .tier("gold"),
+    )
+    .await;
     let opaque = opaque_key();
     inner
         .insert_key(

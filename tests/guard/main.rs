@@ -183,6 +183,28 @@ fn forge(key_id: &KeyId, secret: &str) -> String {
     format!("{body}{}", std::str::from_utf8(&sum).unwrap())
 }
 
+/// Three keys issued by `registry`: `valid` (a grant of principal `coordinator-1`), one
+/// of `coordinator-2` that expired a minute ago, and one of `coordinator-3` revoked now.
+async fn valid_expired_revoked(
+    registry: &impl KeyRegistry,
+    valid: KeyGrant,
+) -> (IssuedKey, IssuedKey, IssuedKey) {
+    let valid = registry.issue(valid).await.unwrap();
+    let expired = registry
+        .issue(KeyGrant::new("coordinator-2").expires_at(minutes_ago(1)))
+        .await
+        .unwrap();
+    let revoked = registry
+        .issue(KeyGrant::new("coordinator-3"))
+        .await
+        .unwrap();
+    registry
+        .revoke(&revoked.record.key_id, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    (valid, expired, revoked)
+}
+
 fn minutes_ago(minutes: i64) -> OffsetDateTime {
     OffsetDateTime::now_utc() - time::Duration::minutes(minutes)
 }

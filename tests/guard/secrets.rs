@@ -15,12 +15,11 @@ use axum::{
 };
 use http::Request;
 use keygate::{ApiKey, ApiKeyGuard, InMemoryRegistry, KeyGrant, KeyRegistry, audit::JsonLinesSink};
-use time::OffsetDateTime;
 
 use crate::{
     app,
     availability::FailingRegistry,
-    minutes_ago, opaque_key, secret_part,
+    opaque_key, secret_part,
     support::{TempDir, TestServer, send},
     tampered, unregistered_key,
 };
@@ -128,22 +127,9 @@ async fn no_secret_leaks_into_logs_audit_debug_or_errors() {
         .layer(guard.clone());
     let server = TestServer::start(router).await;
 
-    let valid = registry
-        .issue(KeyGrant::new("coordinator-1").workspaces(["w"]))
-        .await
-        .unwrap();
-    let expired = registry
-        .issue(KeyGrant::new("coordinator-2").expires_at(minutes_ago(1)))
-        .await
-        .unwrap();
-    let revoked = registry
-        .issue(KeyGrant::new("coordinator-3"))
-        .await
-        .unwrap();
-    registry
-        .revoke(&revoked.record.key_id, OffsetDateTime::now_utc())
-        .await
-        .unwrap();
+    let (valid, expired, revoked) =
+        crate::valid_expired_revoked(&registry, KeyGrant::new("coordinator-1").workspaces(["w"]))
+            .await;
     let opaque = opaque_key();
     let opaque_record = registry
         .insert_key(

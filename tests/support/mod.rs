@@ -250,12 +250,44 @@ impl Reply {
         self
     }
 
+    /// Asserts the rate-limit headers of the `"default"` tier (a window of 60 s):
+    /// `RateLimit-Policy` with `quota`, and `RateLimit` with `remaining`.
+    #[track_caller]
+    pub(crate) fn assert_rate_limit(&self, quota: u32, remaining: u32) -> &Self {
+        let policy = format!("\"default\";q={quota};w=60");
+        assert_eq!(self.header("ratelimit-policy"), Some(policy.as_str()));
+        let limit = format!("\"default\";r={remaining};");
+        assert!(
+            self.header("ratelimit")
+                .is_some_and(|value| value.starts_with(&limit)),
+            "{:?}",
+            self.header("ratelimit")
+        );
+        self
+    }
+
+    /// The whole seconds of `Retry-After`.
+    #[track_caller]
+    pub(crate) fn retry_after(&self) -> u64 {
+        self.header("retry-after").unwrap().parse().unwrap()
+    }
+
     /// Asserts this is a 200 and returns its body.
     #[track_caller]
     pub(crate) fn assert_ok(&self) -> &str {
         assert_eq!(self.status, 200, "body: {}", self.text);
         &self.text
     }
+}
+
+/// The reason of the refusal `response` (its body's `error.reason`).
+pub(crate) async fn refusal_reason<B>(response: Response<B>) -> String
+where
+    B: HttpBody,
+    B::Error: Debug,
+{
+    let reply = Reply::from_http(response).await;
+    reply.body["error"]["reason"].as_str().unwrap().to_owned()
 }
 
 // ---------------------------------------------------------------------------------------
