@@ -8,6 +8,7 @@ mod app;
 #[path = "../examples/common/mod.rs"]
 mod common;
 mod examples_common;
+mod support;
 
 use std::time::Duration;
 
@@ -60,18 +61,7 @@ impl Coordinator {
 
     /// Registers a coordinator for `workspaces`; returns its key and key id.
     async fn register(&self, name: &str, workspaces: &[&str]) -> (String, String) {
-        let reply = self
-            .server
-            .post("/admin/coordinators")
-            .key(&self.admin)
-            .json(&json!({ "name": name, "workspaces": workspaces }))
-            .send()
-            .await;
-        reply.assert_status(201);
-        (
-            reply.body["key"].as_str().unwrap().to_owned(),
-            reply.body["keyId"].as_str().unwrap().to_owned(),
-        )
+        examples_common::register_coordinator(&self.server, &self.admin, name, workspaces).await
     }
 
     async fn create_job(&self, key: &str, workspace: &str) -> Reply {
@@ -516,30 +506,34 @@ async fn bad_bodies_get_4xx_in_the_guards_json_shape() {
         .send()
         .await
         .assert_error(413, "body_too_large");
-    c.server
-        .get("/coordinator/jobs/job_nope")
-        .key(&c.key)
-        .send()
-        .await
-        .assert_error(404, "not_found");
-    c.server
-        .get("/coordinator/jobs/%FF")
-        .key(&c.key)
-        .send()
-        .await
-        .assert_error(400, "invalid_path");
-    c.server
-        .get("/coordinator/elsewhere")
-        .key(&c.key)
-        .send()
-        .await
-        .assert_error(404, "not_found");
-    c.server
-        .delete(jobs)
-        .key(&c.key)
-        .send()
-        .await
-        .assert_error(405, "method_not_allowed");
+    for (method, path, code, reason) in [
+        (
+            reqwest::Method::GET,
+            "/coordinator/jobs/job_nope",
+            404,
+            "not_found",
+        ),
+        (
+            reqwest::Method::GET,
+            "/coordinator/jobs/%FF",
+            400,
+            "invalid_path",
+        ),
+        (
+            reqwest::Method::GET,
+            "/coordinator/elsewhere",
+            404,
+            "not_found",
+        ),
+        (reqwest::Method::DELETE, jobs, 405, "method_not_allowed"),
+    ] {
+        c.server
+            .call(method, path)
+            .key(&c.key)
+            .send()
+            .await
+            .assert_error(code, reason);
+    }
 
     // The job is untouched.
     let reply = c
@@ -653,32 +647,12 @@ async fn the_101st_request_in_a_minute_is_429_for_that_coordinator_only() {
     let path = format!("/coordinator/jobs/{job}");
     for n in 2..=100 {
         let reply = c.server.get(&path).key(&c.key).send().await;
-        reply.assert_status(200);
-        assert_eq!(
-            reply.header("ratelimit-policy"),
-            Some("\"default\";q=100;w=60")
-        );
-        let remaining = format!("\"default\";r={};", 100 - n);
-        assert!(
-            reply.header("ratelimit").unwrap().starts_with(&remaining),
-            "{:?}",
-            reply.header("ratelimit")
-        );
+        reply.assert_status(200).assert_rate_limit(100, 100 - n);
     }
     let limited = c.server.get(&path).key(&c.key).send().await;
     limited.assert_error(429, "rate_limited");
-    let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
-    assert!(retry_after >= 1);
-    assert_eq!(
-        limited.header("ratelimit-policy"),
-        Some("\"default\";q=100;w=60")
-    );
-    assert!(
-        limited
-            .header("ratelimit")
-            .unwrap()
-            .starts_with("\"default\";r=0;")
-    );
+    assert!(limited.retry_after() >= 1);
+    limited.assert_rate_limit(100, 0);
 
     // Another coordinator is unaffected.
     c.server
@@ -1032,31 +1006,23 @@ async fn the_built_binary_refuses_bad_keys_serves_and_verifies_its_audit_log() {
     };
 
     // A missing key, then a short one: non-zero exit, a message naming the variable.
-    let output = command(&[
-        ("ADMIN_API_KEY", &admin),
-        ("COORDINATOR_WORKSPACES", "ws-a"),
-    ])
-    .output()
-    .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("COORDINATOR_API_KEY") && stderr.contains("openssl rand -base64 32"),
-        "{stderr}"
-    );
-    let output = command(&[
-        ("COORDINATOR_API_KEY", "short"),
-        ("ADMIN_API_KEY", &admin),
-        ("COORDINATOR_WORKSPACES", "ws-a"),
-    ])
-    .output()
-    .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("COORDINATOR_API_KEY") && stderr.contains("at least 32"),
-        "{stderr}"
-    );
+    for (api_key, says) in [
+        (None, "openssl rand -base64 32"),
+        (Some("short"), "at least 32"),
+    ] {
+        let mut env = vec![
+            ("ADMIN_API_KEY", admin.as_str()),
+            ("COORDINATOR_WORKSPACES", "ws-a"),
+        ];
+        env.extend(api_key.map(|key| ("COORDINATOR_API_KEY", key)));
+        let output = command(&env).output().unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("COORDINATOR_API_KEY") && stderr.contains(says),
+            "{stderr}"
+        );
+    }
 
     // Valid configuration on port 0: it prints the bound address, without secrets.
     let audit = audit_log.display().to_string();

@@ -14,39 +14,26 @@ use keygate::{
 };
 use tower::{Service, ServiceExt};
 
-/// xorshift64*: deterministic, so a failure can be replayed from its seed.
-struct Rng(u64);
+mod support;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn bytes(&mut self, max: usize, valid: &[u8]) -> Vec<u8> {
-        let len = self.below(max + 1);
-        (0..len)
-            .map(|_| {
-                if self.below(4) == 0 {
-                    // Any byte a header value may hold (not CR, LF or NUL).
-                    let b = (self.next() & 0xff) as u8;
-                    if matches!(b, b'\r' | b'\n' | 0) {
-                        b'x'
-                    } else {
-                        b
-                    }
+/// Up to `max` bytes, mostly from `valid`, a quarter any byte a header value may hold
+/// (not CR, LF or NUL).
+fn bytes(rng: &mut fastrand::Rng, max: usize, valid: &[u8]) -> Vec<u8> {
+    let len = rng.usize(..=max);
+    (0..len)
+        .map(|_| {
+            if rng.usize(..4) == 0 {
+                let b = rng.u8(..);
+                if matches!(b, b'\r' | b'\n' | 0) {
+                    b'x'
                 } else {
-                    valid[self.below(valid.len())]
+                    b
                 }
-            })
-            .collect()
-    }
+            } else {
+                valid[rng.usize(..valid.len())]
+            }
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -96,15 +83,15 @@ async fn random_requests_never_get_a_5xx() {
         b"bearer  ",
         b"Basic ",
     ];
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut rng = support::rng(0x5eed_1234_abcd_0001);
     let requests = 20_000;
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
     for i in 0..requests {
-        let path = match rng.below(4) {
+        let path = match rng.usize(..4) {
             0 => "/health".to_owned(),
             1 => format!(
                 "/jobs/{}",
-                String::from_utf8_lossy(&rng.bytes(20, b"abc%2F/.."))
+                String::from_utf8_lossy(&bytes(&mut rng, 20, b"abc%2F/.."))
             ),
             2 => "/".to_owned(),
             _ => "/health/".to_owned(),
@@ -113,7 +100,7 @@ async fn random_requests_never_get_a_5xx() {
             .chars()
             .filter(|c| c.is_ascii_graphic() && *c != '?' && *c != '#')
             .collect();
-        let query = String::from_utf8_lossy(&rng.bytes(40, b"token=abc&%00%ff+="))
+        let query = String::from_utf8_lossy(&bytes(&mut rng, 40, b"token=abc&%00%ff+="))
             .chars()
             .filter(|c| c.is_ascii_graphic() && *c != '#')
             .collect::<String>();
@@ -125,23 +112,23 @@ async fn random_requests_never_get_a_5xx() {
         let Ok(mut request) = Request::get(uri.as_str()).body(Body::empty()) else {
             continue;
         };
-        for _ in 0..rng.below(4) {
-            let index = rng.below(names.len());
+        for _ in 0..rng.usize(..4) {
+            let index = rng.usize(..names.len());
             let name = HeaderName::from_static(names[index]);
-            let mut value = prefixes[rng.below(prefixes.len())].to_vec();
+            let mut value = prefixes[rng.usize(..prefixes.len())].to_vec();
             // The key goes only where keys belong (a client that writes its key into its
             // User-Agent has it recorded there).
-            if index < 3 && rng.below(10) == 0 {
+            if index < 3 && rng.usize(..10) == 0 {
                 value.extend_from_slice(valid_key.as_bytes());
             } else {
-                let max = if rng.below(20) == 0 { 700 } else { 60 };
-                value.extend(rng.bytes(max, alphabet));
+                let max = if rng.usize(..20) == 0 { 700 } else { 60 };
+                value.extend(bytes(&mut rng, max, alphabet));
             }
             if let Ok(value) = HeaderValue::from_bytes(&value) {
                 request.headers_mut().append(name, value);
             }
         }
-        let ip = IpAddr::from((rng.next() as u32 % 64).to_be_bytes());
+        let ip = IpAddr::from(rng.u32(..64).to_be_bytes());
         request.extensions_mut().insert(ClientAddr(ip));
         let response = service.ready().await.unwrap().call(request).await.unwrap();
         let status = response.status();

@@ -4,8 +4,12 @@
 //! are exact and never sleep.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+use support::{CountingRegistry, TestServer, jobs_app, refusal_reason as reason};
+
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     num::NonZeroU32,
     sync::{
         Arc,
@@ -14,17 +18,16 @@ use std::{
     time::Duration,
 };
 
-use axum::{Extension, Router, body::Body, routing::get};
+use axum::{Router, body::Body};
 use http::{Request, Response, StatusCode};
 use keygate::{
-    ApiKey, ApiKeyGuard, BackendFuture, ClientAddr, InMemoryRegistry, KeyDigest, KeyGrant, KeyId,
-    KeyPrefix, KeyRegistry, LimitBy, Principal, RateLimit, RegistryError,
+    ApiKey, ApiKeyGuard, BackendFuture, ClientAddr, InMemoryRegistry, KeyGrant, KeyPrefix,
+    KeyRegistry, LimitBy, RateLimit,
     audit::{MemorySink, Outcome},
     limit::{
         Clock, FailedAttemptLimiter, GovernorBackend, LimitError, Quota, RateLimitBackend,
         RateLimitDecision, Tiers,
     },
-    registry::LookupFuture,
 };
 use tower::{Service, ServiceExt};
 
@@ -36,29 +39,6 @@ fn generated_key() -> ApiKey {
     ApiKey::generate(&KeyPrefix::default()).unwrap().0
 }
 
-fn app(guard: ApiKeyGuard) -> Router {
-    Router::new()
-        .route(
-            "/jobs",
-            get(|Extension(p): Extension<Principal>| async move { p.id().to_owned() }),
-        )
-        .layer(guard)
-}
-
-async fn serve(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
-}
-
 /// Calls the guarded router in process, as client `ip`.
 async fn call(app: &Router, key: Option<&str>, ip: IpAddr) -> Response<Body> {
     let mut request = Request::get("/jobs");
@@ -68,14 +48,6 @@ async fn call(app: &Router, key: Option<&str>, ip: IpAddr) -> Response<Body> {
     let mut request = request.body(Body::empty()).unwrap();
     request.extensions_mut().insert(ClientAddr(ip));
     app.clone().oneshot(request).await.unwrap()
-}
-
-async fn reason(response: Response<Body>) -> String {
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    body["error"]["reason"].as_str().unwrap().to_owned()
 }
 
 fn header(response: &Response<Body>, name: &str) -> String {
@@ -92,21 +64,21 @@ async fn concurrent_clients_are_admitted_exactly_the_burst() {
         .rate_limit(RateLimit::new(backend))
         .build()
         .unwrap();
-    let addr = serve(app(guard)).await;
+    let server = TestServer::start(jobs_app(guard)).await;
 
-    let client = reqwest::Client::new();
+    let (client, url) = (server.client.clone(), server.url("/jobs"));
     let admitted = Arc::new(AtomicUsize::new(0));
     let limited = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for task in 0..64 {
-        let (client, key) = (client.clone(), key.expose_secret().to_owned());
+        let (client, url, key) = (client.clone(), url.clone(), key.expose_secret().to_owned());
         let (admitted, limited) = (Arc::clone(&admitted), Arc::clone(&limited));
         // 10,000 requests in total: 16 tasks send 157, 48 send 156.
         let count = if task < 16 { 157 } else { 156 };
         tasks.push(tokio::spawn(async move {
             for _ in 0..count {
                 let response = client
-                    .get(format!("http://{addr}/jobs"))
+                    .get(&url)
                     .header("x-api-key", &key)
                     .send()
                     .await
@@ -138,7 +110,7 @@ async fn rate_limited_is_429_with_headers_and_replenishes_over_time() {
         .rate_limit(RateLimit::new(backend))
         .build()
         .unwrap();
-    let app = app(guard);
+    let app = jobs_app(guard);
     let ip = IpAddr::from([127, 0, 0, 1]);
     let key = key.expose_secret();
 
@@ -209,7 +181,7 @@ async fn tiers_get_their_own_quotas_and_cost_counts() {
         )
         .build()
         .unwrap();
-    let app = app(guard);
+    let app = jobs_app(guard);
     let ip = IpAddr::from([127, 0, 0, 1]);
 
     let admitted = |key: ApiKey| {
@@ -241,7 +213,7 @@ async fn keys_of_one_principal_share_a_budget_unless_limited_per_key() {
             .rate_limit(RateLimit::new(backend).by(by))
             .build()
             .unwrap();
-        let app = app(guard);
+        let app = jobs_app(guard);
         let ip = IpAddr::from([127, 0, 0, 1]);
         let mut admitted = 0;
         for _ in 0..10 {
@@ -255,47 +227,6 @@ async fn keys_of_one_principal_share_a_budget_unless_limited_per_key() {
     }
 }
 
-/// A registry that counts lookups, to prove what never reaches it.
-#[derive(Debug, Default)]
-struct CountingRegistry {
-    inner: InMemoryRegistry,
-    lookups: AtomicUsize,
-}
-
-impl KeyRegistry for CountingRegistry {
-    fn find_by_id(&self, key_id: &KeyId) -> LookupFuture {
-        self.lookups.fetch_add(1, Ordering::Relaxed);
-        self.inner.find_by_id(key_id)
-    }
-    fn find_by_digest(&self, digest: &KeyDigest) -> LookupFuture {
-        self.lookups.fetch_add(1, Ordering::Relaxed);
-        self.inner.find_by_digest(digest)
-    }
-    fn register(&self, record: keygate::KeyRecord) -> BackendFuture<'_, Result<(), RegistryError>> {
-        self.inner.register(record)
-    }
-    fn revoke(
-        &self,
-        key_id: &KeyId,
-        at: time::OffsetDateTime,
-    ) -> BackendFuture<'_, Result<Arc<keygate::KeyRecord>, RegistryError>> {
-        self.inner.revoke(key_id, at)
-    }
-    fn set_expiry(
-        &self,
-        key_id: &KeyId,
-        at: Option<time::OffsetDateTime>,
-    ) -> BackendFuture<'_, Result<Arc<keygate::KeyRecord>, RegistryError>> {
-        self.inner.set_expiry(key_id, at)
-    }
-    fn list_keys(
-        &self,
-        principal_id: &str,
-    ) -> BackendFuture<'_, Result<Vec<Arc<keygate::KeyRecord>>, RegistryError>> {
-        self.inner.list_keys(principal_id)
-    }
-}
-
 #[tokio::test]
 async fn too_many_failed_attempts_is_429_before_any_lookup() {
     let registry = Arc::new(CountingRegistry::default());
@@ -306,7 +237,7 @@ async fn too_many_failed_attempts_is_429_before_any_lookup() {
         .failed_attempts(FailedAttemptLimiter::default().with_clock(clock.clone()))
         .build()
         .unwrap();
-    let app = app(guard);
+    let app = jobs_app(guard);
     let attacker = IpAddr::from([203, 0, 113, 7]);
     let bystander = IpAddr::from([198, 51, 100, 1]);
 
@@ -315,7 +246,7 @@ async fn too_many_failed_attempts_is_429_before_any_lookup() {
         let response = call(&app, Some(&"x".repeat(40)), attacker).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
-    assert_eq!(registry.lookups.load(Ordering::Relaxed), 10);
+    assert_eq!(registry.lookups(), 10);
 
     // The 11th attempt, even with a valid key, is refused before the registry is asked.
     let response = call(&app, Some(valid.expose_secret()), attacker).await;
@@ -324,7 +255,7 @@ async fn too_many_failed_attempts_is_429_before_any_lookup() {
     assert!(retry_after >= 1);
     assert!(!response.headers().contains_key("www-authenticate"));
     assert_eq!(reason(response).await, "too_many_failed_attempts");
-    assert_eq!(registry.lookups.load(Ordering::Relaxed), 10);
+    assert_eq!(registry.lookups(), 10);
 
     // Another client is unaffected.
     let response = call(&app, Some(valid.expose_secret()), bystander).await;
@@ -345,7 +276,7 @@ async fn failures_from_one_ipv6_slash_64_count_together() {
         .failed_attempts(FailedAttemptLimiter::default().with_clock(Clock::manual()))
         .build()
         .unwrap();
-    let app = app(guard);
+    let app = jobs_app(guard);
 
     // Ten failures, each from another address of the same /64.
     for host in 1..=10u16 {
@@ -355,20 +286,17 @@ async fn failures_from_one_ipv6_slash_64_count_together() {
             StatusCode::UNAUTHORIZED
         );
     }
-    let same_64 = IpAddr::from([0x2001, 0xdb8, 0, 0, 0xffff, 1, 2, 3]);
-    assert_eq!(
-        call(&app, Some(valid.expose_secret()), same_64)
-            .await
-            .status(),
-        StatusCode::TOO_MANY_REQUESTS
-    );
-    let next_64 = IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, 1]);
-    assert_eq!(
-        call(&app, Some(valid.expose_secret()), next_64)
-            .await
-            .status(),
-        StatusCode::OK
-    );
+    // Then a valid key: refused from the same /64, admitted from the next one.
+    for (ip, status) in [
+        (
+            [0x2001, 0xdb8, 0, 0, 0xffff, 1, 2, 3],
+            StatusCode::TOO_MANY_REQUESTS,
+        ),
+        ([0x2001, 0xdb8, 0, 1, 0, 0, 0, 1], StatusCode::OK),
+    ] {
+        let response = call(&app, Some(valid.expose_secret()), IpAddr::from(ip)).await;
+        assert_eq!(response.status(), status, "{ip:x?}");
+    }
 }
 
 #[tokio::test]
@@ -381,13 +309,13 @@ async fn a_spoofed_leftmost_forwarded_for_does_not_escape_the_limit() {
         .trusted_proxies(1)
         .build()
         .unwrap();
-    let addr = serve(app(guard)).await;
-    let client = reqwest::Client::new();
+    let server = TestServer::start(jobs_app(guard)).await;
+    let (client, url) = (server.client.clone(), server.url("/jobs"));
     let send = |key: String, spoofed: String| {
-        let client = client.clone();
+        let (client, url) = (client.clone(), url.clone());
         async move {
             client
-                .get(format!("http://{addr}/jobs"))
+                .get(&url)
                 .header("x-api-key", key)
                 // The attacker writes whatever it likes on the left; the one trusted
                 // proxy appends the real address on the right.
@@ -407,7 +335,7 @@ async fn a_spoofed_leftmost_forwarded_for_does_not_escape_the_limit() {
 
     // Another client behind the same proxy is unaffected.
     let other = client
-        .get(format!("http://{addr}/jobs"))
+        .get(&url)
         .header("x-api-key", valid.expose_secret())
         .header("x-forwarded-for", "203.0.113.10")
         .send()
@@ -428,7 +356,7 @@ async fn a_million_invalid_keys_leave_the_limiters_bounded() {
         .shared_failed_attempts(failed.clone())
         .build()
         .unwrap();
-    let service = app(guard);
+    let service = jobs_app(guard);
 
     let mut tasks = Vec::new();
     for worker in 0..2u32 {
@@ -495,7 +423,7 @@ async fn a_failed_backend_fails_closed_by_default_and_open_when_configured() {
         .rate_limit(RateLimit::new(DownBackend))
         .build()
         .unwrap();
-    let response = call(&app(closed), Some(key.expose_secret()), ip).await;
+    let response = call(&jobs_app(closed), Some(key.expose_secret()), ip).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(header(&response, "retry-after"), "5");
     assert_eq!(reason(response).await, "auth_unavailable");
@@ -507,7 +435,7 @@ async fn a_failed_backend_fails_closed_by_default_and_open_when_configured() {
         .audit(audit.clone())
         .build()
         .unwrap();
-    let response = call(&app(open), Some(key.expose_secret()), ip).await;
+    let response = call(&jobs_app(open), Some(key.expose_secret()), ip).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(!response.headers().contains_key("ratelimit"));
     let events = audit.events();

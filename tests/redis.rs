@@ -9,7 +9,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    net::{Ipv4Addr, TcpListener, TcpStream},
     num::NonZeroU32,
     process::{Child, Command, Stdio},
     sync::{
@@ -19,11 +19,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{Extension, Router, body::Body, routing::get};
+use axum::{Router, body::Body};
 use http::{Request, Response, StatusCode};
 use keygate::{
-    ApiKey, ApiKeyGuard, KeyGrant, KeyId, KeyPrefix, KeyRegistry, Principal, RateLimit,
-    RegistryError,
+    ApiKey, ApiKeyGuard, KeyGrant, KeyId, KeyPrefix, KeyRegistry, RateLimit, RegistryError,
     audit::{MemorySink, Outcome},
     limit::{Clock, GovernorBackend, LimitError, Quota, RateLimitBackend, Tiers},
     redis::{RedisRateLimit, RedisRegistry},
@@ -38,8 +37,11 @@ mod common;
 #[path = "../examples/coordinator/app.rs"]
 mod coordinator;
 mod examples_common;
+mod support;
 
-use examples_common::{Env, Reply, TestServer, random_key, temp_audit_log};
+use support::refusal_reason as reason;
+
+use examples_common::{Env, Reply, TestServer, random_key, register_coordinator, temp_audit_log};
 use serde_json::json;
 
 // ---------------------------------------------------------------------------------------
@@ -170,29 +172,6 @@ fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap()
 }
 
-fn app(guard: ApiKeyGuard) -> Router {
-    Router::new()
-        .route(
-            "/jobs",
-            get(|Extension(p): Extension<Principal>| async move { p.id().to_owned() }),
-        )
-        .layer(guard)
-}
-
-async fn serve(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
-}
-
 /// Calls the guarded router in process.
 async fn call(app: &Router, key: &str) -> Response<Body> {
     let request = Request::get("/jobs")
@@ -200,14 +179,6 @@ async fn call(app: &Router, key: &str) -> Response<Body> {
         .body(Body::empty())
         .unwrap();
     app.clone().oneshot(request).await.unwrap()
-}
-
-async fn reason(response: Response<Body>) -> String {
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
-        .await
-        .unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    body["error"]["reason"].as_str().unwrap().to_owned()
 }
 
 /// Polls `app` with `key` until it answers `status`, for at most `limit`; returns how long
@@ -228,28 +199,19 @@ async fn until_status(app: &Router, key: &str, status: StatusCode, limit: Durati
     }
 }
 
+/// Asserts that `registry` answers a lookup of a fresh key id with "not found" (and no
+/// error).
+async fn assert_unknown_key_id_is_not_found(registry: &RedisRegistry) {
+    let found = registry.find_by_id(&KeyId::generate().unwrap()).await;
+    assert!(found.unwrap().is_none());
+}
+
 /// Waits until `registry` has confirmed its subscription to the invalidation channel.
 async fn until_listening(registry: &RedisRegistry) {
     let deadline = Instant::now() + Duration::from_secs(1);
     while !registry.is_listening() {
         assert!(Instant::now() < deadline, "the registry never subscribed");
         tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// A small deterministic pseudo-random generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 
@@ -272,7 +234,7 @@ async fn two_replicas_admit_exactly_the_quota_together() {
             .rate_limit(RateLimit::new(limit))
             .build()
             .unwrap();
-        replicas.push(serve(app(guard)).await);
+        replicas.push(support::TestServer::start(support::jobs_app(guard)).await);
         registries.push(registry);
     }
     let issued = registries[0]
@@ -281,20 +243,20 @@ async fn two_replicas_admit_exactly_the_quota_together() {
         .unwrap();
     let key = issued.key.expose_secret().to_owned();
 
-    let client = reqwest::Client::new();
+    let client = support::client();
     let admitted = Arc::new(AtomicUsize::new(0));
     let limited = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     // 2 × 32 concurrent clients, 4 requests each: 256 requests for a quota of 100.
     for client_no in 0..64 {
-        let addr = replicas[client_no % 2];
+        let url = replicas[client_no % 2].url("/jobs");
         let (client, key) = (client.clone(), key.clone());
         let (admitted, limited) = (Arc::clone(&admitted), Arc::clone(&limited));
         tasks.push(tokio::spawn(async move {
             for _ in 0..4 {
                 let response = client
-                    .get(format!("http://{addr}/jobs"))
+                    .get(&url)
                     .header("x-api-key", &key)
                     .send()
                     .await
@@ -369,22 +331,22 @@ async fn redis_decides_exactly_as_the_in_memory_backend() {
         .unwrap()
         .with_clock(clock.clone());
 
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = support::rng(0x9E37_79B9_7F4A_7C15);
     let (mut allowed, mut refused, mut too_costly) = (0, 0, 0);
     for step in 0..500 {
-        let advance = match rng.below(20) {
+        let advance = match rng.u64(..20) {
             0..10 => 0,
-            10..16 => rng.below(20_000_000),
-            16..19 => rng.below(700_000_000),
-            _ => rng.below(20_000_000_000),
+            10..16 => rng.u64(..20_000_000),
+            16..19 => rng.u64(..700_000_000),
+            _ => rng.u64(..20_000_000_000),
         };
         clock.advance(Duration::from_nanos(advance));
-        let key = ["coordinator-1", "stitcher"][rng.below(2) as usize];
-        let tier = ["default", "gold", "odd", "no-such-tier"][rng.below(4) as usize];
-        let cost = if rng.below(10) < 7 {
+        let key = ["coordinator-1", "stitcher"][rng.usize(..2)];
+        let tier = ["default", "gold", "odd", "no-such-tier"][rng.usize(..4)];
+        let cost = if rng.u64(..10) < 7 {
             1
         } else {
-            1 + rng.below(6) as u32
+            1 + rng.u32(..6)
         };
         let expected = memory.check(key, tier, nz(cost)).await;
         let actual = redis.check(key, tier, nz(cost)).await;
@@ -539,10 +501,12 @@ async fn revocation_through_one_replica_is_refused_by_the_other_within_a_second(
             .unwrap(),
     );
     until_listening(&replica).await;
-    let other = app(ApiKeyGuard::builder()
-        .shared_registry(replica.clone())
-        .build()
-        .unwrap());
+    let other = support::jobs_app(
+        ApiKeyGuard::builder()
+            .shared_registry(replica.clone())
+            .build()
+            .unwrap(),
+    );
 
     // A generated key (looked up by id) and an opaque key (looked up by digest).
     let generated = admin.issue(KeyGrant::new("coordinator")).await.unwrap();
@@ -649,13 +613,7 @@ async fn the_registry_stores_digests_only() {
         .unwrap()
         .unwrap();
     assert_eq!(by_digest.tier, "gold");
-    assert!(
-        registry
-            .find_by_id(&KeyId::generate().unwrap())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert_unknown_key_id_is_not_found(&registry).await;
     assert!(matches!(
         registry
             .revoke(&KeyId::generate().unwrap(), OffsetDateTime::now_utc())
@@ -728,25 +686,31 @@ async fn redis_outage_fails_closed_or_open_and_the_guard_recovers() {
             .await
             .unwrap(),
     );
-    let closed = app(ApiKeyGuard::builder()
-        .key(key.clone(), KeyGrant::new("coordinator"))
-        .rate_limit(RateLimit::shared(limit.clone()))
-        .build()
-        .unwrap());
+    let closed = support::jobs_app(
+        ApiKeyGuard::builder()
+            .key(key.clone(), KeyGrant::new("coordinator"))
+            .rate_limit(RateLimit::shared(limit.clone()))
+            .build()
+            .unwrap(),
+    );
     let audit = MemorySink::new();
-    let open = app(ApiKeyGuard::builder()
-        .key(key.clone(), KeyGrant::new("coordinator"))
-        .rate_limit(RateLimit::shared(limit.clone()).fail_open())
-        .audit(audit.clone())
-        .build()
-        .unwrap());
+    let open = support::jobs_app(
+        ApiKeyGuard::builder()
+            .key(key.clone(), KeyGrant::new("coordinator"))
+            .rate_limit(RateLimit::shared(limit.clone()).fail_open())
+            .audit(audit.clone())
+            .build()
+            .unwrap(),
+    );
     // And a guard whose keys live in Redis.
     let registry = Arc::new(RedisRegistry::connect(server.url()).await.unwrap());
     let issued = registry.issue(KeyGrant::new("stitcher")).await.unwrap();
-    let stored = app(ApiKeyGuard::builder()
-        .shared_registry(registry.clone())
-        .build()
-        .unwrap());
+    let stored = support::jobs_app(
+        ApiKeyGuard::builder()
+            .shared_registry(registry.clone())
+            .build()
+            .unwrap(),
+    );
     let stored_key = issued.key.expose_secret().to_owned();
     assert_eq!(call(&closed, &key_text).await.status(), StatusCode::OK);
     assert_eq!(call(&open, &key_text).await.status(), StatusCode::OK);
@@ -854,13 +818,7 @@ async fn a_hung_redis_cannot_hang_requests() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(
-        registry
-            .find_by_id(&KeyId::generate().unwrap())
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert_unknown_key_id_is_not_found(&registry).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -962,26 +920,6 @@ async fn create_job(replica: &TestServer, key: &str, workspace: &str) -> Reply {
         .await
 }
 
-/// Registers a coordinator through `replica`; returns its key and key id.
-async fn register_coordinator(
-    replica: &TestServer,
-    admin: &str,
-    name: &str,
-    workspaces: &[&str],
-) -> (String, String) {
-    let reply = replica
-        .post("/admin/coordinators")
-        .key(admin)
-        .json(&json!({ "name": name, "workspaces": workspaces }))
-        .send()
-        .await;
-    reply.assert_status(201);
-    (
-        reply.body["key"].as_str().unwrap().to_owned(),
-        reply.body["keyId"].as_str().unwrap().to_owned(),
-    )
-}
-
 /// Polls `replica` with `key` (creating a job in `workspace`) until it is refused with
 /// 401, for at most a second; returns the refusal.
 async fn until_refused(replica: &TestServer, key: &str, workspace: &str) -> Reply {
@@ -1020,25 +958,10 @@ async fn coordinator_replicas_share_the_limit_of_100_requests_per_minute() {
     // The 101st is refused, whichever replica it reaches.
     for replica in [&r.a, &r.b] {
         let limited = create_job(replica, &r.key, "ws-a").await;
-        limited.assert_error(429, "rate_limited");
-        assert_eq!(
-            limited.header("ratelimit-policy"),
-            Some("\"default\";q=100;w=60")
-        );
-        assert!(
-            limited
-                .header("ratelimit")
-                .unwrap()
-                .starts_with("\"default\";r=0;")
-        );
-        assert!(
-            limited
-                .header("retry-after")
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-                >= 1
-        );
+        limited
+            .assert_error(429, "rate_limited")
+            .assert_rate_limit(100, 0);
+        assert!(limited.retry_after() >= 1);
     }
     // The limit is per principal: the administrator still has all of its own.
     register_coordinator(&r.b, &r.admin, "coordinator-b", &["ws-b"]).await;

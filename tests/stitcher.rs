@@ -8,6 +8,7 @@ mod app;
 #[path = "../examples/common/mod.rs"]
 mod common;
 mod examples_common;
+mod support;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

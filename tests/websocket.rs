@@ -6,17 +6,18 @@
 mod app;
 #[path = "../examples/common/mod.rs"]
 mod common;
+mod support;
 
 use std::{
     collections::HashMap,
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
+use support::TempDir;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream, connect_async,
@@ -38,27 +39,9 @@ type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 // ---------------------------------------------------------------------------------------
 // The server under test
 
-/// A directory removed when the test ends.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("keygate-websocket-test-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct TestServer {
+/// The example's server, its hub, and its audit log (in a directory removed when the
+/// test ends).
+struct WsServer {
     addr: SocketAddr,
     hub: app::Hub,
     audit_log: PathBuf,
@@ -67,8 +50,8 @@ struct TestServer {
 
 /// Starts the example's server with `WS_API_KEY=KEY`, `WS_WORKSPACES=ws-1,ws-2`, and
 /// `overrides`.
-async fn start(overrides: &[(&str, &str)]) -> TestServer {
-    let dir = TempDir::new();
+async fn start(overrides: &[(&str, &str)]) -> WsServer {
+    let dir = TempDir::new("websocket-test");
     let audit_log = dir.0.join("audit.jsonl");
     let vars: HashMap<String, String> = [
         ("WS_API_KEY", KEY),
@@ -90,7 +73,7 @@ async fn start(overrides: &[(&str, &str)]) -> TestServer {
             .await
             .unwrap();
     });
-    TestServer {
+    WsServer {
         addr,
         hub,
         audit_log,
@@ -98,7 +81,7 @@ async fn start(overrides: &[(&str, &str)]) -> TestServer {
     }
 }
 
-impl TestServer {
+impl WsServer {
     fn url(&self, scheme: &str, path_and_query: &str) -> String {
         format!("{scheme}://{}{path_and_query}", self.addr)
     }

@@ -20,8 +20,8 @@
 //!   [`PathParam`], which refuse bad input with it instead of axum's plain text, and
 //!   [`parse_json`] for JSON that arrives otherwise (a raw signed body, a WebSocket message).
 //! - **Running**: [`api_defaults`] (JSON 404/405, a 64 KiB body limit), [`open_audit_log`],
-//!   [`serve`] / [`bind_and_serve`], and [`command_line`] / [`verify_audit`] /
-//!   [`exit_code`] for `main`.
+//!   [`serve`] / [`bind_and_serve`], and [`main`], the whole of an example's `main` (with
+//!   [`command_line`], [`verify_audit`] and [`exit_code`]).
 
 // Each example uses a different part of this module.
 #![allow(dead_code)]
@@ -594,26 +594,14 @@ impl IntoResponse for ApiError {
                 reason,
                 message,
             } => {
-                // The fields in the order of keygate's own bodies.
-                #[derive(serde::Serialize)]
-                struct Body<'a> {
-                    error: Error<'a>,
-                }
-                #[derive(serde::Serialize)]
-                struct Error<'a> {
-                    code: u16,
-                    reason: &'a str,
-                    message: &'a str,
-                }
-                let body = Body {
-                    error: Error {
-                        code: status.as_u16(),
-                        reason,
-                        message: &message,
-                    },
-                };
-                // Serializing strings and integers cannot fail.
-                let json = serde_json::to_string(&body).unwrap_or_default();
+                // keygate renders only its own refusals: the same shape, fields in the same
+                // order, for the example's errors (a JSON string escapes what it must).
+                let json = format!(
+                    r#"{{"error":{{"code":{},"reason":{},"message":{}}}}}"#,
+                    status.as_u16(),
+                    serde_json::Value::from(reason),
+                    serde_json::Value::from(message.into_owned()),
+                );
                 (status, [(header::CONTENT_TYPE, "application/json")], json).into_response()
             }
         }
@@ -765,6 +753,34 @@ pub(crate) async fn bind_and_serve(
         }
     })
     .await
+}
+
+/// The whole of an example's `main`: `<name> --verify-audit <file>` checks an audit log;
+/// otherwise `config` reads the configuration (from the environment), which is printed
+/// (secrets redacted), `router` builds the app from it, and the app is served on the
+/// `LISTEN_ADDR` of its `server` settings until Ctrl-C. Any error is printed with its
+/// causes, and fails the process.
+pub(crate) async fn main<C, R>(
+    name: &str,
+    config: impl FnOnce() -> Result<C, ConfigError>,
+    server: impl FnOnce(&C) -> &ServerConfig,
+    router: impl FnOnce(C) -> R,
+) -> ExitCode
+where
+    C: fmt::Debug,
+    R: Future<Output = Result<Router, StartError>>,
+{
+    let run = async {
+        if let Command::VerifyAudit(file) = command_line(name, std::env::args().skip(1))? {
+            return verify_audit(&file);
+        }
+        let config = config()?;
+        println!("{name}: starting with {config:#?}");
+        let listen_addr = server(&config).listen_addr;
+        let router = router(config).await?;
+        bind_and_serve(name, listen_addr, router).await
+    };
+    exit_code(run.await)
 }
 
 /// What `main` was asked to do.

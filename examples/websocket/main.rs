@@ -23,22 +23,13 @@ mod app;
 #[path = "../common/mod.rs"]
 mod common;
 
-use std::process::ExitCode;
-
 #[tokio::main]
-async fn main() -> ExitCode {
-    common::exit_code(run().await)
-}
-
-async fn run() -> Result<(), common::StartError> {
-    if let common::Command::VerifyAudit(file) =
-        common::command_line("websocket", std::env::args().skip(1))?
-    {
-        return common::verify_audit(&file);
-    }
-    let config = app::Config::from_lookup(common::env_var)?;
-    println!("websocket: starting with {config:#?}");
-    let listen_addr = config.server.listen_addr;
-    let router = app::router(config, app::Hub::default())?;
-    common::bind_and_serve("websocket", listen_addr, router).await
+async fn main() -> std::process::ExitCode {
+    common::main(
+        "websocket",
+        || app::Config::from_lookup(common::env_var),
+        |config| &config.server,
+        |config| async { app::router(config, app::Hub::default()) },
+    )
+    .await
 }

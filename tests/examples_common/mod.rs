@@ -2,7 +2,9 @@
 //! port, a client that counts the requests it makes, and the audit-log check every test
 //! ends with.
 //!
-//! The test file declares `mod common;` (the examples' shared module) before this one.
+//! It stands on `support` (the helpers of every test binary) and on the examples' own
+//! `common` module: the test file declares `mod common;` (with
+//! `#[path = "../examples/common/mod.rs"]`) and `mod support;` before this one.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
@@ -10,14 +12,15 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
-    time::{SystemTime, UNIX_EPOCH},
+    sync::atomic::{AtomicUsize, Ordering},
 };
 
 use axum::Router;
-use reqwest::{Method, header::HeaderMap};
+use reqwest::Method;
 use serde_json::Value;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+pub(crate) use crate::support::{Reply, random_key};
 
 /// The path of the example binary `name`, built now if needed.
 ///
@@ -45,24 +48,9 @@ pub(crate) fn built_example(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("cargo did not report the `{name}` executable"))
 }
 
-/// A random opaque key, as `openssl rand -base64 32` would make (here 64 hex digits).
-pub(crate) fn random_key() -> String {
-    let mut bytes = [0_u8; 32];
-    getrandom::fill(&mut bytes).unwrap();
-    hex::encode(bytes)
-}
-
 /// A fresh path for an audit log under the system temp dir.
 pub(crate) fn temp_audit_log(name: &str) -> PathBuf {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    std::env::temp_dir().join(format!(
-        "keygate-{name}-{}-{}-{nanos}.jsonl",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ))
+    crate::support::temp_path(name, ".jsonl")
 }
 
 /// An environment for `Config::from_lookup`.
@@ -102,8 +90,7 @@ pub(crate) struct TestServer {
 
 impl TestServer {
     pub(crate) async fn start(router: Router, audit_log: PathBuf) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (listener, addr) = crate::support::loopback().await;
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             crate::common::serve(listener, router, async {
@@ -115,7 +102,7 @@ impl TestServer {
         Self {
             addr,
             audit_log,
-            client: reqwest::Client::new(),
+            client: crate::support::client(),
             requests: AtomicUsize::new(0),
             shutdown: Some(shutdown),
             task: Some(task),
@@ -166,6 +153,27 @@ impl TestServer {
         let _ = std::fs::remove_file(&self.audit_log);
         events
     }
+}
+
+/// Registers a coordinator named `name` for `workspaces` through the coordinator
+/// example's admin API (`admin` is the administrator's key); returns its key and key id.
+pub(crate) async fn register_coordinator(
+    server: &TestServer,
+    admin: &str,
+    name: &str,
+    workspaces: &[&str],
+) -> (String, String) {
+    let reply = server
+        .post("/admin/coordinators")
+        .key(admin)
+        .json(&serde_json::json!({ "name": name, "workspaces": workspaces }))
+        .send()
+        .await;
+    reply.assert_status(201);
+    (
+        reply.body["key"].as_str().unwrap().to_owned(),
+        reply.body["keyId"].as_str().unwrap().to_owned(),
+    )
 }
 
 /// Checks the audit log at `path`: the chain verifies, and it holds one guard decision for
@@ -251,66 +259,6 @@ impl Call<'_> {
 
     pub(crate) async fn send(self) -> Reply {
         self.server.requests.fetch_add(1, Ordering::Relaxed);
-        let response = self.builder.send().await.unwrap();
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-            text,
-        }
-    }
-}
-
-/// A response, read whole.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub(crate) status: u16,
-    pub(crate) headers: HeaderMap,
-    /// The body as JSON (`Null` if it is not JSON).
-    pub(crate) body: Value,
-    pub(crate) text: String,
-}
-
-impl Reply {
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// Asserts the response is an error with `status` and `reason`, in the guard's shape
-    /// `{"error":{"code":<status>,"reason":<reason>,"message":<text>}}`.
-    #[track_caller]
-    pub(crate) fn assert_error(&self, status: u16, reason: &str) -> &Self {
-        assert_eq!(
-            (self.status, self.body["error"]["reason"].as_str()),
-            (status, Some(reason)),
-            "{}",
-            self.text
-        );
-        assert_eq!(self.body["error"]["code"], status, "{}", self.text);
-        assert!(
-            self.body["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "{}",
-            self.text
-        );
-        assert_eq!(
-            self.body.as_object().map(|o| o.len()),
-            Some(1),
-            "{}",
-            self.text
-        );
-        assert_eq!(self.header("content-type"), Some("application/json"));
-        self
-    }
-
-    #[track_caller]
-    pub(crate) fn assert_status(&self, status: u16) -> &Self {
-        assert_eq!(self.status, status, "{}", self.text);
-        self
+        crate::support::send(self.builder).await
     }
 }

@@ -1,0 +1,164 @@
+//! The audit trail: exactly one event per decision, with what it is about.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::Arc,
+};
+
+use axum::extract::ConnectInfo;
+use keygate::{
+    ApiKeyGuard, ClientAddr, InMemoryRegistry, KeyGrant, KeyId, KeyRegistry,
+    audit::{MemorySink, Outcome},
+};
+use tower::{ServiceBuilder, ServiceExt};
+
+use crate::{
+    app,
+    body_types::{hello, request},
+    support::{CountingRegistry, TestServer, send},
+    tampered, unregistered_key,
+};
+
+/// Over the wire: the client address comes from the connection.
+#[tokio::test]
+async fn every_request_yields_exactly_one_audit_event() {
+    let registry = Arc::new(CountingRegistry::default());
+    let audit = MemorySink::new();
+    let guard = ApiKeyGuard::builder()
+        .shared_registry(registry.clone())
+        .public_path("/health")
+        .audit(audit.clone())
+        .client_ip(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
+        .build()
+        .unwrap();
+    let server = TestServer::start(app(guard)).await;
+
+    let (valid, expired, revoked) =
+        crate::valid_expired_revoked(&registry, KeyGrant::new("coordinator-1")).await;
+    let valid_key = valid.key.expose_secret();
+
+    // (path, key(s), outcome, reason, principal and key id)
+    type Case<'a> = (
+        &'a str,
+        Vec<String>,
+        Outcome,
+        Option<&'a str>,
+        Option<(&'a str, KeyId)>,
+    );
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "/whoami",
+            vec![valid_key.to_owned()],
+            Outcome::Admitted,
+            None,
+            Some(("coordinator-1", valid.record.key_id)),
+        ),
+        (
+            "/whoami",
+            vec![],
+            Outcome::Refused,
+            Some("missing_credentials"),
+            None,
+        ),
+        (
+            "/whoami",
+            vec![valid_key.to_owned(), valid_key.to_owned()],
+            Outcome::Refused,
+            Some("malformed_credentials"),
+            None,
+        ),
+        (
+            "/whoami",
+            vec![unregistered_key()],
+            Outcome::Refused,
+            Some("invalid_credentials"),
+            None,
+        ),
+        (
+            "/whoami",
+            vec![tampered(valid_key)],
+            Outcome::Refused,
+            Some("invalid_credentials"),
+            None,
+        ),
+        (
+            "/admin/secret",
+            vec![expired.key.expose_secret().to_owned()],
+            Outcome::Refused,
+            Some("expired_credentials"),
+            Some(("coordinator-2", expired.record.key_id)),
+        ),
+        (
+            "/whoami",
+            vec![revoked.key.expose_secret().to_owned()],
+            Outcome::Refused,
+            Some("revoked_credentials"),
+            Some(("coordinator-3", revoked.record.key_id)),
+        ),
+        ("/health", vec![], Outcome::Admitted, None, None),
+    ];
+
+    for (n, (path, keys, outcome, reason, who)) in cases.into_iter().enumerate() {
+        let request_id = format!("req-{n}");
+        let user_agent = format!("audit-test/{n}");
+        let mut request = server
+            .get(path)
+            .header("x-request-id", &request_id)
+            .header("user-agent", &user_agent);
+        for key in &keys {
+            request = request.header("x-api-key", key);
+        }
+        let before = audit.events().len();
+        let reply = send(request).await;
+        assert_eq!(reply.status == 200, outcome == Outcome::Admitted);
+        let events = audit.events();
+        assert_eq!(events.len(), before + 1, "case {n}: exactly one event");
+        let event = events.last().unwrap();
+        assert_eq!(event.action, format!("GET {path}"), "case {n}");
+        assert_eq!(event.outcome, outcome, "case {n}");
+        if let Some(reason) = reason {
+            assert_eq!(event.reason.as_deref(), Some(reason), "case {n}");
+        } else if path != "/health" {
+            assert_eq!(event.reason, None, "case {n}");
+        }
+        assert_eq!(event.principal_id.as_deref(), who.map(|w| w.0), "case {n}");
+        assert_eq!(event.key_id, who.map(|w| w.1), "case {n}");
+        assert_eq!(event.request_id.as_deref(), Some(request_id.as_str()));
+        assert_eq!(event.user_agent.as_deref(), Some(user_agent.as_str()));
+        assert_eq!(event.client_ip, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!(event.workspace, None);
+    }
+}
+
+#[tokio::test]
+async fn audit_reads_the_client_addr_extension() {
+    let registry = Arc::new(InMemoryRegistry::new());
+    let issued = registry.issue(KeyGrant::new("svc")).await.unwrap();
+    let audit = MemorySink::new();
+    let guard = ApiKeyGuard::builder()
+        .shared_registry(registry.clone())
+        .audit(audit.clone())
+        .build()
+        .unwrap();
+    let service = ServiceBuilder::new()
+        .layer(guard)
+        .service(tower::service_fn(hello::<String>));
+    let ip: IpAddr = "2001:db8::7".parse().unwrap();
+    for key in [Some(issued.key.expose_secret()), None] {
+        let mut request = request(key, String::new());
+        request.extensions_mut().insert(ClientAddr(ip));
+        service.clone().oneshot(request).await.unwrap();
+    }
+    let events = audit.events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].outcome, Outcome::Admitted);
+    assert_eq!(events[0].principal_id.as_deref(), Some("svc"));
+    assert_eq!(events[0].key_id, Some(issued.record.key_id));
+    assert_eq!(events[1].outcome, Outcome::Refused);
+    assert_eq!(events[1].reason.as_deref(), Some("missing_credentials"));
+    for event in &events {
+        assert_eq!(event.client_ip, Some(ip));
+        assert_eq!(event.user_agent.as_deref(), Some("body-test/1"));
+        assert_eq!(event.action, "GET /jobs");
+    }
+}

@@ -1,0 +1,110 @@
+//! Build-time errors: a guard that cannot work is never built.
+
+use keygate::{ApiKey, ApiKeyGuard, BuildError, InMemoryRegistry, KeyError, KeyGrant};
+
+use crate::opaque_key;
+
+#[test]
+fn build_without_a_key_source_fails() {
+    let error = ApiKeyGuard::builder().build().unwrap_err();
+    assert!(matches!(error, BuildError::NoKeySource), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("openssl rand -base64 32"), "{message}");
+
+    // Sources and a public path are no substitute for a key.
+    let error = ApiKeyGuard::builder()
+        .bearer()
+        .public_path("/health")
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, BuildError::NoKeySource), "{error:?}");
+}
+
+#[test]
+fn opaque_key_shorter_than_32_characters_is_refused() {
+    let error = ApiKey::new("x".repeat(31)).unwrap_err();
+    assert!(
+        matches!(error, KeyError::TooShort { len: 31, min: 32 }),
+        "{error:?}"
+    );
+    assert!(ApiKey::new("x".repeat(32)).is_ok());
+    assert!(ApiKey::new("").is_err());
+
+    // The same check for a value read from the environment, and it stops the build.
+    let error = ApiKey::from_var("COORDINATOR_API_KEY", Some("too-short\n".into())).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("COORDINATOR_API_KEY"), "{message}");
+    assert!(message.contains("openssl rand -base64 32"), "{message}");
+    assert!(!message.contains("too-short"), "{message}");
+    let error = BuildError::from(error);
+    assert!(matches!(error, BuildError::Key(_)), "{error:?}");
+}
+
+#[test]
+fn invalid_header_name_fails_to_build() {
+    for name in ["X API Key", "", "x-api-key:", "ключ"] {
+        let error = ApiKeyGuard::builder()
+            .key(ApiKey::new(opaque_key()).unwrap(), KeyGrant::new("p"))
+            .header(name)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&error, BuildError::InvalidHeaderName(n) if n == name),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains(name), "{error}");
+    }
+}
+
+#[test]
+fn key_from_an_unset_env_var_fails_naming_the_variable() {
+    const VAR: &str = "KEYGATE_GUARD_TEST_SURELY_UNSET_API_KEY";
+    assert!(std::env::var_os(VAR).is_none());
+    let error = ApiKeyGuard::builder()
+        .key_from_env(VAR, KeyGrant::new("coordinator"))
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&error, BuildError::Key(KeyError::MissingEnv { var }) if var == VAR),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(message.contains(VAR), "{message}");
+    assert!(message.contains("openssl rand -base64 32"), "{message}");
+}
+
+#[test]
+fn other_misconfigurations_fail_to_build() {
+    let key = || ApiKey::new(opaque_key()).unwrap();
+    let error = ApiKeyGuard::builder()
+        .key(key(), KeyGrant::new("p"))
+        .sources([])
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, BuildError::NoCredentialSource), "{error:?}");
+
+    let error = ApiKeyGuard::builder()
+        .key(key(), KeyGrant::new("p"))
+        .public_path("health")
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(error, BuildError::InvalidPublicPath(_)),
+        "{error:?}"
+    );
+
+    let error = ApiKeyGuard::builder()
+        .key(key(), KeyGrant::new("p"))
+        .registry(InMemoryRegistry::new())
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, BuildError::KeysAndRegistry), "{error:?}");
+
+    let same = key();
+    let error = ApiKeyGuard::builder()
+        .key(same.clone(), KeyGrant::new("p"))
+        .key(same, KeyGrant::new("q"))
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, BuildError::DuplicateKey), "{error:?}");
+}
