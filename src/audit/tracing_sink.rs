@@ -31,6 +31,7 @@ impl TracingSink {
     pub const TARGET: &'static str = "keygate::audit";
 
     /// A sink emitting to the current `tracing` dispatcher.
+    #[must_use]
     pub const fn new() -> Self {
         TracingSink { _private: () }
     }

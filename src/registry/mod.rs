@@ -5,25 +5,6 @@
 //! workspaces, scopes, quota tier and lifetime. The guard asks it for a record by key id
 //! (generated keys) or by digest (opaque keys) and compares digests itself, in constant
 //! time.
-//!
-//! ```
-//! use keygate::{InMemoryRegistry, KeyGrant, KeyRegistry};
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! let registry = InMemoryRegistry::new();
-//! let issued = registry
-//!     .issue(KeyGrant::new("coordinator-1").workspaces(["ws-a"]).scopes(["jobs"]))
-//!     .await?;
-//! // Show `issued.key.expose_secret()` to its owner once; only the digest is kept.
-//! let record = registry.find_by_id(&issued.record.key_id).await?.unwrap();
-//! assert!(record.digest.ct_eq(&issued.key.digest()));
-//!
-//! // Rotation: a new key; the old one keeps working for the overlap, then expires.
-//! let rotated = registry.rotate(&issued.record.key_id, std::time::Duration::from_secs(60)).await?;
-//! assert_eq!(registry.list_keys("coordinator-1").await?.len(), 2);
-//! # let _ = rotated;
-//! # Ok::<(), keygate::RegistryError>(())
-//! # }).unwrap();
-//! ```
 
 mod memory;
 
@@ -39,6 +20,26 @@ use crate::{ApiKey, BackendFuture, KeyDigest, KeyError, KeyId, KeyPrefix, key::P
 pub const DEFAULT_TIER: &str = "default";
 
 /// What a registry knows of one key. Holds the key's digest, never the key.
+///
+/// Registries make records from a [`KeyGrant`]; a record can also be built directly,
+/// e.g. from a store of its own:
+///
+/// ```
+/// use keygate::{ApiKey, KeyId, KeyRecord, KeyStatus};
+/// use time::{Duration, OffsetDateTime};
+///
+/// let key = ApiKey::new("a-key-from-openssl-rand-base64-32-xxxxx")?;
+/// let now = OffsetDateTime::now_utc();
+/// let record = KeyRecord::new(KeyId::generate()?, key.digest(), "coordinator-1")
+///     .with_scopes(["jobs"])
+///     .with_expiry(Some(now + Duration::days(30)));
+///
+/// assert!(record.digest.ct_eq(&key.digest()));
+/// assert_eq!(record.tier, "default");
+/// assert_eq!(record.status_at(now), KeyStatus::Active);
+/// assert_eq!(record.status_at(now + Duration::days(31)), KeyStatus::Expired);
+/// # Ok::<(), keygate::KeyError>(())
+/// ```
 #[non_exhaustive]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KeyRecord {
@@ -89,6 +90,7 @@ pub enum KeyStatus {
 impl KeyRecord {
     /// A record for an active key of `principal_id`, in the default tier, with no
     /// workspaces or scopes, created now.
+    #[must_use]
     pub fn new(key_id: KeyId, digest: KeyDigest, principal_id: impl Into<String>) -> Self {
         Self {
             key_id,
@@ -107,36 +109,42 @@ impl KeyRecord {
     }
 
     /// Sets the workspaces.
+    #[must_use]
     pub fn with_workspaces<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ws: I) -> Self {
         self.workspaces = ws.into_iter().map(Into::into).collect();
         self
     }
 
     /// Sets the scopes.
+    #[must_use]
     pub fn with_scopes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scopes: I) -> Self {
         self.scopes = scopes.into_iter().map(Into::into).collect();
         self
     }
 
     /// Sets the tier.
+    #[must_use]
     pub fn with_tier(mut self, tier: impl Into<String>) -> Self {
         self.tier = tier.into();
         self
     }
 
     /// Sets the label.
+    #[must_use]
     pub fn with_label(mut self, label: impl Into<String>) -> Self {
         self.label = label.into();
         self
     }
 
     /// Sets the expiry.
+    #[must_use]
     pub fn with_expiry(mut self, expires_at: Option<OffsetDateTime>) -> Self {
         self.expires_at = expires_at;
         self
     }
 
     /// Whether the key works at `now`. Revocation wins over expiry.
+    #[must_use]
     pub fn status_at(&self, now: OffsetDateTime) -> KeyStatus {
         if self.revoked_at.is_some_and(|at| at <= now) {
             KeyStatus::Revoked
@@ -156,6 +164,27 @@ impl KeyRecord {
 
 /// What a new key is granted: used by [`KeyRegistry::issue`] and
 /// [`KeyRegistry::register_key`].
+///
+/// A builder: every setter takes and returns the grant.
+///
+/// ```
+/// use keygate::{InMemoryRegistry, KeyGrant, KeyPrefix};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let grant = KeyGrant::new("coordinator-1")
+///     .workspaces(["ws-a", "ws-b"])
+///     .scopes(["jobs:write"])
+///     .tier("gold")
+///     .label("ci runner")
+///     .prefix(KeyPrefix::new("cx")?);
+///
+/// let registry = InMemoryRegistry::new();
+/// let key = keygate::ApiKey::new("a-key-from-openssl-rand-base64-32-xxxxx")?;
+/// let record = registry.insert_key(&key, grant)?;
+/// assert_eq!(record.workspaces, ["ws-a", "ws-b"]);
+/// assert_eq!(record.tier, "gold");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct KeyGrant {
@@ -278,6 +307,20 @@ impl KeyGrant {
 }
 
 /// A key just made: the key itself, to be shown to its owner once, and its record.
+///
+/// ```
+/// use keygate::{InMemoryRegistry, KeyGrant, KeyRegistry};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let registry = InMemoryRegistry::new();
+/// let issued = registry.issue(KeyGrant::new("coordinator-1")).await?;
+///
+/// // Hand `issued.key.expose_secret()` to its owner once; the registry keeps the digest.
+/// assert!(issued.key.expose_secret().starts_with("kg_"));
+/// assert!(issued.record.digest.ct_eq(&issued.key.digest()));
+/// assert_eq!(issued.key.parse()?.key_id(), Some(issued.record.key_id));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct IssuedKey {
@@ -312,6 +355,27 @@ pub enum RegistryError {
 pub type LookupFuture = BackendFuture<'static, Result<Option<Arc<KeyRecord>>, RegistryError>>;
 
 /// Where keys are kept.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use keygate::{InMemoryRegistry, KeyGrant, KeyRegistry};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let registry = InMemoryRegistry::new();
+/// let issued = registry
+///     .issue(KeyGrant::new("coordinator-1").workspaces(["ws-a"]).scopes(["jobs"]))
+///     .await?;
+/// // Show `issued.key.expose_secret()` to its owner once; only the digest is kept.
+/// let record = registry.find_by_id(&issued.record.key_id).await?.ok_or("not found")?;
+/// assert!(record.digest.ct_eq(&issued.key.digest()));
+///
+/// // Rotation: a new key; the old one keeps working for the overlap, then expires.
+/// let rotated = registry.rotate(&issued.record.key_id, Duration::from_secs(60)).await?;
+/// assert_ne!(rotated.record.key_id, issued.record.key_id);
+/// assert_eq!(registry.list_keys("coordinator-1").await?.len(), 2);
+/// # Ok(()) }
+/// ```
 ///
 /// Lookups return a `'static` [`BackendFuture`] (ready at once for in-memory registries),
 /// so the guard never boxes on the in-memory path. Management operations borrow the
