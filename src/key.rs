@@ -588,13 +588,13 @@ fn structured_key_id(bytes: &[u8]) -> Option<KeyId> {
     if !is_valid_prefix(prefix)
         || rest[0] != b'_'
         || rest[1 + KEY_ID_LEN] != b'_'
-        || !is_alphanumeric(&rest[1..1 + KEY_ID_LEN])
+        || !is_alphanumeric(&rest[1..=KEY_ID_LEN])
         || !is_alphanumeric(&rest[2 + KEY_ID_LEN..])
     {
         return None;
     }
     let mut id = [0u8; KEY_ID_LEN];
-    id.copy_from_slice(&rest[1..1 + KEY_ID_LEN]);
+    id.copy_from_slice(&rest[1..=KEY_ID_LEN]);
     Some(KeyId(id))
 }
 

@@ -40,6 +40,7 @@ impl MemorySink {
     }
 
     /// Removes and returns the events recorded so far, oldest first.
+    #[must_use = "`clear` empties the sink without returning the events"]
     pub fn take(&self) -> Vec<AuditEvent> {
         std::mem::take(&mut *self.lock())
     }

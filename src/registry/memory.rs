@@ -25,10 +25,14 @@ pub struct InMemoryRegistry {
     tables: RwLock<Tables>,
 }
 
-/// The tables are hashed with foldhash (seeded per process) rather than SipHash: their
+/// The tables are hashed with foldhash (seeded per process) rather than `SipHash`: their
 /// keys are key ids and SHA-256 digests that only registration inserts, so a caller
 /// cannot fill them with colliding entries, and lookups are on the request path.
 #[derive(Debug, Default)]
+#[allow(
+    clippy::struct_field_names,
+    reason = "`by_` names the index each table is keyed by"
+)]
 struct Tables {
     by_id: HashMap<KeyId, Entry, RandomState>,
     by_digest: HashMap<KeyDigest, KeyId, RandomState>,

@@ -109,14 +109,14 @@ pub fn verify_chain(mut reader: impl BufRead) -> Result<ChainSummary, ChainError
             break;
         }
         let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let link = parse_line(text).map_err(broken)?;
-        if link.prev != prev {
+        let parsed = parse_line(text).map_err(broken)?;
+        if parsed.prev != prev {
             return Err(broken(ChainErrorKind::PrevMismatch));
         }
-        if link.seq != line {
+        if parsed.seq != line {
             return Err(broken(ChainErrorKind::SeqMismatch));
         }
-        prev = link.hash;
+        prev = parsed.hash;
         lines = line;
     }
     Ok(ChainSummary {

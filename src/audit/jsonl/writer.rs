@@ -238,7 +238,7 @@ struct Tail {
 /// Reads the last line of a file of `len > 0` bytes backwards, in chunks, so that
 /// reopening a large file stays cheap.
 fn read_last_line(file: &mut File, len: u64) -> io::Result<Tail> {
-    const CHUNK: u64 = 8 * 1024;
+    const CHUNK: usize = 8 * 1024;
 
     let mut last = [0_u8; 1];
     file.seek(SeekFrom::Start(len.saturating_sub(1)))?;
@@ -248,10 +248,9 @@ fn read_last_line(file: &mut File, len: u64) -> io::Result<Tail> {
     let mut start = if terminated { len - 1 } else { len };
     let mut line = Vec::new();
     while start > 0 {
-        let chunk_len = CHUNK.min(start);
-        start -= chunk_len;
-        // At most `CHUNK` bytes, so the cast cannot truncate.
-        let mut chunk = vec![0_u8; chunk_len as usize];
+        let chunk_len = usize::try_from(start).map_or(CHUNK, |start| start.min(CHUNK));
+        start -= chunk_len as u64;
+        let mut chunk = vec![0_u8; chunk_len];
         file.seek(SeekFrom::Start(start))?;
         file.read_exact(&mut chunk)?;
         let newline = chunk.iter().rposition(|&b| b == b'\n');
