@@ -366,7 +366,7 @@ impl fmt::Debug for KeyDigest {
 /// // A key given by an operator, e.g. from `openssl rand -base64 32`.
 /// let opaque = ApiKey::new("a-key-from-openssl-rand-base64-32-xxxxx")?;
 /// assert_eq!(opaque.parse()?.key_id(), None);
-/// assert!(matches!(ApiKey::new("too short"), Err(KeyError::TooShort { .. })));
+/// assert!(matches!(ApiKey::new("too-short"), Err(KeyError::TooShort { .. })));
 ///
 /// // A generated key carries its key id and a checksum.
 /// let (generated, key_id) = ApiKey::generate(&KeyPrefix::default())?;
