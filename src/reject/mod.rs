@@ -10,12 +10,13 @@
 //! with the headers of the contract (`WWW-Authenticate` on 401s about credentials,
 //! `Retry-After` on 429 and 503, `RateLimit` and `RateLimit-Policy` on `rate_limited`).
 //!
-//! The body of every refusal but `insufficient_scope` is fixed at compile time
-//! ([`Rejection::json_body`]), so refusing allocates nothing for it.
+//! The body of every refusal but `insufficient_scope` is a `&'static str` made at compile
+//! time ([`Rejection::json_body`]): a body type that can hold one (axum's `Body`, `Bytes`,
+//! `Full<Bytes>`) gets it without a copy or an allocation.
 //!
 //! Rendering is pluggable through [`RenderRejection`]: [`JsonRejection`] (the default) works
-//! for any body that can be built from a `String` (axum's `Body`, `Full<Bytes>`, `String`,
-//! ...), [`EmptyRejection`] for any body that is `Default`, and any
+//! for any body that can be built from a `&'static str` and from a `String` (axum's `Body`,
+//! `Full<Bytes>`, `Bytes`, `String`, ...), [`EmptyRejection`] for any body that is `Default`, and any
 //! `Fn(&Rejection) -> Response<B>` closure for anything else. Whatever the renderer, the
 //! contract's headers are added when the renderer did not set them.
 //!
