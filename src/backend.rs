@@ -15,17 +15,19 @@ use std::{
 /// The guard polls it in place, so the in-memory path never boxes anything.
 ///
 /// ```
-/// # use keygate::BackendFuture;
-/// # tokio_test_block_on(async {
+/// use keygate::BackendFuture;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let ready = BackendFuture::ready(7);
 /// assert_eq!(ready.await, 7);
 /// let later = BackendFuture::new(async { 6 * 7 });
 /// assert_eq!(later.await, 42);
-/// # });
-/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
-/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
-/// # }
+/// # Ok(()) }
 /// ```
+///
+/// # Panics
+///
+/// A ready answer panics if it is polled again after it completed.
 #[must_use = "futures do nothing unless polled"]
 pub struct BackendFuture<'a, T> {
     inner: Inner<'a, T>,

@@ -98,11 +98,13 @@ pub struct Credential<'a> {
 
 impl Credential<'_> {
     /// The key's text.
+    #[must_use]
     pub fn expose_secret(&self) -> &str {
         &self.value
     }
 
     /// Where it was found (e.g. to echo the `Sec-WebSocket-Protocol` entry that carried it).
+    #[must_use]
     pub fn source(&self) -> &CredentialSource {
         self.source
     }

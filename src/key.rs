@@ -122,6 +122,10 @@ pub struct KeyId([u8; KEY_ID_LEN]);
 
 impl KeyId {
     /// A new random key id from the operating system's CSPRNG.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Rng`] if the operating system's random number generator fails.
     pub fn generate() -> Result<Self, KeyError> {
         let mut id = [0u8; KEY_ID_LEN];
         fill_base62(&mut id)?;
@@ -129,6 +133,10 @@ impl KeyId {
     }
 
     /// Parses a key id: exactly 12 base62 characters.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::InvalidKeyId`] for anything else.
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         let bytes = text.as_bytes();
         if bytes.len() != KEY_ID_LEN || !bytes.iter().all(u8::is_ascii_alphanumeric) {
@@ -140,6 +148,7 @@ impl KeyId {
     }
 
     /// The key id as text.
+    #[must_use]
     pub fn as_str(&self) -> &str {
         // Only ever built from ASCII alphanumerics, so this cannot fail.
         std::str::from_utf8(&self.0).unwrap_or("")
@@ -187,6 +196,10 @@ pub struct KeyPrefix(String);
 
 impl KeyPrefix {
     /// Validates a prefix.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::InvalidPrefix`] unless `prefix` is 1 to 8 lowercase ASCII letters.
     pub fn new(prefix: &str) -> Result<Self, KeyError> {
         if is_valid_prefix(prefix.as_bytes()) {
             Ok(Self(prefix.to_owned()))
@@ -196,6 +209,7 @@ impl KeyPrefix {
     }
 
     /// The prefix as text.
+    #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -229,24 +243,41 @@ fn is_valid_prefix(bytes: &[u8]) -> bool {
 
 /// The SHA-256 digest of a key: what registries store instead of the key.
 ///
-/// Compare digests with [`KeyDigest::ct_eq`], which takes the same time whatever the
-/// contents (both sides are always 32 bytes, so `subtle`'s early return on different
-/// lengths never applies). `PartialEq` is deliberately not implemented.
+/// Digests compare in constant time: [`KeyDigest::ct_eq`] and `==` (`PartialEq`, which
+/// calls it) take the same time whatever the contents, through `subtle`. Both sides are
+/// always 32 bytes, so `subtle`'s early return on different lengths never applies. `Eq`
+/// and `Hash` make a digest usable as a map key (the in-memory registry looks opaque keys
+/// up by digest).
+///
+/// ```
+/// use keygate::{ApiKey, KeyDigest};
+///
+/// let key = ApiKey::new("a-key-from-openssl-rand-base64-32-xxxxx")?;
+/// let stored = key.digest();
+/// assert!(stored.ct_eq(&KeyDigest::of(b"a-key-from-openssl-rand-base64-32-xxxxx")));
+/// assert_eq!(KeyDigest::from_hex(&stored.to_hex()), Some(stored));
+/// // `Debug` shows the first 8 hex digits only.
+/// assert!(format!("{stored:?}").starts_with("KeyDigest("));
+/// # Ok::<(), keygate::KeyError>(())
+/// ```
 #[derive(Clone, Copy)]
 pub struct KeyDigest([u8; 32]);
 
 impl KeyDigest {
     /// The digest of a key's text.
+    #[must_use]
     pub fn of(key: &[u8]) -> Self {
         Self(Sha256::digest(key).into())
     }
 
     /// A digest from its 32 bytes (as read back from storage).
+    #[must_use]
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 
-    /// Parses 64 hexadecimal characters.
+    /// Parses 64 hexadecimal characters; `None` for anything else.
+    #[must_use]
     pub fn from_hex(hex_text: &str) -> Option<Self> {
         let mut bytes = [0u8; 32];
         hex::decode_to_slice(hex_text, &mut bytes).ok()?;
@@ -254,37 +285,39 @@ impl KeyDigest {
     }
 
     /// The digest's bytes.
+    #[must_use]
     pub const fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 
     /// The digest as 64 lowercase hexadecimal characters.
+    #[must_use]
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
 
-    /// Compares two digests in constant time.
+    /// Compares two digests in constant time, with `subtle`.
+    #[must_use]
     pub fn ct_eq(&self, other: &KeyDigest) -> bool {
-        // The differences of all 32 bytes, gathered into one word without a branch, then
-        // compared with zero by `subtle` (4 words instead of 32 separate bytes).
-        let diff = self
-            .0
-            .chunks_exact(8)
-            .zip(other.0.chunks_exact(8))
-            .fold(0u64, |diff, (a, b)| diff | (word(a) ^ word(b)));
-        diff.ct_eq(&0).into()
+        // `subtle` on the digest as four words: one optimisation barrier per word rather
+        // than per byte, the same guarantee.
+        self.words().ct_eq(&other.words()).into()
+    }
+
+    /// The digest as four native-endian words.
+    fn words(&self) -> [u64; 4] {
+        let mut words = [0u64; 4];
+        for (word, bytes) in words.iter_mut().zip(self.0.chunks_exact(8)) {
+            let mut array = [0u8; 8];
+            array.copy_from_slice(bytes);
+            *word = u64::from_ne_bytes(array);
+        }
+        words
     }
 }
 
-/// Eight bytes as a word (`bytes` is one of `chunks_exact(8)`).
-fn word(bytes: &[u8]) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(bytes);
-    u64::from_ne_bytes(word)
-}
-
 impl PartialEq for KeyDigest {
-    /// Constant-time, like [`KeyDigest::ct_eq`].
+    /// Constant-time: [`KeyDigest::ct_eq`].
     fn eq(&self, other: &Self) -> bool {
         self.ct_eq(other)
     }
@@ -326,12 +359,34 @@ impl fmt::Debug for KeyDigest {
 ///
 /// Its text is reachable only through [`ApiKey::expose_secret`]; `Debug` prints
 /// `ApiKey([REDACTED])`; there is no `Display`; the text is zeroized on drop.
+///
+/// ```
+/// use keygate::{ApiKey, KeyError, KeyPrefix};
+///
+/// // A key given by an operator, e.g. from `openssl rand -base64 32`.
+/// let opaque = ApiKey::new("a-key-from-openssl-rand-base64-32-xxxxx")?;
+/// assert_eq!(opaque.parse()?.key_id(), None);
+/// assert!(matches!(ApiKey::new("too-short"), Err(KeyError::TooShort { .. })));
+///
+/// // A generated key carries its key id and a checksum.
+/// let (generated, key_id) = ApiKey::generate(&KeyPrefix::default())?;
+/// assert!(generated.expose_secret().starts_with("kg_"));
+/// assert_eq!(generated.parse()?.key_id(), Some(key_id));
+///
+/// // Nothing prints it.
+/// assert_eq!(format!("{generated:?}"), "ApiKey([REDACTED])");
+/// # Ok::<(), KeyError>(())
+/// ```
 #[derive(Clone)]
 pub struct ApiKey(SecretString);
 
 impl ApiKey {
     /// Generates a structured key (`<prefix>_<key id>_<secret><checksum>`) from the operating
     /// system's CSPRNG, and returns it with its key id.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Rng`] if the operating system's random number generator fails.
     pub fn generate(prefix: &KeyPrefix) -> Result<(ApiKey, KeyId), KeyError> {
         let key_id = KeyId::generate()?;
         let mut secret = [0u8; SECRET_LEN];
@@ -354,6 +409,11 @@ impl ApiKey {
     /// Wraps key text given by an operator (an opaque key, or a generated key read back
     /// from configuration) after checking it: visible ASCII, and either a well-formed
     /// generated key or an opaque key of at least [`MIN_OPAQUE_KEY_LEN`] characters.
+    ///
+    /// # Errors
+    ///
+    /// What [`parse_credential`] refuses: [`KeyError::InvalidCharacters`],
+    /// [`KeyError::BadChecksum`] or [`KeyError::TooShort`].
     pub fn new(text: impl Into<String>) -> Result<ApiKey, KeyError> {
         let key = ApiKey(SecretString::from(text.into()));
         key.parse()?;
@@ -364,6 +424,11 @@ impl ApiKey {
     ///
     /// Surrounding whitespace (a trailing newline from `openssl rand`) is trimmed. The error
     /// names the variable and says how to make a key; it never contains the value.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::MissingEnv`] if the variable is not set, [`KeyError::InvalidEnv`] if its
+    /// value is not Unicode or not a usable key.
     pub fn from_env(var: &str) -> Result<ApiKey, KeyError> {
         match std::env::var(var) {
             Ok(value) => Self::from_var(var, Some(value)),
@@ -377,6 +442,11 @@ impl ApiKey {
 
     /// Like [`ApiKey::from_env`], for a value read some other way (a configuration map, a
     /// test's fake environment): `value` is the variable's value, `None` if it is unset.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::MissingEnv`] for `None`, [`KeyError::InvalidEnv`] for a value that is
+    /// not a usable key.
     pub fn from_var(var: &str, value: Option<String>) -> Result<ApiKey, KeyError> {
         match value {
             Some(value) => {
@@ -393,16 +463,23 @@ impl ApiKey {
     }
 
     /// The key's text. Call it only to hand the key to its owner, once.
+    #[must_use]
     pub fn expose_secret(&self) -> &str {
         self.0.expose_secret()
     }
 
     /// The key's SHA-256 digest.
+    #[must_use]
     pub fn digest(&self) -> KeyDigest {
         KeyDigest::of(self.expose_secret().as_bytes())
     }
 
     /// Classifies the key: generated (with its key id) or opaque.
+    ///
+    /// # Errors
+    ///
+    /// As [`parse_credential`] (a key made by [`ApiKey::new`] or [`ApiKey::generate`]
+    /// always parses).
     pub fn parse(&self) -> Result<ParsedKey, KeyError> {
         parse_credential(self.expose_secret())
     }
@@ -435,6 +512,7 @@ pub enum ParsedKey {
 
 impl ParsedKey {
     /// The key id of a generated key.
+    #[must_use]
     pub fn key_id(&self) -> Option<KeyId> {
         match self {
             ParsedKey::Structured { key_id } => Some(*key_id),
@@ -449,6 +527,12 @@ impl ParsedKey {
 /// * A generated key with a valid checksum: [`ParsedKey::Structured`].
 /// * Anything else of at least [`MIN_OPAQUE_KEY_LEN`] visible ASCII characters:
 ///   [`ParsedKey::Opaque`].
+///
+/// # Errors
+///
+/// [`KeyError::InvalidCharacters`] for bytes outside visible ASCII,
+/// [`KeyError::BadChecksum`] for the layout of a generated key with a wrong checksum, and
+/// [`KeyError::TooShort`] for other text shorter than [`MIN_OPAQUE_KEY_LEN`].
 pub fn parse_credential(text: &str) -> Result<ParsedKey, KeyError> {
     let bytes = text.as_bytes();
     if !is_visible_ascii(bytes) {
@@ -504,13 +588,13 @@ fn structured_key_id(bytes: &[u8]) -> Option<KeyId> {
     if !is_valid_prefix(prefix)
         || rest[0] != b'_'
         || rest[1 + KEY_ID_LEN] != b'_'
-        || !is_alphanumeric(&rest[1..1 + KEY_ID_LEN])
+        || !is_alphanumeric(&rest[1..=KEY_ID_LEN])
         || !is_alphanumeric(&rest[2 + KEY_ID_LEN..])
     {
         return None;
     }
     let mut id = [0u8; KEY_ID_LEN];
-    id.copy_from_slice(&rest[1..1 + KEY_ID_LEN]);
+    id.copy_from_slice(&rest[1..=KEY_ID_LEN]);
     Some(KeyId(id))
 }
 

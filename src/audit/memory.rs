@@ -28,26 +28,31 @@ pub struct MemorySink {
 
 impl MemorySink {
     /// An empty sink.
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// A copy of the events recorded so far, oldest first.
+    #[must_use]
     pub fn events(&self) -> Vec<AuditEvent> {
         self.lock().clone()
     }
 
     /// Removes and returns the events recorded so far, oldest first.
+    #[must_use = "`clear` empties the sink without returning the events"]
     pub fn take(&self) -> Vec<AuditEvent> {
         std::mem::take(&mut *self.lock())
     }
 
     /// How many events are held.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.lock().len()
     }
 
     /// `true` if no event is held.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.lock().is_empty()
     }

@@ -31,6 +31,7 @@ impl TracingSink {
     pub const TARGET: &'static str = "keygate::audit";
 
     /// A sink emitting to the current `tracing` dispatcher.
+    #[must_use]
     pub const fn new() -> Self {
         TracingSink { _private: () }
     }
@@ -65,10 +66,10 @@ impl AuditSink for TracingSink {
         let stamp = || timestamp::format(event.timestamp).ok();
         match event.outcome {
             Outcome::Admitted | Outcome::Succeeded => {
-                audit_event!(Level::INFO, &event, stamp().as_deref())
+                audit_event!(Level::INFO, &event, stamp().as_deref());
             }
             Outcome::Refused | Outcome::Failed => {
-                audit_event!(Level::WARN, &event, stamp().as_deref())
+                audit_event!(Level::WARN, &event, stamp().as_deref());
             }
         }
     }

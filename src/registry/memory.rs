@@ -25,10 +25,14 @@ pub struct InMemoryRegistry {
     tables: RwLock<Tables>,
 }
 
-/// The tables are hashed with foldhash (seeded per process) rather than SipHash: their
+/// The tables are hashed with foldhash (seeded per process) rather than `SipHash`: their
 /// keys are key ids and SHA-256 digests that only registration inserts, so a caller
 /// cannot fill them with colliding entries, and lookups are on the request path.
 #[derive(Debug, Default)]
+#[allow(
+    clippy::struct_field_names,
+    reason = "`by_` names the index each table is keyed by"
+)]
 struct Tables {
     by_id: HashMap<KeyId, Entry, RandomState>,
     by_digest: HashMap<KeyDigest, KeyId, RandomState>,
@@ -44,21 +48,28 @@ struct Entry {
 
 impl InMemoryRegistry {
     /// An empty registry.
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// How many keys are registered (of any status).
+    #[must_use]
     pub fn len(&self) -> usize {
         self.read().by_id.len()
     }
 
     /// Whether no key is registered.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Adds a record at once (the same as [`KeyRegistry::register`], without a future).
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::Duplicate`] if a key with the record's id or digest is registered.
     pub fn insert(&self, record: KeyRecord) -> Result<(), RegistryError> {
         let mut tables = self.write();
         if tables.by_id.contains_key(&record.key_id)
@@ -87,6 +98,11 @@ impl InMemoryRegistry {
 
     /// Registers `key` (made elsewhere, e.g. read from configuration) with what `grant`
     /// gives it, at once. A generated key keeps its key id; an opaque key gets a new one.
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::Key`] if `key` does not parse or a key id cannot be generated,
+    /// [`RegistryError::Duplicate`] if the key is registered already.
     pub fn insert_key(
         &self,
         key: &crate::ApiKey,
@@ -216,43 +232,34 @@ mod tests {
     use super::*;
     use crate::{ApiKey, KeyGrant, KeyPrefix, KeyStatus};
 
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
-
-    #[test]
-    fn issue_find_revoke() {
-        block_on(async {
-            let registry = InMemoryRegistry::new();
-            let issued = registry.issue(KeyGrant::new("p1")).await.unwrap();
-            let id = issued.record.key_id;
-            let found = registry.find_by_id(&id).await.unwrap().unwrap();
-            assert!(found.digest.ct_eq(&issued.key.digest()));
-            assert_eq!(
-                found.status_at(OffsetDateTime::now_utc()),
-                KeyStatus::Active
-            );
-            assert!(
-                registry
-                    .find_by_digest(&issued.key.digest())
-                    .await
-                    .unwrap()
-                    .is_some()
-            );
-
+    #[tokio::test]
+    async fn issue_find_revoke() {
+        let registry = InMemoryRegistry::new();
+        let issued = registry.issue(KeyGrant::new("p1")).await.unwrap();
+        let id = issued.record.key_id;
+        let found = registry.find_by_id(&id).await.unwrap().unwrap();
+        assert!(found.digest.ct_eq(&issued.key.digest()));
+        assert_eq!(
+            found.status_at(OffsetDateTime::now_utc()),
+            KeyStatus::Active
+        );
+        assert!(
             registry
-                .revoke(&id, OffsetDateTime::now_utc())
+                .find_by_digest(&issued.key.digest())
                 .await
-                .unwrap();
-            let found = registry.find_by_id(&id).await.unwrap().unwrap();
-            assert_eq!(
-                found.status_at(OffsetDateTime::now_utc()),
-                KeyStatus::Revoked
-            );
-        });
+                .unwrap()
+                .is_some()
+        );
+
+        registry
+            .revoke(&id, OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        let found = registry.find_by_id(&id).await.unwrap().unwrap();
+        assert_eq!(
+            found.status_at(OffsetDateTime::now_utc()),
+            KeyStatus::Revoked
+        );
     }
 
     #[test]
@@ -271,94 +278,88 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn rotation_keeps_both_keys_for_the_overlap() {
-        block_on(async {
-            let registry = InMemoryRegistry::new();
-            let first = registry
-                .issue(
-                    KeyGrant::new("p")
-                        .workspaces(["w"])
-                        .scopes(["s"])
-                        .tier("gold"),
-                )
-                .await
-                .unwrap();
-            let second = registry
-                .rotate(&first.record.key_id, Duration::from_secs(60))
-                .await
-                .unwrap();
-            assert_eq!(second.record.workspaces, ["w"]);
-            assert_eq!(second.record.tier, "gold");
-            let old = registry
-                .find_by_id(&first.record.key_id)
-                .await
-                .unwrap()
-                .unwrap();
-            let now = OffsetDateTime::now_utc();
-            assert_eq!(old.status_at(now), KeyStatus::Active);
-            assert_eq!(
-                old.status_at(now + Duration::from_secs(61)),
-                KeyStatus::Expired
-            );
-            assert_eq!(registry.list_keys("p").await.unwrap().len(), 2);
-            assert!(matches!(
-                registry
-                    .rotate(&KeyId::generate().unwrap(), Duration::ZERO)
-                    .await,
-                Err(RegistryError::UnknownKey(_))
-            ));
+    #[tokio::test]
+    async fn rotation_keeps_both_keys_for_the_overlap() {
+        let registry = InMemoryRegistry::new();
+        let first = registry
+            .issue(
+                KeyGrant::new("p")
+                    .workspaces(["w"])
+                    .scopes(["s"])
+                    .tier("gold"),
+            )
+            .await
+            .unwrap();
+        let second = registry
+            .rotate(&first.record.key_id, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(second.record.workspaces, ["w"]);
+        assert_eq!(second.record.tier, "gold");
+        let old = registry
+            .find_by_id(&first.record.key_id)
+            .await
+            .unwrap()
+            .unwrap();
+        let now = OffsetDateTime::now_utc();
+        assert_eq!(old.status_at(now), KeyStatus::Active);
+        assert_eq!(
+            old.status_at(now + Duration::from_secs(61)),
+            KeyStatus::Expired
+        );
+        assert_eq!(registry.list_keys("p").await.unwrap().len(), 2);
+        assert!(matches!(
             registry
-                .revoke(&second.record.key_id, OffsetDateTime::now_utc())
-                .await
-                .unwrap();
-            assert!(matches!(
-                registry
-                    .rotate(&second.record.key_id, Duration::from_secs(60))
-                    .await,
-                Err(RegistryError::InactiveKey(_))
-            ));
-        });
+                .rotate(&KeyId::generate().unwrap(), Duration::ZERO)
+                .await,
+            Err(RegistryError::UnknownKey(_))
+        ));
+        registry
+            .revoke(&second.record.key_id, OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        assert!(matches!(
+            registry
+                .rotate(&second.record.key_id, Duration::from_secs(60))
+                .await,
+            Err(RegistryError::InactiveKey(_))
+        ));
     }
 
-    #[test]
-    fn keys_made_elsewhere_keep_their_id_and_prefix_through_rotation() {
-        block_on(async {
-            let registry = InMemoryRegistry::new();
-            let (generated, key_id) = ApiKey::generate(&KeyPrefix::new("cx").unwrap()).unwrap();
-            let record = registry.insert_key(&generated, KeyGrant::new("p")).unwrap();
-            assert_eq!(record.key_id, key_id);
-            assert_eq!(record.prefix.as_ref().map(KeyPrefix::as_str), Some("cx"));
-            let rotated = registry
-                .rotate(&key_id, Duration::from_secs(60))
-                .await
-                .unwrap();
-            assert!(rotated.key.expose_secret().starts_with("cx_"));
+    #[tokio::test]
+    async fn keys_made_elsewhere_keep_their_id_and_prefix_through_rotation() {
+        let registry = InMemoryRegistry::new();
+        let (generated, key_id) = ApiKey::generate(&KeyPrefix::new("cx").unwrap()).unwrap();
+        let record = registry.insert_key(&generated, KeyGrant::new("p")).unwrap();
+        assert_eq!(record.key_id, key_id);
+        assert_eq!(record.prefix.as_ref().map(KeyPrefix::as_str), Some("cx"));
+        let rotated = registry
+            .rotate(&key_id, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(rotated.key.expose_secret().starts_with("cx_"));
 
-            // The trait's `register_key` makes the same record.
-            let (other, other_id) = ApiKey::generate(&KeyPrefix::new("cx").unwrap()).unwrap();
-            let record = registry
-                .register_key(&other, KeyGrant::new("p"))
-                .await
-                .unwrap();
-            assert_eq!(record.key_id, other_id);
-            assert_eq!(record.prefix.as_ref().map(KeyPrefix::as_str), Some("cx"));
+        // The trait's `register_key` makes the same record.
+        let (other, other_id) = ApiKey::generate(&KeyPrefix::new("cx").unwrap()).unwrap();
+        let record = registry
+            .register_key(&other, KeyGrant::new("p"))
+            .await
+            .unwrap();
+        assert_eq!(record.key_id, other_id);
+        assert_eq!(record.prefix.as_ref().map(KeyPrefix::as_str), Some("cx"));
 
-            let opaque = ApiKey::new("yPn5Z0sS9tq0u7Q2l4rX1vWcJm8kE3fHbGdAaNoIiLM=").unwrap();
-            let record = registry.insert_key(&opaque, KeyGrant::new("q")).unwrap();
-            assert_eq!(record.prefix, None);
-        });
+        let opaque = ApiKey::new("yPn5Z0sS9tq0u7Q2l4rX1vWcJm8kE3fHbGdAaNoIiLM=").unwrap();
+        let record = registry.insert_key(&opaque, KeyGrant::new("q")).unwrap();
+        assert_eq!(record.prefix, None);
     }
 
-    #[test]
-    fn mark_used_shows_in_listing() {
-        block_on(async {
-            let registry = InMemoryRegistry::new();
-            let issued = registry.issue(KeyGrant::new("p")).await.unwrap();
-            let at = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-            registry.mark_used(&issued.record.key_id, at.into());
-            let keys = registry.list_keys("p").await.unwrap();
-            assert_eq!(keys[0].last_used_at, Some(at));
-        });
+    #[tokio::test]
+    async fn mark_used_shows_in_listing() {
+        let registry = InMemoryRegistry::new();
+        let issued = registry.issue(KeyGrant::new("p")).await.unwrap();
+        let at = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        registry.mark_used(&issued.record.key_id, at.into());
+        let keys = registry.list_keys("p").await.unwrap();
+        assert_eq!(keys[0].last_used_at, Some(at));
     }
 }

@@ -5,287 +5,19 @@
 //! workspaces, scopes, quota tier and lifetime. The guard asks it for a record by key id
 //! (generated keys) or by digest (opaque keys) and compares digests itself, in constant
 //! time.
-//!
-//! ```
-//! use keygate::{InMemoryRegistry, KeyGrant, KeyRegistry};
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! let registry = InMemoryRegistry::new();
-//! let issued = registry
-//!     .issue(KeyGrant::new("coordinator-1").workspaces(["ws-a"]).scopes(["jobs"]))
-//!     .await?;
-//! // Show `issued.key.expose_secret()` to its owner once; only the digest is kept.
-//! let record = registry.find_by_id(&issued.record.key_id).await?.unwrap();
-//! assert!(record.digest.ct_eq(&issued.key.digest()));
-//!
-//! // Rotation: a new key; the old one keeps working for the overlap, then expires.
-//! let rotated = registry.rotate(&issued.record.key_id, std::time::Duration::from_secs(60)).await?;
-//! assert_eq!(registry.list_keys("coordinator-1").await?.len(), 2);
-//! # let _ = rotated;
-//! # Ok::<(), keygate::RegistryError>(())
-//! # }).unwrap();
-//! ```
 
+mod grant;
 mod memory;
+mod record;
 
 use std::{fmt, sync::Arc, time::Duration};
 
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+pub use self::grant::{IssuedKey, KeyGrant};
 pub use self::memory::InMemoryRegistry;
-use crate::{ApiKey, BackendFuture, KeyDigest, KeyError, KeyId, KeyPrefix, key::ParsedKey};
-
-/// The tier a key gets unless another is named.
-pub const DEFAULT_TIER: &str = "default";
-
-/// What a registry knows of one key. Holds the key's digest, never the key.
-#[non_exhaustive]
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct KeyRecord {
-    /// The key's public id.
-    pub key_id: KeyId,
-    /// SHA-256 of the key.
-    pub digest: KeyDigest,
-    /// Who holds the key, e.g. `coordinator-1`. A principal may hold several keys.
-    pub principal_id: String,
-    /// A label for humans, e.g. `rotated 2026-11-23`.
-    pub label: String,
-    /// The workspaces the key may use.
-    pub workspaces: Vec<String>,
-    /// The key's scopes, e.g. `admin`.
-    pub scopes: Vec<String>,
-    /// The quota tier, which picks the key's rate limit.
-    pub tier: String,
-    /// When the key was registered.
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    /// When the key stops working, if ever.
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub expires_at: Option<OffsetDateTime>,
-    /// When the key was revoked, if it was.
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub revoked_at: Option<OffsetDateTime>,
-    /// When the key was last admitted, as far as the registry knows.
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub last_used_at: Option<OffsetDateTime>,
-    /// The prefix of a generated key (`kg` in `kg_…`); `None` for an opaque key. A
-    /// successor made by [`KeyRegistry::rotate`] gets the same prefix.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<KeyPrefix>,
-}
-
-/// Whether a key works at a given moment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum KeyStatus {
-    /// The key works.
-    Active,
-    /// The key has expired.
-    Expired,
-    /// The key was revoked.
-    Revoked,
-}
-
-impl KeyRecord {
-    /// A record for an active key of `principal_id`, in the default tier, with no
-    /// workspaces or scopes, created now.
-    pub fn new(key_id: KeyId, digest: KeyDigest, principal_id: impl Into<String>) -> Self {
-        Self {
-            key_id,
-            digest,
-            principal_id: principal_id.into(),
-            label: String::new(),
-            workspaces: Vec::new(),
-            scopes: Vec::new(),
-            tier: DEFAULT_TIER.to_owned(),
-            created_at: OffsetDateTime::now_utc(),
-            expires_at: None,
-            revoked_at: None,
-            last_used_at: None,
-            prefix: None,
-        }
-    }
-
-    /// Sets the workspaces.
-    pub fn with_workspaces<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ws: I) -> Self {
-        self.workspaces = ws.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Sets the scopes.
-    pub fn with_scopes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scopes: I) -> Self {
-        self.scopes = scopes.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Sets the tier.
-    pub fn with_tier(mut self, tier: impl Into<String>) -> Self {
-        self.tier = tier.into();
-        self
-    }
-
-    /// Sets the label.
-    pub fn with_label(mut self, label: impl Into<String>) -> Self {
-        self.label = label.into();
-        self
-    }
-
-    /// Sets the expiry.
-    pub fn with_expiry(mut self, expires_at: Option<OffsetDateTime>) -> Self {
-        self.expires_at = expires_at;
-        self
-    }
-
-    /// Whether the key works at `now`. Revocation wins over expiry.
-    pub fn status_at(&self, now: OffsetDateTime) -> KeyStatus {
-        if self.revoked_at.is_some_and(|at| at <= now) {
-            KeyStatus::Revoked
-        } else if self.expires_at.is_some_and(|at| at <= now) {
-            KeyStatus::Expired
-        } else {
-            KeyStatus::Active
-        }
-    }
-
-    /// Whether the key may ever stop working on its own (it has an expiry or a
-    /// scheduled revocation), so the guard must read the clock to decide.
-    pub(crate) fn is_time_bound(&self) -> bool {
-        self.expires_at.is_some() || self.revoked_at.is_some()
-    }
-}
-
-/// What a new key is granted: used by [`KeyRegistry::issue`] and
-/// [`KeyRegistry::register_key`].
-#[derive(Clone, Debug)]
-#[must_use]
-pub struct KeyGrant {
-    principal_id: String,
-    label: String,
-    workspaces: Vec<String>,
-    scopes: Vec<String>,
-    tier: String,
-    expires_at: Option<OffsetDateTime>,
-    prefix: KeyPrefix,
-}
-
-impl KeyGrant {
-    /// A grant for `principal_id`: no workspaces, no scopes, the default tier, no expiry.
-    pub fn new(principal_id: impl Into<String>) -> Self {
-        Self {
-            principal_id: principal_id.into(),
-            label: String::new(),
-            workspaces: Vec::new(),
-            scopes: Vec::new(),
-            tier: DEFAULT_TIER.to_owned(),
-            expires_at: None,
-            prefix: KeyPrefix::default(),
-        }
-    }
-
-    /// The workspaces the key may use.
-    pub fn workspaces<I: IntoIterator<Item = S>, S: Into<String>>(mut self, ws: I) -> Self {
-        self.workspaces = ws.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// The key's scopes.
-    pub fn scopes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, scopes: I) -> Self {
-        self.scopes = scopes.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// The key's quota tier.
-    pub fn tier(mut self, tier: impl Into<String>) -> Self {
-        self.tier = tier.into();
-        self
-    }
-
-    /// A label for humans.
-    pub fn label(mut self, label: impl Into<String>) -> Self {
-        self.label = label.into();
-        self
-    }
-
-    /// When the key stops working.
-    pub fn expires_at(mut self, at: OffsetDateTime) -> Self {
-        self.expires_at = Some(at);
-        self
-    }
-
-    /// The prefix of a generated key (default `kg`).
-    pub fn prefix(mut self, prefix: KeyPrefix) -> Self {
-        self.prefix = prefix;
-        self
-    }
-
-    pub(crate) fn into_record(mut self, key_id: KeyId, digest: KeyDigest) -> KeyRecord {
-        let prefix = Some(std::mem::take(&mut self.prefix));
-        self.into_record_with_prefix(key_id, digest, prefix)
-    }
-
-    /// The record of `key`, made elsewhere: a generated key keeps its key id and prefix,
-    /// an opaque key gets a new key id and no prefix. (For [`KeyRegistry::register_key`]
-    /// and [`InMemoryRegistry::insert_key`].)
-    pub(crate) fn record_for(self, key: &ApiKey) -> Result<KeyRecord, RegistryError> {
-        let (key_id, prefix) = match key.parse()? {
-            ParsedKey::Structured { key_id } => {
-                // A generated key reads `<prefix>_<key id>_<secret>`.
-                let prefix = key
-                    .expose_secret()
-                    .split_once('_')
-                    .and_then(|(prefix, _)| KeyPrefix::new(prefix).ok());
-                (key_id, prefix)
-            }
-            _ => (KeyId::generate()?, None),
-        };
-        Ok(self.into_record_with_prefix(key_id, key.digest(), prefix))
-    }
-
-    fn into_record_with_prefix(
-        self,
-        key_id: KeyId,
-        digest: KeyDigest,
-        prefix: Option<KeyPrefix>,
-    ) -> KeyRecord {
-        KeyRecord {
-            key_id,
-            digest,
-            principal_id: self.principal_id,
-            label: self.label,
-            workspaces: self.workspaces,
-            scopes: self.scopes,
-            tier: self.tier,
-            created_at: OffsetDateTime::now_utc(),
-            expires_at: self.expires_at,
-            revoked_at: None,
-            last_used_at: None,
-            prefix,
-        }
-    }
-
-    /// The same grant for a successor key (rotation).
-    fn from_record(record: &KeyRecord) -> Self {
-        Self {
-            principal_id: record.principal_id.clone(),
-            label: record.label.clone(),
-            workspaces: record.workspaces.clone(),
-            scopes: record.scopes.clone(),
-            tier: record.tier.clone(),
-            expires_at: None,
-            prefix: record.prefix.clone().unwrap_or_default(),
-        }
-    }
-}
-
-/// A key just made: the key itself, to be shown to its owner once, and its record.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct IssuedKey {
-    /// The key. Shown once; never stored.
-    pub key: ApiKey,
-    /// What the registry keeps.
-    pub record: Arc<KeyRecord>,
-}
+pub use self::record::{DEFAULT_TIER, KeyRecord, KeyStatus};
+use crate::{ApiKey, BackendFuture, KeyDigest, KeyError, KeyId};
 
 /// Why a registry operation failed. Never contains key material.
 #[non_exhaustive]
@@ -312,6 +44,27 @@ pub enum RegistryError {
 pub type LookupFuture = BackendFuture<'static, Result<Option<Arc<KeyRecord>>, RegistryError>>;
 
 /// Where keys are kept.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use keygate::{InMemoryRegistry, KeyGrant, KeyRegistry};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let registry = InMemoryRegistry::new();
+/// let issued = registry
+///     .issue(KeyGrant::new("coordinator-1").workspaces(["ws-a"]).scopes(["jobs"]))
+///     .await?;
+/// // Show `issued.key.expose_secret()` to its owner once; only the digest is kept.
+/// let record = registry.find_by_id(&issued.record.key_id).await?.ok_or("not found")?;
+/// assert!(record.digest.ct_eq(&issued.key.digest()));
+///
+/// // Rotation: a new key; the old one keeps working for the overlap, then expires.
+/// let rotated = registry.rotate(&issued.record.key_id, Duration::from_secs(60)).await?;
+/// assert_ne!(rotated.record.key_id, issued.record.key_id);
+/// assert_eq!(registry.list_keys("coordinator-1").await?.len(), 2);
+/// # Ok(()) }
+/// ```
 ///
 /// Lookups return a `'static` [`BackendFuture`] (ready at once for in-memory registries),
 /// so the guard never boxes on the in-memory path. Management operations borrow the
@@ -443,6 +196,6 @@ impl<R: KeyRegistry + ?Sized> KeyRegistry for Arc<R> {
         (**self).list_keys(principal_id)
     }
     fn mark_used(&self, key_id: &KeyId, at: std::time::SystemTime) {
-        (**self).mark_used(key_id, at)
+        (**self).mark_used(key_id, at);
     }
 }
