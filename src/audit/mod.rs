@@ -91,6 +91,7 @@ mod error;
 mod event;
 mod jsonl;
 mod memory;
+mod request;
 mod sink;
 mod timestamp;
 mod tracing_sink;
@@ -101,5 +102,6 @@ pub use self::jsonl::{
     ChainError, ChainErrorKind, ChainSummary, JsonLinesSink, verify_chain, verify_file,
 };
 pub use self::memory::MemorySink;
+pub(crate) use self::request::{MAX_FIELD, RequestFacts, truncate};
 pub use self::sink::AuditSink;
 pub use self::tracing_sink::TracingSink;

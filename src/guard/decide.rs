@@ -18,9 +18,10 @@ use std::{
 
 use time::OffsetDateTime;
 
-use super::{GuardConfig, facts::Facts};
+use super::GuardConfig;
 use crate::{
     BackendFuture, KeyDigest, KeyRecord, KeyStatus, Outcome, Principal, RegistryError, Rejection,
+    audit::RequestFacts,
     key::parse_visible,
     limit::{ClientKey, LimitBy, LimitError, RateLimitDecision},
     registry::LookupFuture,
@@ -282,7 +283,7 @@ impl GuardConfig {
     pub(crate) fn conclude(
         &self,
         decision: Decision,
-        facts: Option<&Facts>,
+        facts: Option<&RequestFacts>,
     ) -> Result<Admission, Rejection> {
         match decision {
             Ok(admission) => {

@@ -43,7 +43,6 @@
 mod builder;
 mod config;
 mod decide;
-mod facts;
 mod service;
 
 use std::{fmt, future::Future, net::IpAddr, sync::Arc};
@@ -57,10 +56,10 @@ pub use self::{
     service::{ApiKeyGuardService, ResponseFuture},
 };
 // TODO(issue-14): remove once tests and examples import these from `limit`.
-use self::{decide::Verification, facts::Facts};
+use self::decide::Verification;
 #[doc(hidden)]
 pub use crate::limit::{LimitBy, RateLimit};
-use crate::{JsonRejection, KeyRegistry};
+use crate::{JsonRejection, KeyRegistry, audit::RequestFacts};
 
 /// The guard layer. Build it with [`ApiKeyGuard::builder`]; cloning is cheap (one `Arc`).
 ///
@@ -189,7 +188,7 @@ impl<R> ApiKeyGuard<R> {
         let facts = config
             .audit
             .as_ref()
-            .map(|_| Facts::named(action, client_ip));
+            .map(|_| RequestFacts::named(action, client_ip));
         let started = config
             .credentials
             .check(credential)

@@ -16,9 +16,8 @@ use tower_service::Service;
 use super::{
     GuardConfig,
     decide::{Decision, Verification},
-    facts::Facts,
 };
-use crate::{Outcome, RenderRejection, limit::RateLimitDecision};
+use crate::{Outcome, RenderRejection, audit::RequestFacts, limit::RateLimitDecision};
 
 /// The guard wrapped around an inner service. Made by [`ApiKeyGuard`](super::ApiKeyGuard).
 #[derive(Clone)]
@@ -71,7 +70,10 @@ where
         } else {
             None
         };
-        let facts = config.audit.as_ref().map(|_| Facts::of(&request, ip));
+        let facts = config
+            .audit
+            .as_ref()
+            .map(|_| RequestFacts::of(&request, ip));
 
         // Credentials are hidden from logging layers further in, on public routes too.
         config.hide_credentials(&mut request);
@@ -134,7 +136,7 @@ fn proceed<S, ReqBody, ResBody, R>(
     renderer: &R,
     inner: &mut S,
     mut request: Request<ReqBody>,
-    facts: Option<&Facts>,
+    facts: Option<&RequestFacts>,
     decision: Decision,
 ) -> State<S, ReqBody, R>
 where
@@ -162,7 +164,7 @@ struct Pending<S, ReqBody, R> {
     renderer: R,
     inner: S,
     request: Request<ReqBody>,
-    facts: Option<Facts>,
+    facts: Option<RequestFacts>,
 }
 
 pin_project! {

@@ -1,6 +1,5 @@
-//! What the audit record of a decision says about the request, taken before the request
-//! moves on (or, for [`ApiKeyGuard::authenticate`](super::ApiKeyGuard::authenticate), given
-//! by the caller).
+//! What an audit record says about the request behind a decision, taken before the
+//! request moves on: for the guard and the [`Require`](crate::require::Require) layers alike.
 
 use std::net::IpAddr;
 
@@ -8,17 +7,23 @@ use http::{Request, header};
 
 use crate::{AuditEvent, Outcome};
 
+/// The longest path or action, in bytes, an audit record repeats.
+const MAX_ACTION: usize = 512;
+/// The longest header value (request id, user agent) or workspace, in bytes, an audit
+/// record repeats.
+pub(crate) const MAX_FIELD: usize = 256;
+
 /// The request's side of an audit record. Lengths are capped: unauthenticated input must
 /// not make audit records grow without bound.
 #[derive(Debug)]
-pub(crate) struct Facts {
+pub(crate) struct RequestFacts {
     action: String,
     request_id: Option<String>,
     user_agent: Option<String>,
     client_ip: Option<IpAddr>,
 }
 
-impl Facts {
+impl RequestFacts {
     /// The facts of an HTTP request: method and path, request id, user agent.
     pub(crate) fn of<B>(request: &Request<B>, client_ip: Option<IpAddr>) -> Self {
         let header = |name: &str| {
@@ -26,13 +31,13 @@ impl Facts {
                 .headers()
                 .get(name)
                 .and_then(|v| v.to_str().ok())
-                .map(|v| truncate(v, 256).to_owned())
+                .map(|v| truncate(v, MAX_FIELD).to_owned())
         };
-        Facts {
+        RequestFacts {
             action: format!(
                 "{} {}",
                 request.method(),
-                truncate(request.uri().path(), 512)
+                truncate(request.uri().path(), MAX_ACTION)
             ),
             request_id: header("x-request-id"),
             user_agent: header(header::USER_AGENT.as_str()),
@@ -40,10 +45,11 @@ impl Facts {
         }
     }
 
-    /// The facts of a decision made outside a request (a key in a WebSocket message).
+    /// The facts of a decision made outside a request (a key in a WebSocket message, see
+    /// [`ApiKeyGuard::authenticate`](crate::ApiKeyGuard::authenticate)).
     pub(crate) fn named(action: &str, client_ip: Option<IpAddr>) -> Self {
-        Facts {
-            action: truncate(action, 512).to_owned(),
+        RequestFacts {
+            action: truncate(action, MAX_ACTION).to_owned(),
             request_id: None,
             user_agent: None,
             client_ip,
@@ -76,4 +82,18 @@ pub(crate) fn truncate(text: &str, max: usize) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncate_keeps_short_text_and_cuts_on_a_character_boundary() {
+        assert_eq!(truncate("abc", 3), "abc");
+        assert_eq!(truncate("abcd", 3), "abc");
+        // "é" is two bytes: a cut in its middle goes back to before it.
+        assert_eq!(truncate("aé", 2), "a");
+        assert_eq!(truncate("", 0), "");
+    }
 }
