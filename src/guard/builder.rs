@@ -92,6 +92,12 @@ pub enum BuildError {
 /// ```
 #[must_use]
 pub struct ApiKeyGuardBuilder<R = JsonRejection> {
+    settings: Settings,
+    renderer: R,
+}
+
+/// What the builder collected, apart from the renderer.
+struct Settings {
     registry: Option<Arc<dyn KeyRegistry>>,
     keys: Vec<(ApiKey, KeyGrant)>,
     sources: Vec<CredentialSource>,
@@ -104,13 +110,13 @@ pub struct ApiKeyGuardBuilder<R = JsonRejection> {
     client_ip: Option<Arc<ClientIpFn>>,
     trusted_proxies: usize,
     unavailable_retry_after: Duration,
-    renderer: R,
+    /// The first misconfiguration met, reported by `build`.
     error: Option<BuildError>,
 }
 
 impl ApiKeyGuardBuilder {
     pub(super) fn new() -> Self {
-        Self {
+        let settings = Settings {
             registry: None,
             keys: Vec::new(),
             sources: vec![CredentialSource::Header(HeaderName::from_static(
@@ -125,22 +131,25 @@ impl ApiKeyGuardBuilder {
             client_ip: None,
             trusted_proxies: 0,
             unavailable_retry_after: DEFAULT_UNAVAILABLE_RETRY_AFTER,
-            renderer: JsonRejection,
             error: None,
+        };
+        Self {
+            settings,
+            renderer: JsonRejection,
         }
     }
 }
 
 impl<R> ApiKeyGuardBuilder<R> {
     fn fail(mut self, error: BuildError) -> Self {
-        self.error.get_or_insert(error);
+        self.settings.error.get_or_insert(error);
         self
     }
 
     /// Admits `key` with what `grant` gives it. The keys given this way are kept (as
     /// digests) in an [`InMemoryRegistry`] of the guard's own.
     pub fn key(mut self, key: ApiKey, grant: KeyGrant) -> Self {
-        self.keys.push((key, grant));
+        self.settings.keys.push((key, grant));
         self
     }
 
@@ -158,7 +167,7 @@ impl<R> ApiKeyGuardBuilder<R> {
     /// (e.g. an admin API that issues and revokes keys) is passed as an `Arc`, which
     /// implements [`KeyRegistry`] too.
     pub fn registry(mut self, registry: impl KeyRegistry) -> Self {
-        self.registry = Some(Arc::new(registry));
+        self.settings.registry = Some(Arc::new(registry));
         self
     }
 
@@ -166,9 +175,12 @@ impl<R> ApiKeyGuardBuilder<R> {
     pub fn header(mut self, name: &str) -> Self {
         match HeaderName::from_bytes(name.as_bytes()) {
             Ok(name) => {
-                self.sources
+                self.settings
+                    .sources
                     .retain(|s| !matches!(s, CredentialSource::Header(_)));
-                self.sources.insert(0, CredentialSource::Header(name));
+                self.settings
+                    .sources
+                    .insert(0, CredentialSource::Header(name));
                 self
             }
             Err(_) => self.fail(BuildError::InvalidHeaderName(name.to_owned())),
@@ -194,21 +206,21 @@ impl<R> ApiKeyGuardBuilder<R> {
 
     /// Adds a credential source.
     pub fn source(mut self, source: CredentialSource) -> Self {
-        if !self.sources.contains(&source) {
-            self.sources.push(source);
+        if !self.settings.sources.contains(&source) {
+            self.settings.sources.push(source);
         }
         self
     }
 
     /// Replaces the credential sources.
     pub fn sources(mut self, sources: impl IntoIterator<Item = CredentialSource>) -> Self {
-        self.sources = sources.into_iter().collect();
+        self.settings.sources = sources.into_iter().collect();
         self
     }
 
     /// The longest credential accepted, in bytes (default 512).
     pub fn max_credential_len(mut self, max: usize) -> Self {
-        self.max_len = max;
+        self.settings.max_len = max;
         self
     }
 
@@ -217,7 +229,7 @@ impl<R> ApiKeyGuardBuilder<R> {
         if !path.starts_with('/') {
             return self.fail(BuildError::InvalidPublicPath(path.to_owned()));
         }
-        self.public_paths.push(path.to_owned());
+        self.settings.public_paths.push(path.to_owned());
         self
     }
 
@@ -229,20 +241,20 @@ impl<R> ApiKeyGuardBuilder<R> {
         {
             return self.fail(BuildError::InvalidRealm);
         }
-        realm.clone_into(&mut self.realm);
+        realm.clone_into(&mut self.settings.realm);
         self
     }
 
     /// Records every decision in `sink`. A sink shared with the rest of the application
     /// is passed as an `Arc`, which implements [`AuditSink`] too.
     pub fn audit(mut self, sink: impl AuditSink) -> Self {
-        self.audit = Some(Arc::new(sink));
+        self.settings.audit = Some(Arc::new(sink));
         self
     }
 
     /// Rate-limits admitted callers.
     pub fn rate_limit(mut self, limit: RateLimit) -> Self {
-        self.rate_limit = Some(limit);
+        self.settings.rate_limit = Some(limit);
         self
     }
 
@@ -250,7 +262,7 @@ impl<R> ApiKeyGuardBuilder<R> {
     /// with the application (to read its size, or to share it between several guards) is
     /// passed as an `Arc<FailedAttemptLimiter>`.
     pub fn failed_attempts(mut self, limiter: impl Into<Arc<FailedAttemptLimiter>>) -> Self {
-        self.failed_attempts = Some(limiter.into());
+        self.settings.failed_attempts = Some(limiter.into());
         self
     }
 
@@ -261,7 +273,7 @@ impl<R> ApiKeyGuardBuilder<R> {
         mut self,
         read: impl Fn(&http::Extensions) -> Option<IpAddr> + Send + Sync + 'static,
     ) -> Self {
-        self.client_ip = Some(Arc::new(read));
+        self.settings.client_ip = Some(Arc::new(read));
         self
     }
 
@@ -269,33 +281,21 @@ impl<R> ApiKeyGuardBuilder<R> {
     /// (default 0: the header is ignored). The client is the rightmost address those proxies
     /// did not add; the leftmost entries are never trusted.
     pub fn trusted_proxies(mut self, count: usize) -> Self {
-        self.trusted_proxies = count;
+        self.settings.trusted_proxies = count;
         self
     }
 
     /// `Retry-After` of a 503 `auth_unavailable` (default 5 s).
     pub fn unavailable_retry_after(mut self, wait: Duration) -> Self {
-        self.unavailable_retry_after = wait;
+        self.settings.unavailable_retry_after = wait;
         self
     }
 
     /// Renders refusals with `renderer` (see [`crate::reject`]).
     pub fn render_with<R2>(self, renderer: R2) -> ApiKeyGuardBuilder<R2> {
         ApiKeyGuardBuilder {
-            registry: self.registry,
-            keys: self.keys,
-            sources: self.sources,
-            max_len: self.max_len,
-            public_paths: self.public_paths,
-            realm: self.realm,
-            audit: self.audit,
-            rate_limit: self.rate_limit,
-            failed_attempts: self.failed_attempts,
-            client_ip: self.client_ip,
-            trusted_proxies: self.trusted_proxies,
-            unavailable_retry_after: self.unavailable_retry_after,
+            settings: self.settings,
             renderer,
-            error: self.error,
         }
     }
 
@@ -307,19 +307,20 @@ impl<R> ApiKeyGuardBuilder<R> {
     /// registry, an unusable key, an invalid header name, public path or realm, no
     /// credential source.
     pub fn build(self) -> Result<ApiKeyGuard<R>, BuildError> {
-        if let Some(error) = self.error {
+        let Self { settings, renderer } = self;
+        if let Some(error) = settings.error {
             return Err(error);
         }
-        if self.sources.is_empty() {
+        if settings.sources.is_empty() {
             return Err(BuildError::NoCredentialSource);
         }
-        let registry: Arc<dyn KeyRegistry> = match (self.registry, self.keys.is_empty()) {
+        let registry: Arc<dyn KeyRegistry> = match (settings.registry, settings.keys.is_empty()) {
             (Some(_), false) => return Err(BuildError::KeysAndRegistry),
             (Some(registry), true) => registry,
             (None, true) => return Err(BuildError::NoKeySource),
             (None, false) => {
                 let registry = InMemoryRegistry::new();
-                for (key, grant) in self.keys {
+                for (key, grant) in settings.keys {
                     registry
                         .insert_key(&key, grant)
                         .map_err(|error| match error {
@@ -330,11 +331,11 @@ impl<R> ApiKeyGuardBuilder<R> {
                 Arc::new(registry)
             }
         };
-        let bearer = self.sources.contains(&CredentialSource::Bearer);
+        let bearer = settings.sources.contains(&CredentialSource::Bearer);
         let scheme = if bearer { "Bearer" } else { "ApiKey" };
-        let challenge = HeaderValue::try_from(format!("{scheme} realm=\"{}\"", self.realm))
+        let challenge = HeaderValue::try_from(format!("{scheme} realm=\"{}\"", settings.realm))
             .map_err(|_| BuildError::InvalidRealm)?;
-        let credential_header_names = self
+        let credential_header_names = settings
             .sources
             .iter()
             .filter_map(|s| match s {
@@ -347,27 +348,27 @@ impl<R> ApiKeyGuardBuilder<R> {
             })
             .collect();
         let mut public_paths: Vec<Box<str>> =
-            self.public_paths.into_iter().map(Into::into).collect();
+            settings.public_paths.into_iter().map(Into::into).collect();
         public_paths.sort();
         public_paths.dedup();
         Ok(ApiKeyGuard {
             config: Arc::new(GuardConfig {
                 registry,
                 credentials: Credentials {
-                    sources: self.sources,
-                    max_len: self.max_len,
+                    sources: settings.sources,
+                    max_len: settings.max_len,
                 },
                 public_paths,
                 challenge,
-                audit: self.audit,
-                rate_limit: self.rate_limit,
-                failed_attempts: self.failed_attempts,
-                client_ip: self.client_ip,
-                trusted_proxies: self.trusted_proxies,
-                unavailable_retry_after: self.unavailable_retry_after,
+                audit: settings.audit,
+                rate_limit: settings.rate_limit,
+                failed_attempts: settings.failed_attempts,
+                client_ip: settings.client_ip,
+                trusted_proxies: settings.trusted_proxies,
+                unavailable_retry_after: settings.unavailable_retry_after,
                 credential_header_names,
             }),
-            renderer: self.renderer,
+            renderer,
         })
     }
 }
@@ -375,10 +376,10 @@ impl<R> ApiKeyGuardBuilder<R> {
 impl<R: fmt::Debug> fmt::Debug for ApiKeyGuardBuilder<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiKeyGuardBuilder")
-            .field("keys", &self.keys.len())
-            .field("registry", &self.registry)
-            .field("sources", &self.sources)
-            .field("public_paths", &self.public_paths)
+            .field("keys", &self.settings.keys.len())
+            .field("registry", &self.settings.registry)
+            .field("sources", &self.settings.sources)
+            .field("public_paths", &self.settings.public_paths)
             .field("renderer", &self.renderer)
             .finish_non_exhaustive()
     }

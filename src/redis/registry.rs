@@ -394,7 +394,7 @@ impl KeyRegistry for RedisRegistry {
     ) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
         let key_id = *key_id;
         BackendFuture::new(self.update(key_id, move |record| {
-            record.revoked_at = Some(record.revoked_at.map_or(at, |old| old.min(at)));
+            record.revoke_at(at);
         }))
     }
 

@@ -180,7 +180,7 @@ impl KeyRegistry for InMemoryRegistry {
         at: OffsetDateTime,
     ) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
         BackendFuture::ready(self.update(key_id, |record| {
-            record.revoked_at = Some(record.revoked_at.map_or(at, |old| old.min(at)));
+            record.revoke_at(at);
         }))
     }
 

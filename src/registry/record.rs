@@ -132,6 +132,11 @@ impl KeyRecord {
         self
     }
 
+    /// Marks the key revoked at `at`; a key revoked earlier keeps its earlier time.
+    pub(crate) fn revoke_at(&mut self, at: OffsetDateTime) {
+        self.revoked_at = Some(self.revoked_at.map_or(at, |old| old.min(at)));
+    }
+
     /// Whether the key works at `now`. Revocation wins over expiry.
     #[must_use]
     pub fn status_at(&self, now: OffsetDateTime) -> KeyStatus {
