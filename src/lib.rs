@@ -23,20 +23,24 @@
 //! # let _ = app; Ok(()) }
 //! ```
 //!
-//! The pieces, one concept per module:
+//! # What is where
 //!
-//! * [`guard`]: [`ApiKeyGuard`], the layer, and its builder;
-//! * [`credential`]: where a key is read from, and what is refused before any lookup;
-//! * [`key`]: [`ApiKey`], the key format, [`KeyDigest`];
-//! * [`registry`]: the [`KeyRegistry`] trait, [`KeyRecord`], [`InMemoryRegistry`];
-//! * [`Principal`]: who is calling, in the request extensions;
-//! * [`limit`]: per-key rate limits and the failed-attempt limiter;
-//! * [`audit`]: audit events and sinks, including a hash-chained JSON-lines file;
-//! * [`reject`]: every refusal and how it is rendered;
-//! * [`scope`] and [`workspace`]: layers for sub-routers;
-//! * [`webhook`]: HMAC webhook signatures;
-//! * `redis` (feature `redis`): `RedisRateLimit` and `RedisRegistry`, which share limits
-//!   and keys between the replicas of a service through one Redis server.
+//! One concept per module; the items most services need are re-exported at the root.
+//!
+//! | module | holds | at the root |
+//! |---|---|---|
+//! | [`guard`] | the layer and its builder: the request path, stages 1 to 6 | [`ApiKeyGuard`] (the layer), [`ApiKeyGuardBuilder`] (its configuration), [`ApiKeyGuardService`] (the service it makes), [`BuildError`] (what `build()` refuses), [`ClientAddr`] (a peer address handed to the guard) |
+//! | [`credential`] | where a key is read from, and what is refused before any lookup | [`CredentialSource`] (header, bearer, query parameter, WebSocket subprotocol) |
+//! | [`key`] | the key format and its digest | [`ApiKey`] (a secret key), [`KeyDigest`] (its SHA-256), [`KeyId`] (the public lookup handle), [`KeyPrefix`], [`KeyError`] |
+//! | [`registry`] | where keys are looked up, issued, rotated and revoked | [`KeyRegistry`] (the trait), [`InMemoryRegistry`], [`KeyRecord`] (what is stored of a key), [`KeyGrant`] (what a new key may do), [`IssuedKey`] (a new key, shown once), [`KeyStatus`], [`RegistryError`] |
+//! | — | who is calling | [`Principal`] (in the request extensions of admitted requests) |
+//! | [`limit`] | per-key rate limits, the failed-attempt limiter, rate-limit headers | [`RateLimit`] (the guard's limit), [`LimitBy`] (per principal or per key) |
+//! | [`require`] | checks for sub-routers behind the guard | [`Require`] (the layer), [`RequireScope`], [`RequireWorkspace`], [`RequirePolicy`] (write your own) |
+//! | [`audit`] | audit events and sinks, including a hash-chained JSON-lines file | [`AuditEvent`], [`AuditSink`], [`Outcome`] |
+//! | [`reject`] | every refusal and how it is rendered | [`Rejection`] (status, reason, headers), [`Malformed`], [`RenderRejection`] (pluggable rendering), [`JsonRejection`] (the default), [`EmptyRejection`] |
+//! | [`webhook`] | HMAC-SHA256 webhook signatures | — |
+//! | `redis` (feature `redis`) | limits and keys shared by the replicas of a service through one Redis server | `RedisRateLimit`, `RedisRegistry` |
+//! | — | the answer of every backend | [`BackendFuture`] (ready at once in memory, boxed over the network) |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -74,11 +78,7 @@ pub mod redis;
 pub mod registry;
 pub mod reject;
 pub mod require;
-// TODO(issue-14): remove after merge (moved to `require`)
-pub mod scope;
 pub mod webhook;
-// TODO(issue-14): remove after merge (moved to `require`)
-pub mod workspace;
 
 #[cfg(feature = "redis")]
 pub use crate::redis::{RedisRateLimit, RedisRegistry};
@@ -94,11 +94,8 @@ pub use crate::{
         InMemoryRegistry, IssuedKey, KeyGrant, KeyRecord, KeyRegistry, KeyStatus, RegistryError,
     },
     reject::{EmptyRejection, JsonRejection, Malformed, Rejection, RenderRejection},
+    require::{Require, RequirePolicy, RequireScope, RequireWorkspace},
 };
-
-/// The response future of the [`require`] layers.
-// TODO(issue-14): remove alias after merge
-pub use crate::require::ResponseFuture as GateFuture;
 
 /// The README's code blocks, compiled as doc tests so that the quick start stays true.
 #[cfg(doctest)]

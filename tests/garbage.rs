@@ -46,7 +46,7 @@ async fn random_requests_never_get_a_5xx() {
     let valid_key = issued.key.expose_secret().to_owned();
     let audit = MemorySink::new();
     let guard = ApiKeyGuard::builder()
-        .shared_registry(registry.clone() as Arc<dyn KeyRegistry>)
+        .registry(registry.clone() as Arc<dyn KeyRegistry>)
         .bearer()
         .query("token")
         .websocket_protocol()

@@ -175,7 +175,7 @@ async fn tiers_get_their_own_quotas_and_cost_counts() {
         .unwrap()
         .key;
     let guard = ApiKeyGuard::builder()
-        .shared_registry(registry)
+        .registry(registry)
         .rate_limit(
             RateLimit::new(GovernorBackend::new(tiers).with_clock(Clock::manual())).cost(nz(2)),
         )
@@ -209,7 +209,7 @@ async fn keys_of_one_principal_share_a_budget_unless_limited_per_key() {
         let backend =
             GovernorBackend::new(Tiers::new(Quota::per_minute(nz(4)))).with_clock(Clock::manual());
         let guard = ApiKeyGuard::builder()
-            .shared_registry(registry)
+            .registry(registry)
             .rate_limit(RateLimit::new(backend).by(by))
             .build()
             .unwrap();
@@ -233,7 +233,7 @@ async fn too_many_failed_attempts_is_429_before_any_lookup() {
     let valid = registry.issue(KeyGrant::new("p")).await.unwrap().key;
     let clock = Clock::manual();
     let guard = ApiKeyGuard::builder()
-        .shared_registry(registry.clone())
+        .registry(registry.clone())
         .failed_attempts(FailedAttemptLimiter::default().with_clock(clock.clone()))
         .build()
         .unwrap();
@@ -272,7 +272,7 @@ async fn failures_from_one_ipv6_slash_64_count_together() {
     let registry = Arc::new(InMemoryRegistry::new());
     let valid = registry.issue(KeyGrant::new("p")).await.unwrap().key;
     let guard = ApiKeyGuard::builder()
-        .shared_registry(registry)
+        .registry(registry)
         .failed_attempts(FailedAttemptLimiter::default().with_clock(Clock::manual()))
         .build()
         .unwrap();
@@ -304,7 +304,7 @@ async fn a_spoofed_leftmost_forwarded_for_does_not_escape_the_limit() {
     let registry = Arc::new(InMemoryRegistry::new());
     let valid = registry.issue(KeyGrant::new("p")).await.unwrap().key;
     let guard = ApiKeyGuard::builder()
-        .shared_registry(registry)
+        .registry(registry)
         .failed_attempts(FailedAttemptLimiter::default().with_clock(Clock::manual()))
         .trusted_proxies(1)
         .build()
@@ -351,9 +351,9 @@ async fn a_million_invalid_keys_leave_the_limiters_bounded() {
     let registry = Arc::new(InMemoryRegistry::new());
     registry.issue(KeyGrant::new("p")).await.unwrap();
     let guard = ApiKeyGuard::builder()
-        .shared_registry(registry)
-        .rate_limit(RateLimit::shared(backend.clone()))
-        .shared_failed_attempts(failed.clone())
+        .registry(registry)
+        .rate_limit(RateLimit::new(backend.clone()))
+        .failed_attempts(failed.clone())
         .build()
         .unwrap();
     let service = jobs_app(guard);

@@ -230,7 +230,7 @@ async fn two_replicas_admit_exactly_the_quota_together() {
             .await
             .unwrap();
         let guard = ApiKeyGuard::builder()
-            .shared_registry(registry.clone())
+            .registry(registry.clone())
             .rate_limit(RateLimit::new(limit))
             .build()
             .unwrap();
@@ -503,7 +503,7 @@ async fn revocation_through_one_replica_is_refused_by_the_other_within_a_second(
     until_listening(&replica).await;
     let other = support::jobs_app(
         ApiKeyGuard::builder()
-            .shared_registry(replica.clone())
+            .registry(replica.clone())
             .build()
             .unwrap(),
     );
@@ -689,7 +689,7 @@ async fn redis_outage_fails_closed_or_open_and_the_guard_recovers() {
     let closed = support::jobs_app(
         ApiKeyGuard::builder()
             .key(key.clone(), KeyGrant::new("coordinator"))
-            .rate_limit(RateLimit::shared(limit.clone()))
+            .rate_limit(RateLimit::new(limit.clone()))
             .build()
             .unwrap(),
     );
@@ -697,7 +697,7 @@ async fn redis_outage_fails_closed_or_open_and_the_guard_recovers() {
     let open = support::jobs_app(
         ApiKeyGuard::builder()
             .key(key.clone(), KeyGrant::new("coordinator"))
-            .rate_limit(RateLimit::shared(limit.clone()).fail_open())
+            .rate_limit(RateLimit::new(limit.clone()).fail_open())
             .audit(audit.clone())
             .build()
             .unwrap(),
@@ -707,7 +707,7 @@ async fn redis_outage_fails_closed_or_open_and_the_guard_recovers() {
     let issued = registry.issue(KeyGrant::new("stitcher")).await.unwrap();
     let stored = support::jobs_app(
         ApiKeyGuard::builder()
-            .shared_registry(registry.clone())
+            .registry(registry.clone())
             .build()
             .unwrap(),
     );

@@ -165,12 +165,12 @@ impl Stages {
 
 /// A guard on `registry` with `stages`, rendering refusals as JSON (the default).
 pub(crate) fn guard(registry: &Arc<InMemoryRegistry>, stages: Stages) -> ApiKeyGuard {
-    let mut builder = ApiKeyGuard::builder().shared_registry(Arc::clone(registry) as _);
+    let mut builder = ApiKeyGuard::builder().registry(Arc::clone(registry) as _);
     if stages.rate_limit {
         builder = builder.rate_limit(RateLimit::new(GovernorBackend::new(tiers())));
     }
     if let Some(limiter) = stages.failed_attempts {
-        builder = builder.shared_failed_attempts(limiter);
+        builder = builder.failed_attempts(limiter);
     }
     builder.build().expect("guard configuration")
 }

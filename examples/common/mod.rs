@@ -414,7 +414,7 @@ pub(crate) fn guard_builder_with(
         .client_ip(connect_info_ip)
         .rate_limit(requests)
         .failed_attempts(failed_attempts)
-        .shared_audit(audit)
+        .audit(audit)
 }
 
 /// Opens (or continues) the hash-chained audit log at `path`.

@@ -66,7 +66,7 @@ use axum::{
 use keygate::{
     ApiKey, AuditEvent, AuditSink, InMemoryRegistry, IssuedKey, KeyGrant, KeyId, KeyRecord,
     KeyRegistry, KeyStatus, Outcome, Principal, RateLimit, RegistryError, Rejection,
-    scope::RequireScope,
+    require::RequireScope,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -178,7 +178,7 @@ pub(crate) async fn router(config: Config) -> Result<Router, StartError> {
     ConfiguredKey::register_all(registry.as_ref(), &configured).await?;
 
     let guard = common::guard_builder_with(&config.server, Arc::clone(&audit), requests)
-        .shared_registry(Arc::clone(&registry))
+        .registry(Arc::clone(&registry))
         .public_path("/coordinator/health")
         .build()?;
 

@@ -384,17 +384,3 @@ impl<R: fmt::Debug> fmt::Debug for ApiKeyGuardBuilder<R> {
             .finish_non_exhaustive()
     }
 }
-
-// TODO(issue-14): remove these shims once tests and examples use the single setters.
-#[doc(hidden)]
-impl<R> ApiKeyGuardBuilder<R> {
-    pub fn shared_registry(self, registry: Arc<dyn KeyRegistry>) -> Self {
-        self.registry(registry)
-    }
-    pub fn shared_audit(self, sink: Arc<dyn AuditSink>) -> Self {
-        self.audit(sink)
-    }
-    pub fn shared_failed_attempts(self, limiter: Arc<FailedAttemptLimiter>) -> Self {
-        self.failed_attempts(limiter)
-    }
-}

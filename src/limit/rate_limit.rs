@@ -108,11 +108,3 @@ impl fmt::Debug for RateLimit {
             .finish()
     }
 }
-
-// TODO(issue-14): remove this shim once tests and examples use `RateLimit::new`.
-#[doc(hidden)]
-impl RateLimit {
-    pub fn shared(backend: Arc<dyn RateLimitBackend>) -> Self {
-        Self::new(backend)
-    }
-}

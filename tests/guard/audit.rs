@@ -25,7 +25,7 @@ async fn every_request_yields_exactly_one_audit_event() {
     let registry = Arc::new(CountingRegistry::default());
     let audit = MemorySink::new();
     let guard = ApiKeyGuard::builder()
-        .shared_registry(registry.clone())
+        .registry(registry.clone())
         .public_path("/health")
         .audit(audit.clone())
         .client_ip(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
@@ -136,7 +136,7 @@ async fn audit_reads_the_client_addr_extension() {
     let issued = registry.issue(KeyGrant::new("svc")).await.unwrap();
     let audit = MemorySink::new();
     let guard = ApiKeyGuard::builder()
-        .shared_registry(registry.clone())
+        .registry(registry.clone())
         .audit(audit.clone())
         .build()
         .unwrap();

@@ -47,7 +47,7 @@ async fn full_bytes_service_is_guarded_without_glue() {
     let issued = registry.issue(KeyGrant::new("svc")).await.unwrap();
     let key = issued.key.expose_secret();
     let guard = ApiKeyGuard::builder()
-        .shared_registry(registry.clone())
+        .registry(registry.clone())
         .build()
         .unwrap();
 
@@ -99,7 +99,7 @@ async fn empty_rejection_serves_an_empty_body_service() {
     let registry = Arc::new(InMemoryRegistry::new());
     let issued = registry.issue(KeyGrant::new("svc")).await.unwrap();
     let guard = ApiKeyGuard::builder()
-        .shared_registry(registry.clone())
+        .registry(registry.clone())
         .render_with(EmptyRejection)
         .build()
         .unwrap();

@@ -108,7 +108,7 @@ impl Fixture {
     /// The guard made by `configure` from a builder that already has the registry.
     fn new(configure: impl FnOnce(ApiKeyGuardBuilder) -> ApiKeyGuardBuilder) -> Self {
         let registry = Arc::new(CountingRegistry::default());
-        let builder = ApiKeyGuard::builder().shared_registry(registry.clone());
+        let builder = ApiKeyGuard::builder().registry(registry.clone());
         let guard = configure(builder).build().unwrap();
         Self {
             app: app(guard),

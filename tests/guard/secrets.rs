@@ -112,7 +112,7 @@ async fn no_secret_leaks_into_logs_audit_debug_or_errors() {
 
     let registry = Arc::new(InMemoryRegistry::new());
     let builder = ApiKeyGuard::builder()
-        .shared_registry(registry.clone())
+        .registry(registry.clone())
         .bearer()
         .query("token")
         .websocket_protocol()
@@ -326,7 +326,7 @@ async fn credentials_sent_to_a_public_path_are_hidden_from_inner_layers() {
     let registry = Arc::new(InMemoryRegistry::new());
     let valid = registry.issue(KeyGrant::new("monitor")).await.unwrap();
     let guard = ApiKeyGuard::builder()
-        .shared_registry(registry.clone())
+        .registry(registry.clone())
         .bearer()
         .public_path("/health")
         .build()
