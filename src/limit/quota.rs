@@ -209,6 +209,14 @@ impl Quota {
         self.inner
     }
 
+    /// The replenish interval in nanoseconds, at least one: the time governor's GCRA
+    /// charges for one cell.
+    pub(crate) fn cell_nanos(&self) -> u64 {
+        u64::try_from(self.replenish_interval().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
     /// The header values shared by every decision under this quota.
     pub(crate) fn rendered(&self) -> &Arc<RenderedPolicy> {
         &self.rendered
