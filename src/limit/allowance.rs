@@ -171,7 +171,7 @@ mod tests {
         clock.advance(Duration::from_millis(250));
         let second = allowance.check_n(&quota, nz(6)).unwrap();
         assert!(second.outcome.is_ok());
-        assert_eq!(second.full_at, nanos(Duration::from_millis(1000)));
+        assert_eq!(second.full_at, nanos(Duration::from_secs(1)));
 
         // Refused: governor's earliest time plus the cells the request leaves unused.
         let refused = allowance.check_n(&quota, nz(3)).unwrap();
@@ -180,7 +180,7 @@ mod tests {
             not_until.earliest_possible(),
             nanos(Duration::from_millis(300))
         );
-        assert_eq!(refused.full_at, nanos(Duration::from_millis(1000)));
+        assert_eq!(refused.full_at, nanos(Duration::from_secs(1)));
         assert_eq!(allowance.full_at(), refused.full_at);
 
         // Once full, the next admission counts from now.

@@ -111,7 +111,7 @@ pub struct FailedAttemptLimiter {
     /// `(burst − 1) × T`: how long before its allowance is full a client stops being blocked.
     tolerance: u64,
     clock: Clock,
-    /// The clients with failures (SipHash: the keys are chosen by whoever connects).
+    /// The clients with failures (`SipHash`: the keys are chosen by whoever connects).
     clients: DashMap<ClientKey, Allowance<NoOpMiddleware<Nanos>>>,
     capacity: usize,
     /// The entries in `clients`; changed only while `insert` is held.

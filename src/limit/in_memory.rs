@@ -16,7 +16,12 @@
 use std::{collections::HashMap, fmt, num::NonZeroU32, time::Duration};
 
 use dashmap::{DashMap, Entry};
-use governor::{InsufficientCapacity, clock::Clock as _, middleware::StateInformationMiddleware};
+use governor::{
+    InsufficientCapacity,
+    clock::Clock as _,
+    middleware::{StateInformationMiddleware, StateSnapshot},
+    nanos::Nanos,
+};
 
 use super::{
     Clock, LimitError, Quota, RateLimitBackend, RateLimitDecision, Tiers,
@@ -74,9 +79,9 @@ pub struct InMemoryRateLimit {
 
 /// One tier's quota, and the allowance of each key seen under it.
 ///
-/// Hashed with foldhash (seeded per process) rather than SipHash: only authenticated
+/// Hashed with foldhash (seeded per process) rather than `SipHash`: only authenticated
 /// principals get an entry, so no caller can fill the table with colliding keys. (The
-/// failed-attempt table, whose keys are client addresses, keeps SipHash.)
+/// failed-attempt table, whose keys are client addresses, keeps `SipHash`.)
 struct Tier {
     quota: Quota,
     keys: DashMap<Box<str>, Allowance<StateInformationMiddleware>, foldhash::fast::RandomState>,
@@ -90,13 +95,13 @@ impl Tier {
         }
     }
 
-    /// Checks `cost` cells of `key`; `true` with the outcome if the check made the key.
+    /// Checks `cost` cells of `key`; with the outcome, whether this check made its entry.
     fn check(
         &self,
         key: &str,
         cost: NonZeroU32,
         clock: &Clock,
-    ) -> Result<(Checked<governor::middleware::StateSnapshot>, bool), InsufficientCapacity> {
+    ) -> Result<(Checked<StateSnapshot>, bool), InsufficientCapacity> {
         // The lookup's read lock is released at the end of this statement, before an
         // insertion takes the shard's write lock.
         let known = self
@@ -117,7 +122,7 @@ impl Tier {
     }
 
     /// Drops the keys whose allowance is full at `now`; the keys left.
-    fn sweep(&self, now: governor::nanos::Nanos) -> usize {
+    fn sweep(&self, now: Nanos) -> usize {
         let before = self.keys.len();
         self.keys.retain(|_, allowance| allowance.full_at() > now);
         let after = self.keys.len();

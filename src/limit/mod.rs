@@ -159,6 +159,20 @@ impl LimitError {
 ///
 /// Build one with [`allow`](Self::allow) or [`refuse`](Self::refuse) (other backends do
 /// too), turn it into headers with [`headers`](Self::headers).
+///
+/// ```
+/// use std::{num::NonZeroU32, time::Duration};
+/// use keygate::limit::{Quota, RateLimitDecision};
+///
+/// let quota = Quota::per_minute(NonZeroU32::new(100).ok_or("zero")?);
+/// let refused = RateLimitDecision::refuse(
+///     &quota, 0, Duration::from_secs(60), Duration::from_millis(600));
+/// assert!(!refused.allowed);
+/// assert_eq!((refused.limit, refused.window), (100, Duration::from_secs(60)));
+/// let headers = refused.headers();
+/// assert_eq!(headers.retry_after().map(|v| v.as_bytes()), Some(&b"1"[..]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct RateLimitDecision {
     /// Whether the request was admitted (and its cost consumed).

@@ -159,6 +159,10 @@ impl Quota {
     /// assert!(Quota::per_minute(NonZeroU32::MIN).named("has space").is_err());
     /// # Ok::<(), keygate::limit::InvalidPolicyName>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidPolicyName`] if `name` is not 1 to 64 HTTP token characters.
     pub fn named(mut self, name: &str) -> Result<Self, InvalidPolicyName> {
         if name.is_empty() || name.len() > MAX_POLICY_NAME_LEN || !name.bytes().all(is_tchar) {
             return Err(InvalidPolicyName { _private: () });
