@@ -47,7 +47,7 @@ use axum::{
 use keygate::{
     ApiKey, ApiKeyGuard, InMemoryRegistry, KeyGrant, KeyPrefix, RateLimit,
     audit::JsonLinesSink,
-    limit::{FailedAttemptLimiter, GovernorBackend, Quota, RATELIMIT, RATELIMIT_POLICY, Tiers},
+    limit::{FailedAttemptLimiter, InMemoryRateLimit, Quota, RATELIMIT, RATELIMIT_POLICY, Tiers},
 };
 use serde_json::{Value, json};
 use tokio::{
@@ -172,7 +172,9 @@ fn guard(key: &ApiKey, audit_log: Option<&PathBuf>) -> ApiKeyGuard {
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|ConnectInfo(addr)| addr.ip())
         })
-        .rate_limit(RateLimit::new(GovernorBackend::new(Tiers::new(unlimited))))
+        .rate_limit(RateLimit::new(InMemoryRateLimit::new(Tiers::new(
+            unlimited,
+        ))))
         .failed_attempts(FailedAttemptLimiter::default())
         .public_path("/coordinator/health");
     if let Some(path) = audit_log {

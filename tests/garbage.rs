@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue, Request, StatusCode};
 use keygate::{
     ApiKeyGuard, ClientAddr, InMemoryRegistry, KeyGrant, KeyRegistry, RateLimit,
     audit::{MemorySink, Outcome},
-    limit::{Clock, FailedAttemptLimiter, GovernorBackend, Tiers},
+    limit::{Clock, FailedAttemptLimiter, InMemoryRateLimit, Tiers},
 };
 use tower::{Service, ServiceExt};
 
@@ -52,7 +52,7 @@ async fn random_requests_never_get_a_5xx() {
         .websocket_protocol()
         .public_path("/health")
         .rate_limit(RateLimit::new(
-            GovernorBackend::new(Tiers::default()).with_clock(Clock::manual()),
+            InMemoryRateLimit::new(Tiers::default()).with_clock(Clock::manual()),
         ))
         .failed_attempts(FailedAttemptLimiter::default().with_clock(Clock::manual()))
         .trusted_proxies(1)

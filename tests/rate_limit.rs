@@ -25,7 +25,7 @@ use keygate::{
     KeyRegistry, LimitBy, RateLimit,
     audit::{MemorySink, Outcome},
     limit::{
-        Clock, FailedAttemptLimiter, GovernorBackend, LimitError, Quota, RateLimitBackend,
+        Clock, FailedAttemptLimiter, InMemoryRateLimit, LimitError, Quota, RateLimitBackend,
         RateLimitDecision, Tiers,
     },
 };
@@ -57,7 +57,7 @@ fn header(response: &Response<Body>, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_clients_are_admitted_exactly_the_burst() {
     let clock = Clock::manual();
-    let backend = GovernorBackend::new(Tiers::default()).with_clock(clock);
+    let backend = InMemoryRateLimit::new(Tiers::default()).with_clock(clock);
     let key = generated_key();
     let guard = ApiKeyGuard::builder()
         .key(key.clone(), KeyGrant::new("coordinator"))
@@ -103,7 +103,7 @@ async fn concurrent_clients_are_admitted_exactly_the_burst() {
 #[tokio::test]
 async fn rate_limited_is_429_with_headers_and_replenishes_over_time() {
     let clock = Clock::manual();
-    let backend = GovernorBackend::new(Tiers::default()).with_clock(clock.clone());
+    let backend = InMemoryRateLimit::new(Tiers::default()).with_clock(clock.clone());
     let key = generated_key();
     let guard = ApiKeyGuard::builder()
         .key(key.clone(), KeyGrant::new("coordinator"))
@@ -177,7 +177,7 @@ async fn tiers_get_their_own_quotas_and_cost_counts() {
     let guard = ApiKeyGuard::builder()
         .registry(registry)
         .rate_limit(
-            RateLimit::new(GovernorBackend::new(tiers).with_clock(Clock::manual())).cost(nz(2)),
+            RateLimit::new(InMemoryRateLimit::new(tiers).with_clock(Clock::manual())).cost(nz(2)),
         )
         .build()
         .unwrap();
@@ -206,8 +206,8 @@ async fn keys_of_one_principal_share_a_budget_unless_limited_per_key() {
         let registry = Arc::new(InMemoryRegistry::new());
         let first = registry.issue(KeyGrant::new("p")).await.unwrap().key;
         let second = registry.issue(KeyGrant::new("p")).await.unwrap().key;
-        let backend =
-            GovernorBackend::new(Tiers::new(Quota::per_minute(nz(4)))).with_clock(Clock::manual());
+        let backend = InMemoryRateLimit::new(Tiers::new(Quota::per_minute(nz(4))))
+            .with_clock(Clock::manual());
         let guard = ApiKeyGuard::builder()
             .registry(registry)
             .rate_limit(RateLimit::new(backend).by(by))
@@ -346,7 +346,7 @@ async fn a_spoofed_leftmost_forwarded_for_does_not_escape_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_invalid_keys_leave_the_limiters_bounded() {
-    let backend = Arc::new(GovernorBackend::new(Tiers::default()).with_clock(Clock::manual()));
+    let backend = Arc::new(InMemoryRateLimit::new(Tiers::default()).with_clock(Clock::manual()));
     let failed = Arc::new(FailedAttemptLimiter::default().with_clock(Clock::manual()));
     let registry = Arc::new(InMemoryRegistry::new());
     registry.issue(KeyGrant::new("p")).await.unwrap();

@@ -24,7 +24,7 @@ use http::{Request, Response, StatusCode};
 use keygate::{
     ApiKey, ApiKeyGuard, KeyGrant, KeyId, KeyPrefix, KeyRegistry, RateLimit, RegistryError,
     audit::{MemorySink, Outcome},
-    limit::{Clock, GovernorBackend, LimitError, Quota, RateLimitBackend, Tiers},
+    limit::{Clock, InMemoryRateLimit, LimitError, Quota, RateLimitBackend, Tiers},
     redis::{RedisRateLimit, RedisRegistry},
 };
 use time::OffsetDateTime;
@@ -325,7 +325,7 @@ async fn redis_decides_exactly_as_the_in_memory_backend() {
                 .unwrap(),
         );
     let clock = Clock::manual();
-    let memory = GovernorBackend::new(tiers.clone()).with_clock(clock.clone());
+    let memory = InMemoryRateLimit::new(tiers.clone()).with_clock(clock.clone());
     let redis = RedisRateLimit::connect(server.url(), tiers)
         .await
         .unwrap()

@@ -1,10 +1,11 @@
 //! The limiters alone, without the guard around them:
 //!
-//! - `governor_backend/admitted` and `governor_backend/refused`: `GovernorBackend::check`
+//! - `in_memory/admitted` and `in_memory/refused`: `InMemoryRateLimit::check`
 //!   (the per-key limit of the guard: governor's GCRA plus the decision keygate turns into
-//!   headers), for a key with an unlimited quota and for one whose quota is used up;
+//!   headers), for a key with an unlimited quota and for one whose quota is used up (the
+//!   id keeps the backend's former name, so that results compare with earlier runs);
 //! - `governor/admitted`: governor's own keyed limiter (`RateLimiter::keyed`, `String`
-//!   keys), what tower_governor calls, as the floor of the backend;
+//!   keys), what `tower_governor` calls, as the floor of the backend;
 //! - `failed_attempts/clean` and `failed_attempts/blocked`: `FailedAttemptLimiter::check`
 //!   for a client with no failures (no entry) and for a blocked client.
 
@@ -13,7 +14,7 @@ use std::{hint::black_box, num::NonZeroU32};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use futures_util::FutureExt as _;
 use governor::{DefaultKeyedRateLimiter, RateLimiter};
-use keygate::limit::{ClientKey, GovernorBackend, RateLimitBackend as _};
+use keygate::limit::{ClientKey, InMemoryRateLimit, RateLimitBackend as _};
 
 use crate::fixtures::{CLIENT, EXHAUSTED_TIER, failed_attempt_limiter, tiers};
 
@@ -22,7 +23,7 @@ pub(crate) fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let one = NonZeroU32::MIN;
 
-    let backend = GovernorBackend::new(tiers());
+    let backend = InMemoryRateLimit::new(tiers());
     let check = |key: &str, tier: &str| {
         backend
             .check(black_box(key), black_box(tier), one)
@@ -33,10 +34,10 @@ pub(crate) fn bench(c: &mut Criterion) {
     assert!(check("coordinator-1", "default").allowed);
     assert!(check("coordinator-3", EXHAUSTED_TIER).allowed);
     assert!(!check("coordinator-3", EXHAUSTED_TIER).allowed);
-    group.bench_function(BenchmarkId::new("governor_backend", "admitted"), |b| {
+    group.bench_function(BenchmarkId::new("in_memory", "admitted"), |b| {
         b.iter(|| check("coordinator-1", "default"));
     });
-    group.bench_function(BenchmarkId::new("governor_backend", "refused"), |b| {
+    group.bench_function(BenchmarkId::new("in_memory", "refused"), |b| {
         b.iter(|| check("coordinator-3", EXHAUSTED_TIER));
     });
 

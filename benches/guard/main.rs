@@ -10,7 +10,7 @@
 //! | `refused` | missing key, bad checksum, unknown key, rate-limited, client blocked after failed attempts |
 //! | `registry` | the admitted path with 1, 10,000 and 1,000,000 registered keys |
 //! | `stack` | side by side: no guard, tower-http + tower_governor (without and with its headers), keygate |
-//! | `limiter` | `GovernorBackend::check` admitted and refused, governor's keyed limiter alone, `FailedAttemptLimiter::check` |
+//! | `limiter` | `InMemoryRateLimit::check` admitted and refused, governor's keyed limiter alone, `FailedAttemptLimiter::check` |
 //!
 //! ```text
 //! cargo bench --bench guard                 # everything, about two minutes

@@ -21,7 +21,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use keygate::{
     ApiKey, ApiKeyGuard, ClientAddr, InMemoryRegistry, KeyDigest, KeyGrant, KeyId, KeyPrefix,
     KeyRecord, RateLimit,
-    limit::{ClientKey, FailedAttemptLimiter, GovernorBackend, Quota, Tiers},
+    limit::{ClientKey, FailedAttemptLimiter, InMemoryRateLimit, Quota, Tiers},
 };
 use tower::{Service, ServiceBuilder, ServiceExt as _, service_fn, util::ServiceFn};
 use tower_governor::{
@@ -138,7 +138,7 @@ pub(crate) struct Stages {
 }
 
 impl Stages {
-    /// The guard, the in-memory registry and the per-key limiter ([`GovernorBackend`] with
+    /// The guard, the in-memory registry and the per-key limiter ([`InMemoryRateLimit`] with
     /// [`tiers`]): the admitted path of the targets.
     pub(crate) fn limited() -> Self {
         Self {
@@ -167,7 +167,7 @@ impl Stages {
 pub(crate) fn guard(registry: &Arc<InMemoryRegistry>, stages: Stages) -> ApiKeyGuard {
     let mut builder = ApiKeyGuard::builder().registry(Arc::clone(registry) as _);
     if stages.rate_limit {
-        builder = builder.rate_limit(RateLimit::new(GovernorBackend::new(tiers())));
+        builder = builder.rate_limit(RateLimit::new(InMemoryRateLimit::new(tiers())));
     }
     if let Some(limiter) = stages.failed_attempts {
         builder = builder.failed_attempts(limiter);

@@ -51,7 +51,7 @@ use keygate::{
     ApiKey, ApiKeyGuard, ApiKeyGuardBuilder, AuditSink, BuildError, KeyError, RateLimit,
     RegistryError, Rejection,
     audit::{AuditError, JsonLinesSink},
-    limit::{Clock, FailedAttemptLimiter, GovernorBackend, Quota, Tiers},
+    limit::{Clock, FailedAttemptLimiter, InMemoryRateLimit, Quota, Tiers},
 };
 use tokio::net::TcpListener;
 
@@ -396,7 +396,7 @@ pub(crate) fn guard_builder(
 /// 100 requests per minute per principal, counted in this process's memory (with the
 /// clock of `server`).
 pub(crate) fn in_memory_requests(server: &ServerConfig) -> RateLimit {
-    RateLimit::new(GovernorBackend::new(Tiers::default()).with_clock(server.clock.clone()))
+    RateLimit::new(InMemoryRateLimit::new(Tiers::default()).with_clock(server.clock.clone()))
 }
 
 /// [`guard_builder`] with the request limit `requests` instead of the in-memory one, e.g.

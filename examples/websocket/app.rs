@@ -74,7 +74,7 @@ use futures_util::{
 use keygate::{
     ApiKey, ApiKeyGuard, AuditEvent, AuditSink, CredentialSource, KeyGrant, Outcome, Principal,
     Rejection,
-    limit::{GovernorBackend, Quota, RateLimitBackend, Tiers},
+    limit::{InMemoryRateLimit, Quota, RateLimitBackend, Tiers},
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -202,7 +202,8 @@ pub(crate) fn router(config: Config, hub: Hub) -> Result<Router, StartError> {
         .query("token")
         .websocket_protocol()
         .build()?;
-    let messages = GovernorBackend::new(Tiers::new(Quota::per_minute(config.messages_per_minute)));
+    let messages =
+        InMemoryRateLimit::new(Tiers::new(Quota::per_minute(config.messages_per_minute)));
     let state = AppState {
         guard: guard.clone(),
         hub,
@@ -229,7 +230,7 @@ struct AppState {
     hub: Hub,
     audit: Arc<dyn AuditSink>,
     /// The per-principal message budget, apart from the guard's per-request limit.
-    messages: Arc<GovernorBackend>,
+    messages: Arc<InMemoryRateLimit>,
     /// One permit per connection waiting for its first message.
     pending: Arc<Semaphore>,
     auth_timeout: Duration,

@@ -62,7 +62,7 @@ pub enum BuildError {
 /// use keygate::{
 ///     ApiKey, ApiKeyGuard, BuildError, InMemoryRegistry, KeyGrant,
 ///     audit::MemorySink,
-///     limit::{FailedAttemptLimiter, GovernorBackend, Quota, RateLimit, Tiers},
+///     limit::{FailedAttemptLimiter, InMemoryRateLimit, Quota, RateLimit, Tiers},
 /// };
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -73,7 +73,7 @@ pub enum BuildError {
 ///     .registry(Arc::clone(&registry))
 ///     .bearer()
 ///     .public_path("/health")
-///     .rate_limit(RateLimit::new(GovernorBackend::new(Tiers::new(per_minute))))
+///     .rate_limit(RateLimit::new(InMemoryRateLimit::new(Tiers::new(per_minute))))
 ///     .failed_attempts(FailedAttemptLimiter::default())
 ///     .audit(MemorySink::new())
 ///     .build()?;

@@ -43,16 +43,17 @@ pub(crate) const MAX_NANOS: u64 = 1 << 62;
 /// ```
 #[derive(Clone, Debug)]
 pub struct Clock {
-    source: Source,
+    /// Shared, so that a clone is one pointer: every per-key governor limiter holds one.
+    source: Arc<Source>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 enum Source {
     System {
         clock: QuantaClock,
         origin: QuantaInstant,
     },
-    Manual(Arc<AtomicU64>),
+    Manual(AtomicU64),
 }
 
 impl Clock {
@@ -62,7 +63,7 @@ impl Clock {
         let clock = QuantaClock::default();
         let origin = clock.now();
         Self {
-            source: Source::System { clock, origin },
+            source: Arc::new(Source::System { clock, origin }),
         }
     }
 
@@ -70,7 +71,7 @@ impl Clock {
     #[must_use]
     pub fn manual() -> Self {
         Self {
-            source: Source::Manual(Arc::new(AtomicU64::new(0))),
+            source: Arc::new(Source::Manual(AtomicU64::new(0))),
         }
     }
 
@@ -79,7 +80,7 @@ impl Clock {
     /// Time saturates at about 146 years. A [system](Self::system) clock follows real
     /// time and ignores this call.
     pub fn advance(&self, by: Duration) {
-        if let Source::Manual(now) = &self.source {
+        if let Source::Manual(now) = &*self.source {
             let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
             // `fetch_update` with a closure that always returns `Some` cannot fail.
             let _ = now.fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
@@ -91,7 +92,7 @@ impl Clock {
     /// Whether this clock moves only with [`advance`](Self::advance).
     #[must_use]
     pub fn is_manual(&self) -> bool {
-        matches!(self.source, Source::Manual(_))
+        matches!(*self.source, Source::Manual(_))
     }
 
     /// The time since this clock's origin.
@@ -112,7 +113,7 @@ impl governor::clock::Clock for Clock {
     type Instant = Nanos;
 
     fn now(&self) -> Nanos {
-        match &self.source {
+        match &*self.source {
             Source::System { clock, origin } => clock.now().duration_since(*origin),
             Source::Manual(now) => Nanos::new(now.load(Ordering::Acquire)),
         }

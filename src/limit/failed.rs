@@ -1,31 +1,33 @@
 //! The failed-attempt limiter (brute-force protection, request path stage 3).
+//!
+//! Why governor alone is not enough, and what sits beside it:
+//!
+//! - governor has no check that consumes nothing, and its keyed limiter inserts every
+//!   key it is asked about. [`check`](FailedAttemptLimiter::check) runs on every request,
+//!   before the key is looked up, and must neither consume a cell nor create an entry
+//!   (unauthenticated input must not grow memory). So each client's entry is an
+//!   [`Allowance`]: governor's direct limiter, which counts the failures, and beside it
+//!   the time the allowance is full again; the client is blocked until one failure's
+//!   interval before that (`full_at − (burst − 1) × T`). `check` only reads that time.
+//! - governor's keyed store has no size cap. The clients' table here is a `DashMap`
+//!   that grows only under a lock, up to `capacity` entries, and is swept by this module.
 
 use std::{
-    cell::Cell,
-    convert::Infallible,
     fmt,
-    hash::{Hash, Hasher},
     num::NonZeroU32,
     sync::{
-        Arc, Mutex, PoisonError,
+        Mutex, PoisonError,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use governor::{
-    RateLimiter,
-    clock::Clock as _,
-    middleware::NoOpMiddleware,
-    nanos::Nanos,
-    state::{
-        InMemoryState, NotKeyed, StateStore,
-        keyed::{DashMapStateStore, ShrinkableKeyedStateStore},
-    },
-};
+use dashmap::DashMap;
+use governor::{clock::Clock as _, middleware::NoOpMiddleware, nanos::Nanos};
 
 use super::{
     ClientKey, Clock, Quota,
+    allowance::{Allowance, Checked},
     housekeeping::{Sweep, SweepSchedule, worth_shrinking},
 };
 
@@ -48,7 +50,7 @@ const FULL_SWEEP_INTERVAL: Nanos = Nanos::new(1_000_000_000);
 /// use keygate::limit::{ClientKey, Clock, FailedAttemptLimiter, Quota};
 ///
 /// let clock = Clock::manual();
-/// let three_per_minute = Quota::per_minute(NonZeroU32::new(3).unwrap());
+/// let three_per_minute = Quota::per_minute(NonZeroU32::new(3).ok_or("zero")?);
 /// let limiter = FailedAttemptLimiter::new(three_per_minute).with_clock(clock.clone());
 /// let client = ClientKey::from("2001:db8::1".parse::<IpAddr>()?);
 ///
@@ -65,27 +67,21 @@ const FULL_SWEEP_INTERVAL: Nanos = Nanos::new(1_000_000_000);
 ///
 /// # Design
 ///
-/// Failures are counted by a governor keyed limiter (GCRA, one `AtomicU64` per client
-/// in a `DashMap`): each failure consumes one cell, and a client without a cell left is
-/// blocked until one replenishes. governor lacks two things this needs, and keygate adds
-/// them around governor's own state store rather than next to it:
+/// Failures are counted by governor (GCRA), one limiter per client: each failure
+/// consumes one cell, and a client without a cell left is blocked until one
+/// replenishes. [`check`](FailedAttemptLimiter::check) consumes nothing and creates no
+/// entry; a client that has no entry has all its cells.
 ///
-/// - **A check that changes nothing.** [`check`](FailedAttemptLimiter::check) runs on
-///   every request, before the key is looked up, and must neither consume a cell nor
-///   create an entry (unauthenticated input must not grow the table). governor has no
-///   "peek", so the store evaluates governor's decision against the stored state and
-///   does not write it back; a client that has no entry has all its cells.
-/// - **A size cap.** A distributed attack can fail from a million addresses. New
-///   clients are added only while the table holds fewer than `capacity` entries
-///   (insertions are serialised, so the cap is exact even under concurrency). When the
-///   table is full, entries that have fully replenished (governor's `retain_recent`) are
-///   swept, at most once a second of clock time; if it is still full, the new client's
-///   failure is **not tracked**: it is answered as for a first failure, and counted in
-///   [`untracked`](FailedAttemptLimiter::untracked). The trade-off: during such a flood,
-///   clients that were not seen before it can make more attempts than the quota allows
-///   (the keys' entropy still protects them), while clients already tracked stay
-///   blocked and memory stays bounded. The table is also swept every few
-///   thousand failures, so stale entries do not linger.
+/// A distributed attack can fail from a million addresses, so the table is capped: new
+/// clients are added only while it holds fewer than `capacity` entries (insertions are
+/// serialised, so the cap is exact even under concurrency). When the table is full,
+/// clients that have fully replenished are swept, at most once a second of clock time;
+/// if it is still full, the new client's failure is **not tracked**: it is answered as
+/// for a first failure, and counted in [`untracked`](FailedAttemptLimiter::untracked).
+/// The trade-off: during such a flood, clients that were not seen before it can make
+/// more attempts than the quota allows (the keys' entropy still protects them), while
+/// clients already tracked stay blocked and memory stays bounded. The table is also
+/// swept every few thousand failures, so stale entries do not linger.
 ///
 /// # How the guard uses it
 ///
@@ -112,9 +108,16 @@ const FULL_SWEEP_INTERVAL: Nanos = Nanos::new(1_000_000_000);
 /// ```
 pub struct FailedAttemptLimiter {
     quota: Quota,
+    /// `(burst − 1) × T`: how long before its allowance is full a client stops being blocked.
+    tolerance: u64,
     clock: Clock,
-    table: Arc<Table>,
-    limiter: RateLimiter<Attempt, BoundedStore, Clock, NoOpMiddleware<Nanos>>,
+    /// The clients with failures (`SipHash`: the keys are chosen by whoever connects).
+    clients: DashMap<ClientKey, Allowance<NoOpMiddleware<Nanos>>>,
+    capacity: usize,
+    /// The entries in `clients`; changed only while `insert` is held.
+    entries: AtomicUsize,
+    /// Held to add or remove entries.
+    insert: Mutex<()>,
     schedule: SweepSchedule,
     /// Clock time of the last sweep forced by a full table; `u64::MAX` for never.
     last_full_sweep: AtomicU64,
@@ -143,26 +146,21 @@ impl FailedAttemptLimiter {
     /// Meant for construction: failures recorded so far are dropped.
     #[must_use]
     pub fn with_clock(self, clock: Clock) -> Self {
-        Self::build(self.quota, self.table.capacity, clock)
+        Self::build(self.quota, self.capacity, clock)
     }
 
     fn build(quota: Quota, capacity: usize, clock: Clock) -> Self {
-        let table = Arc::new(Table {
-            map: DashMapStateStore::default(),
+        let tolerance = quota
+            .cell_nanos()
+            .saturating_mul(u64::from(quota.burst() - 1));
+        Self {
+            quota,
+            tolerance,
+            clock,
+            clients: DashMap::new(),
             capacity,
             entries: AtomicUsize::new(0),
             insert: Mutex::new(()),
-        });
-        let limiter = RateLimiter::new(
-            quota.governor(),
-            BoundedStore(Arc::clone(&table)),
-            clock.clone(),
-        );
-        Self {
-            quota,
-            clock,
-            table,
-            limiter,
             schedule: SweepSchedule::new(),
             last_full_sweep: AtomicU64::new(u64::MAX),
             untracked: AtomicU64::new(0),
@@ -174,10 +172,20 @@ impl FailedAttemptLimiter {
     ///
     /// Call it before looking a key up. It changes nothing and creates no state, so
     /// it is cheap (one hash lookup) and safe to call for every request.
+    ///
+    /// # Errors
+    ///
+    /// `Err` with the time until the client may try again, while it is blocked.
     pub fn check(&self, client: ClientKey) -> Result<(), Duration> {
-        self.limiter
-            .check_key(&Attempt::peek(client))
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+        // The entry's lock is released at the end of this statement.
+        let full_at = self
+            .clients
+            .get(&client)
+            .map(|allowance| allowance.full_at());
+        match full_at {
+            Some(full_at) => self.blocked(full_at, self.clock.now()),
+            None => Ok(()),
+        }
     }
 
     /// Counts one failed attempt by `client`; `Err(retry_after)` if it is now blocked.
@@ -185,49 +193,96 @@ impl FailedAttemptLimiter {
     /// After `burst` failures in a row, [`check`](Self::check) refuses the client until
     /// a failure has replenished. A failure recorded while the client is already
     /// blocked is not counted further.
+    ///
+    /// # Errors
+    ///
+    /// `Err` with the time until the client may try again, if it is now blocked.
     pub fn record_failure(&self, client: ClientKey) -> Result<(), Duration> {
         if let Some(sweep) = self.schedule.tick() {
             self.sweep(sweep);
         }
-        if self.table.is_full() && !self.table.map.contains_key(&client) {
-            self.sweep_full_table();
-        }
-        let attempt = Attempt::record(client);
-        let outcome = self.limiter.check_key(&attempt);
-        if attempt.untracked.get() {
-            self.untracked.fetch_add(1, Ordering::Relaxed);
-            if !self.warned_full.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    capacity = self.table.capacity,
-                    "failed-attempt table full: new clients are not tracked"
-                );
-            }
+        // The entry's lock is released at the end of this statement.
+        let known = self
+            .clients
+            .get(&client)
+            .map(|allowance| allowance.check(&self.quota));
+        let Some(Checked {
+            outcome,
+            full_at,
+            now,
+        }) = known.or_else(|| self.insert_and_check(client))
+        else {
+            self.note_untracked();
             return Ok(());
-        }
+        };
         match outcome {
-            Ok(()) => self.check(client).inspect_err(|retry_after| {
+            Ok(()) => self.blocked(full_at, now).inspect_err(|retry_after| {
                 tracing::debug!(%client, ?retry_after, "client blocked after failed attempts");
             }),
-            Err(not_until) => Err(not_until.wait_time_from(self.clock.now())),
+            Err(not_until) => Err(not_until.wait_time_from(now)),
+        }
+    }
+
+    /// Whether a client whose allowance is full at `full_at` is blocked at `now`.
+    fn blocked(&self, full_at: Nanos, now: Nanos) -> Result<(), Duration> {
+        let blocked_until = full_at.as_u64().saturating_sub(self.tolerance);
+        match blocked_until.checked_sub(now.as_u64()) {
+            Some(wait) if wait > 0 => Err(Duration::from_nanos(wait)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds `client` and counts its failure, unless the table is full even after a
+    /// sweep (`None`: the failure is not tracked).
+    fn insert_and_check(&self, client: ClientKey) -> Option<Checked<()>> {
+        if self.is_full() {
+            self.sweep_full_table();
+        }
+        let _insert = self.insert.lock().unwrap_or_else(PoisonError::into_inner);
+        let allowance = match self.clients.get(&client) {
+            // Added by another failure of the same client meanwhile.
+            Some(allowance) => return Some(allowance.check(&self.quota)),
+            None if self.is_full() => return None,
+            None => {
+                self.entries.fetch_add(1, Ordering::Relaxed);
+                self.clients
+                    .entry(client)
+                    .or_insert_with(|| Allowance::new(&self.quota, &self.clock))
+            }
+        };
+        Some(allowance.check(&self.quota))
+    }
+
+    fn is_full(&self) -> bool {
+        self.entries.load(Ordering::Relaxed) >= self.capacity
+    }
+
+    fn note_untracked(&self) {
+        self.untracked.fetch_add(1, Ordering::Relaxed);
+        if !self.warned_full.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                capacity = self.capacity,
+                "failed-attempt table full: new clients are not tracked"
+            );
         }
     }
 
     /// The number of clients tracked; never more than [`capacity`](Self::capacity).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.table.map.len()
+        self.clients.len()
     }
 
     /// Whether no client is tracked.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.table.map.is_empty()
+        self.clients.is_empty()
     }
 
     /// The most clients tracked at once.
     #[must_use]
     pub fn capacity(&self) -> usize {
-        self.table.capacity
+        self.capacity
     }
 
     /// How many failures were not tracked because the table was full.
@@ -256,14 +311,22 @@ impl FailedAttemptLimiter {
         }
     }
 
+    /// Drops the clients whose allowance is full again.
     fn sweep(&self, sweep: Sweep<'_>) {
-        let before = self.len();
-        self.limiter.retain_recent();
-        let after = self.len();
+        let (before, after) = {
+            let _insert = self.insert.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = self.clock.now();
+            let before = self.clients.len();
+            self.clients
+                .retain(|_, allowance| allowance.full_at() > now);
+            let after = self.clients.len();
+            self.entries.store(after, Ordering::Relaxed);
+            (before, after)
+        };
         if worth_shrinking(before, after) {
-            self.limiter.shrink_to_fit();
+            self.clients.shrink_to_fit();
         }
-        if after < self.table.capacity {
+        if after < self.capacity {
             self.warned_full.store(false, Ordering::Relaxed);
         }
         tracing::debug!(before, after, "swept failed-attempt state");
@@ -286,7 +349,7 @@ impl fmt::Debug for FailedAttemptLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FailedAttemptLimiter")
             .field("quota", &self.quota)
-            .field("capacity", &self.table.capacity)
+            .field("capacity", &self.capacity)
             .field("len", &self.len())
             .field("untracked", &self.untracked())
             .field("clock", &self.clock)
@@ -294,150 +357,10 @@ impl fmt::Debug for FailedAttemptLimiter {
     }
 }
 
-/// The clients' state: governor's `DashMapStateStore`, with a cap on its size.
-#[derive(Debug)]
-struct Table {
-    map: DashMapStateStore<ClientKey>,
-    capacity: usize,
-    /// The entries in `map`; changed only while `insert` is held.
-    entries: AtomicUsize,
-    /// Held to add or remove entries.
-    insert: Mutex<()>,
-}
-
-impl Table {
-    fn is_full(&self) -> bool {
-        self.entries.load(Ordering::Relaxed) >= self.capacity
-    }
-}
-
-/// One question to the store, as governor's keyed limiter sees it: a client, whether
-/// to record a failure or only look, and whether the failure went untracked.
-///
-/// Equality and hashing use the client only.
-#[derive(Clone, Debug)]
-struct Attempt {
-    client: ClientKey,
-    record: bool,
-    untracked: Cell<bool>,
-}
-
-impl Attempt {
-    fn peek(client: ClientKey) -> Self {
-        Self {
-            client,
-            record: false,
-            untracked: Cell::new(false),
-        }
-    }
-
-    fn record(client: ClientKey) -> Self {
-        Self {
-            record: true,
-            ..Self::peek(client)
-        }
-    }
-}
-
-impl PartialEq for Attempt {
-    fn eq(&self, other: &Self) -> bool {
-        self.client == other.client
-    }
-}
-
-impl Eq for Attempt {}
-
-impl Hash for Attempt {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.client.hash(state);
-    }
-}
-
-/// The [`Table`] as governor's state store: governor decides (GCRA) and updates each
-/// client's `InMemoryState` by compare-and-swap; this store only decides whether a
-/// decision is written back (not for a peek) and whether a new client gets an entry.
-#[derive(Debug)]
-struct BoundedStore(Arc<Table>);
-
-impl StateStore for BoundedStore {
-    type Key = Attempt;
-
-    fn measure_and_replace<T, F, E>(&self, attempt: &Attempt, f: F) -> Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-    {
-        let table = &*self.0;
-        if !attempt.record {
-            return match table.map.get(&attempt.client) {
-                Some(state) => peek(&state, f),
-                None => fresh(f),
-            };
-        }
-        if let Some(state) = table.map.get(&attempt.client) {
-            return state.measure_and_replace(&NotKeyed::NonKey, f);
-        }
-        let _insert = table.insert.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(state) = table.map.get(&attempt.client) {
-            return state.measure_and_replace(&NotKeyed::NonKey, f);
-        }
-        if table.is_full() {
-            attempt.untracked.set(true);
-            return fresh(f);
-        }
-        table.entries.fetch_add(1, Ordering::Relaxed);
-        let state = table.map.entry(attempt.client).or_default();
-        state.measure_and_replace(&NotKeyed::NonKey, f)
-    }
-}
-
-/// governor's decision against `state`, not written back.
-fn peek<T, E, F>(state: &InMemoryState, f: F) -> Result<T, E>
-where
-    F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-{
-    // Answering `Err` makes the state store keep the current value.
-    let kept = state.measure_and_replace(&NotKeyed::NonKey, |prev| {
-        Err::<(Infallible, Nanos), _>(f(prev).map(|(outcome, _)| outcome))
-    });
-    match kept {
-        Ok(never) => match never {},
-        Err(decision) => decision,
-    }
-}
-
-/// governor's decision for a client without state (all its cells), not stored.
-fn fresh<T, E, F>(f: F) -> Result<T, E>
-where
-    F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-{
-    f(None).map(|(outcome, _)| outcome)
-}
-
-impl ShrinkableKeyedStateStore<Attempt> for BoundedStore {
-    fn retain_recent(&self, drop_below: Nanos) {
-        let table = &*self.0;
-        let _insert = table.insert.lock().unwrap_or_else(PoisonError::into_inner);
-        ShrinkableKeyedStateStore::retain_recent(&table.map, drop_below);
-        table.entries.store(table.map.len(), Ordering::Relaxed);
-    }
-
-    fn shrink_to_fit(&self) {
-        self.0.map.shrink_to_fit();
-    }
-
-    fn len(&self) -> usize {
-        self.0.map.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.map.is_empty()
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::{net::IpAddr, thread, time::Instant};
+    use std::{net::IpAddr, sync::Arc, thread};
 
     use super::*;
 
@@ -586,7 +509,6 @@ mod tests {
     fn a_million_clients_never_exceed_the_capacity() {
         let (limiter, clock) = limiter(10);
         let limiter = Arc::new(limiter.with_capacity(100_000));
-        let started = Instant::now();
         let threads: Vec<_> = (0..4u32)
             .map(|t| {
                 let limiter = Arc::clone(&limiter);
@@ -608,6 +530,5 @@ mod tests {
         }
         assert!(limiter.len() <= 100_000, "{}", limiter.len());
         assert_eq!(limiter.len() as u64 + limiter.untracked(), 1_000_000);
-        eprintln!("1,000,000 clients in {:?}", started.elapsed());
     }
 }

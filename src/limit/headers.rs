@@ -129,12 +129,11 @@ impl RateLimitDecision {
         };
 
         let mut rate_limit = ValueBuf::new();
-        match rendered {
-            Some(rendered) => rate_limit.push(&rendered.rate_limit_prefix),
-            None => {
-                rate_limit.push_sf_string(&self.policy);
-                rate_limit.push(b";r=");
-            }
+        if let Some(rendered) = rendered {
+            rate_limit.push(&rendered.rate_limit_prefix);
+        } else {
+            rate_limit.push_sf_string(&self.policy);
+            rate_limit.push(b";r=");
         }
         rate_limit.push_u64(u64::from(self.remaining));
         rate_limit.push(b";t=");

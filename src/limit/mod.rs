@@ -1,7 +1,7 @@
 //! Per-key rate limiting, failed-attempt limiting, and rate-limit headers.
 //!
 //! - [`RateLimitBackend`]: the pluggable per-key limit (request path stage 5), with
-//!   [`GovernorBackend`], in process memory on [governor](https://docs.rs/governor).
+//!   [`InMemoryRateLimit`], in process memory on [governor](https://docs.rs/governor).
 //!   [`Quota`] says how many requests per window with which burst, [`Tiers`] which
 //!   quota each key tier gets.
 //! - [`RateLimitDecision::headers`]: `RateLimit-Policy`, `RateLimit` and
@@ -10,31 +10,27 @@
 //!   lookup (stage 3), keyed by [`ClientKey`] and found with [`client_ip`].
 //! - [`Clock`]: every limiter here takes one, so tests move time instead of sleeping.
 //!
-//! governor does the rate limiting itself (the GCRA decisions and the per-key atomic
-//! state); this module adds what it leaves out: lookups by `&str` without allocating,
-//! the time until full capacity, automatic housekeeping, a size cap and a
-//! side-effect-free check for failed attempts, and HTTP headers.
+//! governor does the rate limiting itself (the GCRA decisions and each caller's atomic
+//! state); this module keeps beside it what its contract leaves out: lookups by `&str`
+//! without allocating, the time until full capacity, automatic housekeeping, a size cap
+//! and a check that consumes nothing for failed attempts, and HTTP headers.
 //!
 //! # Example
 //!
 //! ```
 //! use std::{num::NonZeroU32, time::Duration};
 //! use http::HeaderMap;
-//! use keygate::limit::{Clock, GovernorBackend, Quota, RateLimitBackend, Tiers};
-//! # fn block_on<F: std::future::Future>(f: F) -> F::Output {
-//! #     let mut f = std::pin::pin!(f);
-//! #     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-//! #     loop { if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) { return v; } }
-//! # }
+//! use keygate::limit::{Clock, InMemoryRateLimit, Quota, RateLimitBackend, Tiers};
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!
-//! let per_minute = |n| Quota::per_minute(NonZeroU32::new(n).unwrap());
-//! let tiers = Tiers::new(per_minute(100)).tier("gold", per_minute(1000).named("gold")?);
+//! let per_minute = |n| NonZeroU32::new(n).map(Quota::per_minute).ok_or("zero");
+//! let tiers = Tiers::new(per_minute(100)?).tier("gold", per_minute(1000)?.named("gold")?);
 //! let clock = Clock::manual();
-//! let backend = GovernorBackend::new(tiers).with_clock(clock.clone());
+//! let backend = InMemoryRateLimit::new(tiers).with_clock(clock.clone());
 //! let one = NonZeroU32::MIN;
 //!
 //! // Admitted: add the headers to the inner service's response.
-//! let decision = block_on(backend.check("kg_coordinator1", "default", one))?;
+//! let decision = backend.check("kg_coordinator1", "default", one).await?;
 //! assert!(decision.allowed);
 //! let mut headers = HeaderMap::new();
 //! decision.headers().apply(&mut headers);
@@ -43,9 +39,9 @@
 //!
 //! // Refused after 100 requests in a minute: 429 with Retry-After.
 //! for _ in 0..99 {
-//!     block_on(backend.check("kg_coordinator1", "default", one))?;
+//!     backend.check("kg_coordinator1", "default", one).await?;
 //! }
-//! let refused = block_on(backend.check("kg_coordinator1", "default", one))?;
+//! let refused = backend.check("kg_coordinator1", "default", one).await?;
 //! assert!(!refused.allowed);
 //! assert_eq!(refused.retry_after, Some(Duration::from_millis(600)));
 //! let mut headers = HeaderMap::new();
@@ -55,36 +51,54 @@
 //!
 //! // 600 ms later, one request fits again.
 //! clock.advance(Duration::from_millis(600));
-//! assert!(block_on(backend.check("kg_coordinator1", "default", one))?.allowed);
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! assert!(backend.check("kg_coordinator1", "default", one).await?.allowed);
+//! # Ok(()) }
 //! ```
 
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
 use crate::BackendFuture;
 
+mod allowance;
 mod client_ip;
 mod clock;
 mod failed;
-mod governor_backend;
 mod headers;
 mod housekeeping;
+mod in_memory;
 mod quota;
 mod rate_limit;
 
 pub use client_ip::{ClientKey, client_ip};
 pub use clock::Clock;
 pub use failed::{DEFAULT_CAPACITY, FailedAttemptLimiter};
-pub use governor_backend::GovernorBackend;
 pub use headers::{RATELIMIT, RATELIMIT_POLICY, RateLimitHeaders, retry_after_secs};
+pub use in_memory::InMemoryRateLimit;
 pub use quota::{DEFAULT_POLICY, InvalidPolicyName, Quota, Tiers};
 pub use rate_limit::{LimitBy, RateLimit};
 
-/// Where per-key rate-limit state lives: in process memory ([`GovernorBackend`]) or in
+/// Where per-key rate-limit state lives: in process memory ([`InMemoryRateLimit`]) or in
 /// a shared store, so the limit holds across replicas.
 ///
 /// The guard calls it once per authenticated request, after the key is verified, so
-/// unauthenticated input never creates state.
+/// unauthenticated input never creates state. `Arc<T>` is a backend when `T` is, so one
+/// backend can serve several guards.
+///
+/// ```
+/// use std::{num::NonZeroU32, sync::Arc};
+/// use keygate::limit::{Clock, InMemoryRateLimit, RateLimitBackend, Tiers};
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///
+/// fn takes(backend: impl RateLimitBackend) -> impl RateLimitBackend {
+///     backend
+/// }
+/// let shared = Arc::new(InMemoryRateLimit::new(Tiers::default()).with_clock(Clock::manual()));
+/// let backend = takes(Arc::clone(&shared));
+/// let decision = backend.check("kg_key", "default", NonZeroU32::MIN).await?;
+/// assert_eq!(decision.remaining, 99);
+/// assert_eq!(shared.len(), 1);
+/// # Ok(()) }
+/// ```
 pub trait RateLimitBackend: Send + Sync + std::fmt::Debug + 'static {
     /// Checks (and on success consumes) `cost` cells for `key` under the quota of `tier`.
     ///
@@ -103,8 +117,6 @@ pub trait RateLimitBackend: Send + Sync + std::fmt::Debug + 'static {
     ) -> BackendFuture<'static, Result<RateLimitDecision, LimitError>>;
 }
 
-/// A backend shared with the rest of the application (`Arc<InMemory…>` or `Arc<dyn …>`)
-/// is a backend too.
 impl<T: RateLimitBackend + ?Sized> RateLimitBackend for Arc<T> {
     fn check(
         &self,
@@ -135,6 +147,7 @@ pub enum LimitError {
 
 impl LimitError {
     /// [`LimitError::Unavailable`] caused by `error`.
+    #[must_use]
     pub fn unavailable(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Unavailable(error.into())
     }
@@ -144,6 +157,20 @@ impl LimitError {
 ///
 /// Build one with [`allow`](Self::allow) or [`refuse`](Self::refuse) (other backends do
 /// too), turn it into headers with [`headers`](Self::headers).
+///
+/// ```
+/// use std::{num::NonZeroU32, time::Duration};
+/// use keygate::limit::{Quota, RateLimitDecision};
+///
+/// let quota = Quota::per_minute(NonZeroU32::new(100).ok_or("zero")?);
+/// let refused = RateLimitDecision::refuse(
+///     &quota, 0, Duration::from_secs(60), Duration::from_millis(600));
+/// assert!(!refused.allowed);
+/// assert_eq!((refused.limit, refused.window), (100, Duration::from_secs(60)));
+/// let headers = refused.headers();
+/// assert_eq!(headers.retry_after().map(|v| v.as_bytes()), Some(&b"1"[..]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct RateLimitDecision {
     /// Whether the request was admitted (and its cost consumed).

@@ -159,6 +159,10 @@ impl Quota {
     /// assert!(Quota::per_minute(NonZeroU32::MIN).named("has space").is_err());
     /// # Ok::<(), keygate::limit::InvalidPolicyName>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidPolicyName`] if `name` is not 1 to 64 HTTP token characters.
     pub fn named(mut self, name: &str) -> Result<Self, InvalidPolicyName> {
         if name.is_empty() || name.len() > MAX_POLICY_NAME_LEN || !name.bytes().all(is_tchar) {
             return Err(InvalidPolicyName { _private: () });
@@ -207,6 +211,14 @@ impl Quota {
     /// The governor quota this quota enforces.
     pub(crate) const fn governor(&self) -> governor::Quota {
         self.inner
+    }
+
+    /// The replenish interval in nanoseconds, at least one: the time governor's GCRA
+    /// charges for one cell.
+    pub(crate) fn cell_nanos(&self) -> u64 {
+        u64::try_from(self.replenish_interval().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
     }
 
     /// The header values shared by every decision under this quota.

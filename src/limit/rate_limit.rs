@@ -25,9 +25,9 @@ pub enum LimitBy {
 ///
 /// ```
 /// use std::{num::NonZeroU32, sync::Arc};
-/// use keygate::limit::{GovernorBackend, LimitBy, Quota, RateLimit, Tiers};
+/// use keygate::limit::{InMemoryRateLimit, LimitBy, Quota, RateLimit, Tiers};
 ///
-/// let backend = Arc::new(GovernorBackend::new(Tiers::new(Quota::per_minute(
+/// let backend = Arc::new(InMemoryRateLimit::new(Tiers::new(Quota::per_minute(
 ///     NonZeroU32::new(100).unwrap(),
 /// ))));
 /// let limit = RateLimit::new(Arc::clone(&backend))

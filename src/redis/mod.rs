@@ -6,7 +6,7 @@
 //!
 //! * [`RedisRateLimit`], a [`RateLimitBackend`](crate::limit::RateLimitBackend): GCRA,
 //!   the same algorithm and the same numbers as the in-memory
-//!   [`GovernorBackend`](crate::limit::GovernorBackend), run as one atomic Lua script per
+//!   [`InMemoryRateLimit`](crate::limit::InMemoryRateLimit), run as one atomic Lua script per
 //!   check: one round trip, the Redis server's clock, several limits all-or-nothing
 //!   ([`RedisRateLimit::check_all`]), and buckets that expire when they are full again.
 //! * [`RedisRegistry`], a [`KeyRegistry`](crate::KeyRegistry): records (digests, never

@@ -22,7 +22,7 @@ const MANUAL_EPOCH_SECS: u64 = 1_000_000_000;
 
 /// Per-key rate limits on Redis, shared by every replica: a
 /// [`RateLimitBackend`] that decides exactly as the in-memory
-/// [`GovernorBackend`](crate::limit::GovernorBackend) does.
+/// [`InMemoryRateLimit`](crate::limit::InMemoryRateLimit) does.
 ///
 /// Each check is one round trip: one `EVALSHA` of a Lua script that reads the Redis
 /// server's clock (`TIME`), applies GCRA (one cell every `window / limit`, at most
