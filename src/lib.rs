@@ -44,6 +44,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// The pedantic lints hold for the library; tests keep the default set.
+#![warn(clippy::pedantic)]
+#![cfg_attr(test, allow(clippy::pedantic))]
 
 /// `get_ref`, `get_mut` and `into_inner` for a middleware service whose wrapped service
 /// is its `inner` field (as tower-http's middleware have them).

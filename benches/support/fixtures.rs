@@ -165,7 +165,7 @@ impl Stages {
 
 /// A guard on `registry` with `stages`, rendering refusals as JSON (the default).
 pub(crate) fn guard(registry: &Arc<InMemoryRegistry>, stages: Stages) -> ApiKeyGuard {
-    let mut builder = ApiKeyGuard::builder().registry(Arc::clone(registry) as _);
+    let mut builder = ApiKeyGuard::builder().registry(Arc::clone(registry));
     if stages.rate_limit {
         builder = builder.rate_limit(RateLimit::new(InMemoryRateLimit::new(tiers())));
     }

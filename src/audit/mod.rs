@@ -2,7 +2,7 @@
 //!
 //! Every authentication decision (a request admitted or refused) and every action a
 //! handler reports becomes one [`AuditEvent`]: when, which request, who (principal and
-//! [`KeyId`], never the secret), in which workspace, what was attempted, how it ended
+//! [`KeyId`](crate::KeyId), never the secret), in which workspace, what was attempted, how it ended
 //! and why, from which address and user agent. An [`AuditSink`] receives the events:
 //!
 //! - [`MemorySink`] keeps them in memory, for tests and small tools;
@@ -65,7 +65,7 @@
 //! - `seq` is first: the record's number, starting at 1 and growing by one per line.
 //! - `prev` is second: the previous line's `hash` (64 lowercase hex digits), or 64 zeros
 //!   on the first line.
-//! - Then the [`AuditEvent`] fields, in declaration order (see its [`Serialize`] form).
+//! - Then the [`AuditEvent`] fields, in declaration order (see its `Serialize` form).
 //! - `hash` is last: the lowercase hex SHA-256 of the line's bytes up to, but excluding,
 //!   the suffix `,"hash":"<64 hex>"`, followed by the closing `}`. In other words, the
 //!   hash of the same JSON object without its `hash` field, exactly as written.

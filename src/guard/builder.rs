@@ -267,7 +267,7 @@ impl<R> ApiKeyGuardBuilder<R> {
     }
 
     /// How to find the connecting peer's address in the request extensions. By default
-    /// keygate looks for a [`ClientAddr`] or a `std::net::SocketAddr` extension. With axum:
+    /// keygate looks for a [`ClientAddr`](super::ClientAddr) or a `std::net::SocketAddr` extension. With axum:
     /// `.client_ip(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))`.
     pub fn client_ip(
         mut self,

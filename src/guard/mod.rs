@@ -17,7 +17,7 @@
 //!    registry; the stored digest is compared in constant time. Unknown, expired and
 //!    revoked keys are refused and counted against the client.
 //! 5. **Rate limit**: per principal (or per key), by the key's tier, for authenticated
-//!    callers only (when a [`RateLimit`](crate::RateLimit) is configured).
+//!    callers only (when a [`RateLimit`] is configured).
 //! 6. **Admit**: the [`Principal`](crate::Principal) goes into the request extensions, an
 //!    audit event is recorded, the inner service is called, and its response gets the
 //!    rate-limit headers.

@@ -37,7 +37,7 @@ impl SignatureError {
     }
 }
 
-/// Why a [`WebhookSecret`] or [`WebhookVerifier`] could not be built.
+/// Why a [`WebhookSecret`](super::WebhookSecret) or [`WebhookVerifier`](super::WebhookVerifier) could not be built.
 ///
 /// A server should refuse to start on any of these.
 #[non_exhaustive]

@@ -3,7 +3,7 @@
 use super::WebhookSecret;
 
 /// Signs `body` as sent at `timestamp` (Unix seconds) and returns the whole
-/// [`SIGNATURE_HEADER`] value: `t=<timestamp>,v1=<lowercase hex HMAC-SHA256>`.
+/// [`SIGNATURE_HEADER`](super::SIGNATURE_HEADER) value: `t=<timestamp>,v1=<lowercase hex HMAC-SHA256>`.
 ///
 /// For senders and tests. A sender rotating its secret may sign with each secret and
 /// join the `v1=` items of the results with commas.

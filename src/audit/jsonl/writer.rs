@@ -73,7 +73,7 @@ impl JsonLinesSink {
     ///
     /// If the file is not empty, the chain continues from its last line, whose `seq` and
     /// `hash` are read back; only that line is checked (its hash must match its
-    /// content), not the whole file: use [`verify_file`] for that. A last line without
+    /// content), not the whole file: use [`verify_file`](super::verify_file) for that. A last line without
     /// its final newline gets one.
     ///
     /// # Errors
