@@ -9,14 +9,7 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::{
-    hint::black_box,
-    io::{Read, Write},
-    net::{Ipv4Addr, TcpListener, TcpStream},
-    num::NonZeroU32,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{hint::black_box, num::NonZeroU32};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use keygate::{
@@ -24,61 +17,10 @@ use keygate::{
     redis::RedisRateLimit,
 };
 
-/// A `redis-server` of the benchmark's own; killed on drop.
-struct RedisServer {
-    port: u16,
-    child: Child,
-}
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
 
-impl RedisServer {
-    fn start() -> Self {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|listener| listener.local_addr())
-            .expect("no free loopback port")
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|error| {
-                panic!("could not start redis-server (is Redis 6 or later installed?): {error}")
-            });
-        let server = Self { port, child };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !server.answers_ping() {
-            assert!(Instant::now() < deadline, "redis-server did not come up");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        server
-    }
-
-    fn answers_ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)) else {
-            return false;
-        };
-        let mut reply = [0u8; 7];
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use redis_server::RedisServer;
 
 fn redis(c: &mut Criterion) {
     let server = RedisServer::start();
@@ -92,10 +34,7 @@ fn redis(c: &mut Criterion) {
         Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap()),
     );
     let limit = runtime
-        .block_on(RedisRateLimit::connect(
-            format!("redis://127.0.0.1:{}/", server.port),
-            tiers,
-        ))
+        .block_on(RedisRateLimit::connect(server.url(), tiers))
         .unwrap();
     let one = NonZeroU32::MIN;
 

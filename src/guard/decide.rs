@@ -280,6 +280,11 @@ impl GuardConfig {
     /// response future, [`ApiKeyGuard::authenticate`](super::ApiKeyGuard::authenticate)):
     /// the audit record, and for an admitted caller the key's use noted in the registry.
     /// Returns the admission, whose principal goes to the caller, or the refusal to render.
+    #[allow(
+        clippy::inline_always,
+        reason = "measured: see `proceed` in service.rs"
+    )]
+    #[inline(always)]
     pub(crate) fn conclude(
         &self,
         decision: Decision,

@@ -131,6 +131,13 @@ where
 
 /// The one place where a decided request goes on to the inner service, with its
 /// principal, or its refusal is rendered.
+///
+/// Always inlined into its two callers: `scripts/callgrind.sh` counts about 100 to 230
+/// fewer instructions per request with it (`refused/missing_key` 973 → 741,
+/// `admitted/guard+limiter` 8,886 → 8,773), the moves of the request and the decision
+/// being elided.
+#[allow(clippy::inline_always, reason = "measured: see above")]
+#[inline(always)]
 fn proceed<S, ReqBody, ResBody, R>(
     config: &GuardConfig,
     renderer: &R,
