@@ -99,7 +99,8 @@ mod tracing_sink;
 pub use self::error::AuditError;
 pub use self::event::{AuditEvent, Outcome};
 pub use self::jsonl::{
-    ChainError, ChainErrorKind, ChainSummary, JsonLinesSink, verify_chain, verify_file,
+    ChainError, ChainErrorKind, ChainSummary, JsonLinesSink, MAX_LINE_LEN, verify_chain,
+    verify_file,
 };
 pub use self::memory::MemorySink;
 pub(crate) use self::request::{MAX_FIELD, RequestFacts, truncate};

@@ -15,8 +15,12 @@ pub(super) const HASH_KEY: &[u8] = b",\"hash\":\"";
 const HASH_HEX_LEN: usize = 64;
 /// `,"hash":"<64 hex>"}`: 75 bytes.
 pub(super) const SUFFIX_LEN: usize = HASH_KEY.len() + HASH_HEX_LEN + 2;
-/// Longest line the sink writes and reads back on open.
-pub(super) const MAX_LINE_LEN: usize = 1024 * 1024;
+/// The longest audit line, in bytes, newline included: 1 MiB.
+///
+/// [`JsonLinesSink`](super::JsonLinesSink) refuses (and counts) an event whose line
+/// would be longer, and [`verify_chain`](super::verify_chain) reports a longer line as
+/// [`ChainErrorKind::TooLong`] without reading it into memory.
+pub const MAX_LINE_LEN: usize = 1024 * 1024;
 
 /// Builds line `seq` from the event's serialized `fields` (a JSON object) and the
 /// previous line's hash. Returns the line, newline included, and its hash.

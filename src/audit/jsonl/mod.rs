@@ -10,5 +10,6 @@ mod testing;
 mod verify;
 mod writer;
 
+pub use self::format::MAX_LINE_LEN;
 pub use self::verify::{ChainError, ChainErrorKind, ChainSummary, verify_chain, verify_file};
 pub use self::writer::JsonLinesSink;

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
-use super::format::{GENESIS, parse_line};
+use super::format::{GENESIS, MAX_LINE_LEN, parse_line};
 use crate::audit::AuditError;
 
 /// What [`verify_chain`] found in an unbroken chain.
@@ -64,6 +64,10 @@ pub enum ChainErrorKind {
     /// The line's `seq` is not the previous line's plus one.
     #[error("seq does not follow the previous line's")]
     SeqMismatch,
+    /// The line is longer than [`MAX_LINE_LEN`] bytes, its newline included: the sink
+    /// never writes such a line. Reading stops there, without holding the line in memory.
+    #[error("the line is longer than the longest line the sink writes")]
+    TooLong,
     /// The line could not be read.
     #[error("the line could not be read")]
     Io(#[source] io::Error),
@@ -78,6 +82,12 @@ pub enum ChainErrorKind {
 /// removed line at the line after the gap and two swapped lines at the first of them
 /// ([`PrevMismatch`](ChainErrorKind::PrevMismatch)). A final newline is optional; an
 /// empty input is an empty chain.
+///
+/// Lines are read in the reader's chunks and held one at a time, at most
+/// [`MAX_LINE_LEN`] bytes (newline included, the bound the sink writes under): a longer
+/// line is reported as [`TooLong`](ChainErrorKind::TooLong) at that line as soon as the
+/// bound is passed, without reading the rest of it, so memory stays bounded whatever the
+/// input.
 ///
 /// ```
 /// use keygate::audit::{verify_chain, ChainErrorKind};
@@ -101,15 +111,12 @@ pub fn verify_chain(mut reader: impl BufRead) -> Result<ChainSummary, ChainError
     loop {
         let line = lines + 1;
         let broken = |kind| ChainError { line, kind };
-        buf.clear();
-        let read = reader
-            .read_until(b'\n', &mut buf)
-            .map_err(|err| broken(ChainErrorKind::Io(err)))?;
-        if read == 0 {
-            break;
+        match read_line(&mut reader, &mut buf).map_err(|err| broken(ChainErrorKind::Io(err)))? {
+            Read::End => break,
+            Read::TooLong => return Err(broken(ChainErrorKind::TooLong)),
+            Read::Line => {}
         }
-        let text = buf.strip_suffix(b"\n").unwrap_or(&buf);
-        let parsed = parse_line(text).map_err(broken)?;
+        let parsed = parse_line(&buf).map_err(broken)?;
         if parsed.prev != prev {
             return Err(broken(ChainErrorKind::PrevMismatch));
         }
@@ -123,6 +130,53 @@ pub fn verify_chain(mut reader: impl BufRead) -> Result<ChainSummary, ChainError
         lines,
         last_hash: prev,
     })
+}
+
+/// What [`read_line`] found.
+enum Read {
+    /// The end of the input: no more lines.
+    End,
+    /// A line, now in the buffer without its newline.
+    Line,
+    /// A line longer than [`MAX_LINE_LEN`], newline included.
+    TooLong,
+}
+
+/// Reads the next line into `buf`, without its newline, in the reader's own chunks:
+/// `buf` never holds more than `MAX_LINE_LEN - 1` bytes, however long the line.
+fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Read> {
+    // The sink's bound counts the newline.
+    const MAX_TEXT: usize = MAX_LINE_LEN - 1;
+    buf.clear();
+    let mut started = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        if available.is_empty() {
+            return Ok(if started { Read::Line } else { Read::End });
+        }
+        started = true;
+        let newline = available.iter().position(|&b| b == b'\n');
+        let text = &available[..newline.unwrap_or(available.len())];
+        let len = buf.len() + text.len();
+        if len > MAX_TEXT {
+            return Ok(Read::TooLong);
+        }
+        if len > buf.capacity() {
+            // Grow geometrically, but never past the bound.
+            let capacity = len.max(buf.capacity().saturating_mul(2)).min(MAX_TEXT);
+            buf.reserve_exact(capacity - buf.len());
+        }
+        buf.extend_from_slice(text);
+        let used = text.len() + usize::from(newline.is_some());
+        reader.consume(used);
+        if newline.is_some() {
+            return Ok(Read::Line);
+        }
+    }
 }
 
 /// [`verify_chain`] on the file at `path`.
@@ -297,6 +351,78 @@ mod tests {
         assert_eq!(err.to_string(), "audit chain unreadable at line 1");
         let source = std::error::Error::source(&err).expect("source");
         assert_eq!(source.to_string(), "disk on fire");
+    }
+
+    /// A valid single-record chain whose line, newline included, is `len` bytes long.
+    fn record_of_len(len: usize) -> Vec<u8> {
+        let line = |padding: usize| {
+            let fields = serde_json::to_vec(&event(0).with_user_agent("x".repeat(padding)))
+                .expect("serialize");
+            encode_line(1, GENESIS, &fields).expect("line").0
+        };
+        let base = line(0).len();
+        let record = line(len - base);
+        assert_eq!(record.len(), len);
+        record
+    }
+
+    #[test]
+    fn line_at_the_bound_verifies() {
+        let record = record_of_len(MAX_LINE_LEN);
+        assert_eq!(verify_chain(&record[..]).expect("valid").lines, 1);
+        // Without its final newline too.
+        let unterminated = &record[..record.len() - 1];
+        assert_eq!(verify_chain(unterminated).expect("valid").lines, 1);
+    }
+
+    #[test]
+    fn line_just_over_the_bound_is_too_long_at_that_line() {
+        let (_dir, lines) = chain_of(2);
+        let mut text = lines.join("\n").into_bytes();
+        text.push(b'\n');
+        // One byte over: MAX_LINE_LEN bytes before the newline.
+        text.extend(std::iter::repeat_n(b'a', MAX_LINE_LEN));
+        text.push(b'\n');
+        let err = verify_chain(&text[..]).expect_err("broken");
+        assert_eq!(err.line, 3);
+        assert!(
+            matches!(err.kind, ChainErrorKind::TooLong),
+            "{:?}",
+            err.kind
+        );
+        assert_eq!(
+            err.to_string(),
+            "audit chain broken at line 3: the line is longer than the longest line the sink \
+             writes"
+        );
+        // The same line without a final newline.
+        text.pop();
+        let err = verify_chain(&text[..]).expect_err("broken");
+        assert_eq!(err.line, 3);
+        assert!(
+            matches!(err.kind, ChainErrorKind::TooLong),
+            "{:?}",
+            err.kind
+        );
+    }
+
+    #[test]
+    fn huge_line_is_refused_without_being_read_into_memory() {
+        // A 1 GiB line, produced lazily: reading it whole would take a gigabyte and
+        // seconds; the verifier stops after the bound.
+        let (_dir, lines) = chain_of(1);
+        let first = format!("{}\n", lines[0]);
+        let huge = io::repeat(b'a').take(1 << 30);
+        let reader = BufReader::new(first.as_bytes().chain(huge));
+        let started = std::time::Instant::now();
+        let err = verify_chain(reader).expect_err("broken");
+        assert_eq!(err.line, 2);
+        assert!(
+            matches!(err.kind, ChainErrorKind::TooLong),
+            "{:?}",
+            err.kind
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]
