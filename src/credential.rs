@@ -26,6 +26,10 @@ pub const DEFAULT_HEADER: &str = "x-api-key";
 /// The default prefix of a `Sec-WebSocket-Protocol` entry that carries a key.
 pub const DEFAULT_WEBSOCKET_PROTOCOL_PREFIX: &str = "keygate.key.";
 
+/// What follows the prefix of a `Sec-WebSocket-Protocol` entry that carries the base64url
+/// encoding of a key (without padding): `keygate.key.b64.<base64url(key)>` by default.
+pub const WEBSOCKET_PROTOCOL_BASE64URL_MARKER: &str = "b64.";
+
 /// Where a credential may be found in a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -37,8 +41,32 @@ pub enum CredentialSource {
     /// A query parameter, e.g. `?token=<key>` (percent-decoded). Query strings end up in
     /// access logs: prefer headers where the client can set them.
     Query(String),
-    /// A `Sec-WebSocket-Protocol` entry `<prefix><key>`, for browsers, which cannot set
-    /// headers on a WebSocket upgrade.
+    /// A `Sec-WebSocket-Protocol` entry, for browsers, which cannot set headers on a
+    /// WebSocket upgrade, in one of two forms:
+    ///
+    /// * `<prefix><key>` (`keygate.key.<key>`), for keys made only of characters a
+    ///   subprotocol token allows: keygate's generated keys (`kg_…`), hex keys;
+    /// * `<prefix>b64.<base64url(key)>` (`keygate.key.b64.<…>`,
+    ///   [`WEBSOCKET_PROTOCOL_BASE64URL_MARKER`]): the key's base64url encoding without
+    ///   padding (RFC 4648 §5), for any key, e.g. `openssl rand -base64 32` keys, whose
+    ///   `/`, `+` and `=` a token cannot carry (clients refuse them).
+    ///
+    /// An encoded entry that does not decode is refused as 401 `malformed_credentials`
+    /// ([`Malformed::BadEncoding`]); the decoded key then goes through the same checks as
+    /// any credential (length cap, visible ASCII). A key that itself starts with `b64.`
+    /// can be sent only in the encoded form. [`Credential::websocket_protocol_entry`] is
+    /// the entry as sent, for the handshake's response to echo.
+    ///
+    /// ```
+    /// use base64::Engine as _;
+    ///
+    /// let key = "q2V/n+0cM3nMn3WrWWMzRr4m5nN1QIk4YHd0Y2W9Zfk=";
+    /// let entry = format!(
+    ///     "keygate.key.b64.{}",
+    ///     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+    /// );
+    /// assert_eq!(entry, "keygate.key.b64.cTJWL24rMGNNM25NbjNXcldXTXpScjRtNW5OMVFJazRZSGQwWTJXOVpmaz0");
+    /// ```
     WebSocketProtocol {
         /// The prefix that marks the entry, e.g. `keygate.key.`.
         prefix: String,
@@ -62,18 +90,25 @@ impl Credentials {
         let mut found: Option<Credential<'a>> = None;
         for source in &self.sources {
             let value = match source {
-                CredentialSource::Header(name) => single_header(headers, name)?.map(Cow::Borrowed),
-                CredentialSource::Bearer => bearer(headers)?.map(Cow::Borrowed),
-                CredentialSource::Query(name) => query(uri, name)?,
+                CredentialSource::Header(name) => {
+                    single_header(headers, name)?.map(|v| (Cow::Borrowed(v), None))
+                }
+                CredentialSource::Bearer => bearer(headers)?.map(|v| (Cow::Borrowed(v), None)),
+                CredentialSource::Query(name) => query(uri, name)?.map(|v| (v, None)),
                 CredentialSource::WebSocketProtocol { prefix } => {
-                    websocket_protocol(headers, prefix)?.map(Cow::Borrowed)
+                    websocket_protocol(headers, prefix, self.max_len)?
+                        .map(|(value, entry)| (value, Some(entry)))
                 }
             };
-            if let Some(value) = value {
+            if let Some((value, entry)) = value {
                 if found.is_some() {
                     return Err(Rejection::MalformedCredentials(Malformed::Ambiguous));
                 }
-                found = Some(Credential { value, source });
+                found = Some(Credential {
+                    value,
+                    source,
+                    entry,
+                });
             }
         }
         let credential = found.ok_or(Rejection::MissingCredentials)?;
@@ -94,6 +129,8 @@ impl Credentials {
 pub struct Credential<'a> {
     value: Cow<'a, str>,
     source: &'a CredentialSource,
+    /// The `Sec-WebSocket-Protocol` entry that carried it.
+    entry: Option<&'a str>,
 }
 
 impl Credential<'_> {
@@ -103,10 +140,19 @@ impl Credential<'_> {
         &self.value
     }
 
-    /// Where it was found (e.g. to echo the `Sec-WebSocket-Protocol` entry that carried it).
+    /// Where it was found.
     #[must_use]
     pub fn source(&self) -> &CredentialSource {
         self.source
+    }
+
+    /// The `Sec-WebSocket-Protocol` entry that carried the key, as the client sent it
+    /// (`keygate.key.<key>` or `keygate.key.b64.<base64url(key)>`), for the handshake's
+    /// response to echo; `None` if the key came from another source. It holds the key:
+    /// never log it.
+    #[must_use]
+    pub fn websocket_protocol_entry(&self) -> Option<&str> {
+        self.entry
     }
 }
 
@@ -182,10 +228,13 @@ fn query<'a>(uri: &'a Uri, name: &str) -> Result<Option<Cow<'a, str>>, Rejection
     Ok(found)
 }
 
+/// The key of the single entry `<prefix><key>` or `<prefix>b64.<base64url(key)>`, and
+/// the entry.
 fn websocket_protocol<'a>(
     headers: &'a HeaderMap,
     prefix: &str,
-) -> Result<Option<&'a str>, Rejection> {
+    max_len: usize,
+) -> Result<Option<(Cow<'a, str>, &'a str)>, Rejection> {
     let mut found = None;
     for value in headers.get_all(header::SEC_WEBSOCKET_PROTOCOL) {
         let value = value
@@ -196,11 +245,37 @@ fn websocket_protocol<'a>(
                 if found.is_some() {
                     return Err(malformed(Malformed::Duplicated));
                 }
-                found = Some(key);
+                found = Some((key, entry));
             }
         }
     }
-    Ok(found)
+    let Some((key, entry)) = found else {
+        return Ok(None);
+    };
+    let Some(encoded) = key.strip_prefix(WEBSOCKET_PROTOCOL_BASE64URL_MARKER) else {
+        return Ok(Some((Cow::Borrowed(key), entry)));
+    };
+    Ok(Some((
+        Cow::Owned(decode_base64url(encoded, max_len)?),
+        entry,
+    )))
+}
+
+/// The key whose base64url encoding (without padding) is `encoded`; refused as too long
+/// before decoding if it cannot decode to at most `max_len` bytes.
+fn decode_base64url(encoded: &str, max_len: usize) -> Result<String, Rejection> {
+    use base64::Engine as _;
+
+    // Four characters per three bytes, the last group shortened without padding.
+    let longest = max_len / 3 * 4 + [0, 2, 3][max_len % 3];
+    if encoded.len() > longest {
+        return Err(malformed(Malformed::TooLong));
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| malformed(Malformed::BadEncoding))?;
+    // `check` refuses anything but visible ASCII once the credential is out.
+    String::from_utf8(bytes).map_err(|_| malformed(Malformed::InvalidBytes))
 }
 
 #[cfg(test)]
@@ -252,6 +327,104 @@ mod tests {
         assert_eq!(
             extract(&[("sec-websocket-protocol", b"json, keygate.key.abc")], "/").unwrap(),
             "abc"
+        );
+    }
+
+    /// `openssl rand -base64 32`-like: every character base64 may use, padding included.
+    const OPENSSL_KEY: &str = "ab/+cd=";
+
+    fn encoded(key: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+    }
+
+    fn protocol(value: &str) -> Result<String, Rejection> {
+        extract(&[("sec-websocket-protocol", value.as_bytes())], "/")
+    }
+
+    #[test]
+    fn query_parameter_is_percent_decoded() {
+        assert_eq!(
+            extract(&[], "/ws?token=ab%2F%2Bcd%3D").unwrap(),
+            OPENSSL_KEY
+        );
+        // A bare `+` in a query is a space (form encoding): refused as not visible ASCII.
+        assert_eq!(
+            extract(&[], "/ws?token=a+b"),
+            Err(Rejection::MalformedCredentials(Malformed::InvalidBytes))
+        );
+    }
+
+    #[test]
+    fn websocket_protocol_carries_base64url_keys() {
+        let entry = format!("keygate.key.b64.{}", encoded(OPENSSL_KEY.as_bytes()));
+        assert!(!entry.contains(['/', '+', '=']), "{entry}");
+        assert_eq!(protocol(&format!("json, {entry}")).unwrap(), OPENSSL_KEY);
+
+        // The entry that carried the key, to echo in the handshake's response.
+        let mut map = HeaderMap::new();
+        map.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::try_from(format!("json, {entry}")).unwrap(),
+        );
+        let credentials = all_sources();
+        let uri = Uri::from_static("/");
+        let credential = credentials.extract(&map, &uri).unwrap();
+        assert_eq!(credential.websocket_protocol_entry(), Some(entry.as_str()));
+        // The plain form too.
+        map.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("keygate.key.abc"),
+        );
+        let credential = credentials.extract(&map, &uri).unwrap();
+        assert_eq!(
+            credential.websocket_protocol_entry(),
+            Some("keygate.key.abc")
+        );
+    }
+
+    #[test]
+    fn websocket_protocol_base64url_refusals() {
+        let m = |why| Err(Rejection::MalformedCredentials(why));
+        // Not base64url: standard alphabet, padding, stray characters, impossible length.
+        assert_eq!(protocol("keygate.key.b64.ab/+"), m(Malformed::BadEncoding));
+        assert_eq!(protocol("keygate.key.b64.YWI="), m(Malformed::BadEncoding));
+        assert_eq!(protocol("keygate.key.b64.a!b"), m(Malformed::BadEncoding));
+        assert_eq!(protocol("keygate.key.b64.a"), m(Malformed::BadEncoding));
+        // The decoded key goes through the same checks as any credential.
+        assert_eq!(protocol("keygate.key.b64."), m(Malformed::Empty));
+        assert_eq!(
+            protocol(&format!("keygate.key.b64.{}", encoded(&[b'a'; 17]))),
+            m(Malformed::TooLong)
+        );
+        assert_eq!(
+            protocol(&format!("keygate.key.b64.{}", encoded(&[b'a'; 16]))).unwrap(),
+            "a".repeat(16)
+        );
+        // Far too long to be a key: refused without decoding it.
+        assert_eq!(
+            protocol(&format!("keygate.key.b64.{}", "A".repeat(10_000))),
+            m(Malformed::TooLong)
+        );
+        assert_eq!(
+            protocol(&format!("keygate.key.b64.{}", encoded(b"a b"))),
+            m(Malformed::InvalidBytes)
+        );
+        assert_eq!(
+            protocol(&format!("keygate.key.b64.{}", encoded(b"caf\xc3\xa9"))),
+            m(Malformed::InvalidBytes)
+        );
+        assert_eq!(
+            protocol(&format!("keygate.key.b64.{}", encoded(&[0xff, 0xfe]))),
+            m(Malformed::InvalidBytes)
+        );
+        // One key, in either form, once.
+        assert_eq!(
+            protocol(&format!(
+                "keygate.key.abc, keygate.key.b64.{}",
+                encoded(b"abc")
+            )),
+            m(Malformed::Duplicated)
         );
     }
 

@@ -267,6 +267,84 @@ async fn key_in_websocket_protocol_authenticates_and_is_echoed() {
     join(&mut client, "ws-1").await;
 }
 
+/// An `openssl rand -base64 32` key: `/`, `+` and `=`, which a subprotocol token cannot
+/// carry.
+const OPENSSL_KEY: &str = "q2V/n+0cM3nMn3WrWWMzRr4m5nN1QIk4YHd0Y2W9Zfk=";
+
+#[tokio::test]
+async fn base64url_key_in_websocket_protocol_authenticates_and_is_echoed() {
+    use base64::Engine as _;
+
+    let server = start(&[("WS_API_KEY", OPENSSL_KEY)]).await;
+    let protocol = format!(
+        "keygate.key.b64.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(OPENSSL_KEY)
+    );
+    let offered = format!("json, {protocol}");
+    let (mut client, response) = server
+        .connect("", &[("sec-websocket-protocol", &offered)])
+        .await;
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        protocol.as_str()
+    );
+    expect_authenticated(&mut client).await;
+    join(&mut client, "ws-1").await;
+}
+
+#[tokio::test]
+async fn bad_base64url_in_websocket_protocol_closes_with_1008() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Raw: a refused entry is not echoed, which a WebSocket client takes as a failed
+    // handshake before it reads the close frame.
+    let server = start(&[]).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: keygate.key.b64.a\r\n\r\n",
+        server.addr
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let close = [0x88, 23, 0x03, 0xf0]; // close frame, 1008, then the reason
+    let reason = b"malformed_credentials";
+    tokio::time::timeout(WAIT, async {
+        let mut buf = [0_u8; 1024];
+        while !received.windows(reason.len()).any(|w| w == reason) {
+            let read = stream.read(&mut buf).await.unwrap();
+            assert_ne!(
+                read,
+                0,
+                "closed early: {}",
+                String::from_utf8_lossy(&received)
+            );
+            received.extend_from_slice(&buf[..read]);
+        }
+    })
+    .await
+    .expect("no close frame");
+    assert!(received.starts_with(b"HTTP/1.1 101 "), "{received:?}");
+    let frame: Vec<u8> = close.iter().chain(reason).copied().collect();
+    assert!(
+        received.windows(frame.len()).any(|w| w == frame.as_slice()),
+        "{received:?}"
+    );
+}
+
+#[tokio::test]
+async fn percent_encoded_key_in_token_query_parameter_authenticates() {
+    let server = start(&[("WS_API_KEY", OPENSSL_KEY)]).await;
+    let encoded = OPENSSL_KEY
+        .replace('/', "%2F")
+        .replace('+', "%2B")
+        .replace('=', "%3D");
+    let (mut client, _) = server.connect(&format!("?token={encoded}"), &[]).await;
+    expect_authenticated(&mut client).await;
+    join(&mut client, "ws-1").await;
+}
+
 #[tokio::test]
 async fn key_in_token_query_parameter_authenticates() {
     let server = start(&[]).await;

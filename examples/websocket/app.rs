@@ -15,9 +15,10 @@
 //!
 //! 1. **Authenticate**, once, either
 //!    - in the upgrade request: `X-API-Key: <key>`, `Authorization: Bearer <key>`,
-//!      `?token=<key>`, or a `Sec-WebSocket-Protocol` entry `keygate.key.<key>` (for
-//!      browsers, which cannot set headers; the server selects that entry, as the
-//!      handshake requires), or
+//!      `?token=<key>` (percent-encoded), or a `Sec-WebSocket-Protocol` entry
+//!      `keygate.key.<key>`, or `keygate.key.b64.<base64url(key), no padding>` for keys
+//!      with `/`, `+` or `=` (for browsers, which cannot set headers; the server selects
+//!      that entry, as the handshake requires), or
 //!    - with none of those, as the first message, within `WS_AUTH_TIMEOUT_MS`:
 //!      `{"type":"auth","key":"<key>"}`.
 //!
@@ -72,8 +73,7 @@ use futures_util::{
     stream::{self, BoxStream, SelectAll},
 };
 use keygate::{
-    ApiKey, ApiKeyGuard, AuditEvent, AuditSink, CredentialSource, KeyGrant, Outcome, Principal,
-    Rejection,
+    ApiKey, ApiKeyGuard, AuditEvent, AuditSink, KeyGrant, Outcome, Principal, Rejection,
     limit::{InMemoryRateLimit, Quota, RateLimitBackend, Tiers},
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -449,12 +449,8 @@ async fn authenticate_handshake(
             return Ok((Handshake::Refused(rejection), None));
         }
     };
-    let protocol = match credential.source() {
-        CredentialSource::WebSocketProtocol { prefix } => {
-            Some(format!("{prefix}{}", credential.expose_secret()))
-        }
-        _ => None,
-    };
+    // The entry as the client sent it (`keygate.key.<key>` or `keygate.key.b64.<…>`).
+    let protocol = credential.websocket_protocol_entry().map(str::to_owned);
     let handshake = match state
         .guard
         .authenticate(credential.expose_secret(), client_ip, ACTION_HANDSHAKE)

@@ -197,7 +197,9 @@ impl<R> ApiKeyGuardBuilder<R> {
         self.source(CredentialSource::Query(name.to_owned()))
     }
 
-    /// Also accepts a `Sec-WebSocket-Protocol` entry `keygate.key.<key>`.
+    /// Also accepts a `Sec-WebSocket-Protocol` entry `keygate.key.<key>`, or
+    /// `keygate.key.b64.<base64url(key)>` for keys with `/`, `+` or `=`
+    /// ([`CredentialSource::WebSocketProtocol`]).
     pub fn websocket_protocol(self) -> Self {
         self.source(CredentialSource::WebSocketProtocol {
             prefix: crate::credential::DEFAULT_WEBSOCKET_PROTOCOL_PREFIX.to_owned(),

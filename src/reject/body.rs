@@ -95,6 +95,11 @@ impl Malformed {
                 "malformed_credentials",
                 "the Authorization header is not of the form `Bearer <key>`"
             ),
+            Malformed::BadEncoding => fixed!(
+                401,
+                "malformed_credentials",
+                "the API key is not valid base64url (without padding)"
+            ),
         }
     }
 }
@@ -224,6 +229,7 @@ mod tests {
                 Malformed::Duplicated,
                 Malformed::Ambiguous,
                 Malformed::NotBearer,
+                Malformed::BadEncoding,
             ]
             .map(Rejection::MalformedCredentials),
         );
@@ -269,6 +275,7 @@ mod tests {
                 r#"{"error":{"code":401,"reason":"malformed_credentials","message":"the API key was given more than once"}}"#,
                 r#"{"error":{"code":401,"reason":"malformed_credentials","message":"API keys were given in more than one place"}}"#,
                 r#"{"error":{"code":401,"reason":"malformed_credentials","message":"the Authorization header is not of the form `Bearer <key>`"}}"#,
+                r#"{"error":{"code":401,"reason":"malformed_credentials","message":"the API key is not valid base64url (without padding)"}}"#,
             ]
         );
     }

@@ -58,6 +58,9 @@ pub enum Malformed {
     Ambiguous,
     /// The `Authorization` header is not `Bearer <token>`.
     NotBearer,
+    /// An encoded credential (the base64url form of a `Sec-WebSocket-Protocol` entry) does
+    /// not decode.
+    BadEncoding,
 }
 
 /// Every way keygate refuses a request.
