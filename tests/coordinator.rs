@@ -1104,3 +1104,66 @@ async fn the_built_binary_refuses_bad_keys_serves_and_verifies_its_audit_log() {
     assert!(stderr.contains("line 2"), "{stderr}");
     let _ = std::fs::remove_file(&audit_log);
 }
+
+#[tokio::test]
+async fn the_built_binary_logs_keygate_errors_with_rust_log_unset() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    // An audit log that cannot be written: every decision's event is lost, and keygate
+    // says so through `tracing`, which must reach the terminal without RUST_LOG.
+    let binary = examples_common::built_example("coordinator");
+    let (key, admin) = (random_key(), random_key());
+    let mut child = tokio::process::Command::new(&binary)
+        .env_clear()
+        .envs([
+            ("COORDINATOR_API_KEY", key.as_str()),
+            ("ADMIN_API_KEY", admin.as_str()),
+            ("COORDINATOR_WORKSPACES", "ws-a"),
+            ("LISTEN_ADDR", "127.0.0.1:0"),
+            ("AUDIT_LOG", "/dev/full"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            if let Some(addr) = line.split("listening on http://").nth(1) {
+                return addr.to_owned();
+            }
+        }
+        panic!("no address printed");
+    })
+    .await
+    .unwrap();
+    let reply = reqwest::get(format!("http://{addr}/coordinator/jobs/x"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 401);
+
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut printed = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            printed.push_str(&line);
+            printed.push('\n');
+            if line.contains("could not write audit event") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    child.kill().await.unwrap();
+    assert!(found, "no audit error on stderr:\n{printed}");
+    assert!(printed.contains("ERROR"), "{printed}");
+    assert!(printed.contains("keygate::audit"), "{printed}");
+    assert!(
+        !printed.contains(&key) && !printed.contains(&admin),
+        "{printed}"
+    );
+}

@@ -21,7 +21,8 @@
 //!   [`parse_json`] for JSON that arrives otherwise (a raw signed body, a WebSocket message).
 //! - **Running**: [`api_defaults`] (JSON 404/405, a 64 KiB body limit), [`open_audit_log`],
 //!   [`serve`] / [`bind_and_serve`], and [`main`], the whole of an example's `main` (with
-//!   [`command_line`], [`verify_audit`] and [`exit_code`]).
+//!   [`init_tracing`]: logs on stderr, `RUST_LOG`, default `info`; [`command_line`],
+//!   [`verify_audit`] and [`exit_code`]).
 
 // Each example uses a different part of this module.
 #![allow(dead_code)]
@@ -770,6 +771,7 @@ where
     C: fmt::Debug,
     R: Future<Output = Result<Router, StartError>>,
 {
+    init_tracing();
     let run = async {
         if let Command::VerifyAudit(file) = command_line(name, std::env::args().skip(1))? {
             return verify_audit(&file);
@@ -781,6 +783,21 @@ where
         bind_and_serve(name, listen_addr, router).await
     };
     exit_code(run.await)
+}
+
+/// Installs a `tracing` subscriber writing to stderr, filtered by `RUST_LOG` (default
+/// `info`, also when `RUST_LOG` does not parse), so that keygate's warnings and errors
+/// (a failing registry or rate-limit backend, audit events that cannot be written) are
+/// seen. Nothing keygate logs holds a secret.
+pub(crate) fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Fails only if a subscriber is already installed, which then stays.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// What `main` was asked to do.
