@@ -194,8 +194,12 @@ async fn health() -> Json<Value> {
 // Webhook
 
 /// What the bot posts.
+///
+/// Fields this receiver does not know are ignored, not refused: a sender may add fields
+/// to its events at any time, and a receiver that refused them would break on the
+/// sender's next release. A body that is not an object, or lacks `id` or `type`, is
+/// still refused (422).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct WebhookEvent {
     /// The sender's id for the event, the same on every delivery of it.
     id: String,
