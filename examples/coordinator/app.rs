@@ -763,8 +763,9 @@ struct NewCoordinator {
     workspaces: Vec<String>,
 }
 
-/// A key just issued, shown this once.
-#[derive(Debug, Serialize)]
+/// A key just issued, shown this once (in the response body only: its `Debug` shows
+/// `[REDACTED]` in place of the key).
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct IssuedKeyBody {
     principal_id: String,
@@ -779,6 +780,19 @@ struct IssuedKeyBody {
         with = "time::serde::rfc3339::option"
     )]
     previous_key_expires_at: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Debug for IssuedKeyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedKeyBody")
+            .field("principal_id", &self.principal_id)
+            .field("key_id", &self.key_id)
+            .field("key", &format_args!("[REDACTED]"))
+            .field("workspaces", &self.workspaces)
+            .field("previous_key_id", &self.previous_key_id)
+            .field("previous_key_expires_at", &self.previous_key_expires_at)
+            .finish()
+    }
 }
 
 impl IssuedKeyBody {
@@ -902,8 +916,9 @@ async fn rotate_key(
             ));
         }
         let _serialized = state.admin.lock().await;
-        // keygate's `rotate` would also rotate a revoked key, handing out a working
-        // successor: refuse that here.
+        // keygate's `rotate` refuses a revoked or expired key too
+        // (`RegistryError::InactiveKey`); looking the key up first gives this API its own
+        // answers: 404 for an unknown key, 409 for one that no longer works.
         let key_id = active_key(&state, &key_id).await?;
         let overlap = Duration::from_secs(body.overlap_seconds);
         let issued = state
@@ -953,4 +968,32 @@ async fn revoke_key(
     state
         .audited(&admin, "key.revoke", None, Some(&key_id), result)
         .map(Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_issued_key_body_never_shows_its_key_in_debug() {
+        let key = "kg_0123456789abcdef_secretsecretsecretsecretsecret";
+        let body = IssuedKeyBody {
+            principal_id: "coordinator-1".to_owned(),
+            key_id: KeyId::parse("0123456789ab").unwrap(),
+            key: key.to_owned(),
+            workspaces: vec!["ws-1".to_owned()],
+            previous_key_id: None,
+            previous_key_expires_at: None,
+        };
+        let shown = format!("{body:?}");
+        assert!(!shown.contains(key), "{shown}");
+        assert!(!shown.contains("secretsecret"), "{shown}");
+        assert!(
+            shown.contains("coordinator-1") && shown.contains("[REDACTED]"),
+            "{shown}"
+        );
+        // The response body still carries the key: it is shown this once.
+        let json = serde_json::to_value(&body).unwrap();
+        assert_eq!(json["key"], key);
+    }
 }
