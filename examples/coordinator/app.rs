@@ -73,7 +73,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::common::{
-    self, ApiError, ConfigError, JsonBody, Lookup, PathParam, RedisUrl, ServerConfig, StartError,
+    self, ApiError, ConfigError, JsonBody, Lookup, PathParam, Problems, RedisUrl, ServerConfig,
+    StartError,
 };
 
 /// The principal id of the coordinator whose key is configured in the environment.
@@ -117,20 +118,42 @@ impl Config {
         let lookup: Lookup<'_> = &lookup;
         const WORKSPACES_HOW: &str = "set it to the comma-separated workspace ids the first \
                                       coordinator may use, e.g. COORDINATOR_WORKSPACES=ws-1,ws-2";
+        // Every variable is read, and every problem reported at once.
+        let mut problems = Problems::default();
+        let server = problems.check(ServerConfig::from_lookup(lookup));
+        let coordinator_key = problems.check(common::required_key(lookup, "COORDINATOR_API_KEY"));
+        let coordinator_workspaces = problems.check(
+            common::id_list(lookup, "COORDINATOR_WORKSPACES", WORKSPACES_HOW).and_then(|ids| {
+                ids.ok_or(ConfigError::Missing {
+                    var: "COORDINATOR_WORKSPACES",
+                    how: WORKSPACES_HOW,
+                })
+            }),
+        );
+        let admin_key = problems.check(common::required_key(lookup, "ADMIN_API_KEY"));
+        let redis_url = problems.check(common::redis_url(lookup));
+        let (
+            Some(server),
+            Some(coordinator_key),
+            Some(coordinator_workspaces),
+            Some(admin_key),
+            Some(redis_url),
+        ) = (
+            server,
+            coordinator_key,
+            coordinator_workspaces,
+            admin_key,
+            redis_url,
+        )
+        else {
+            return Err(problems.into_error());
+        };
         let config = Self {
-            server: ServerConfig::from_lookup(lookup)?,
-            coordinator_key: common::required_key(lookup, "COORDINATOR_API_KEY")?,
-            coordinator_workspaces: common::id_list(
-                lookup,
-                "COORDINATOR_WORKSPACES",
-                WORKSPACES_HOW,
-            )?
-            .ok_or(ConfigError::Missing {
-                var: "COORDINATOR_WORKSPACES",
-                how: WORKSPACES_HOW,
-            })?,
-            admin_key: common::required_key(lookup, "ADMIN_API_KEY")?,
-            redis_url: common::redis_url(lookup)?,
+            server,
+            coordinator_key,
+            coordinator_workspaces,
+            admin_key,
+            redis_url,
         };
         if config
             .admin_key
