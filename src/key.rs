@@ -60,9 +60,11 @@ const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnop
 
 /// Why a key, key id or prefix was refused, or could not be made.
 ///
-/// No variant ever carries key material.
+/// No variant ever carries key material. `Debug` shows the same message as `Display`, so
+/// that a `main` returning `Result<(), Box<dyn Error>>` prints the message (which names
+/// the variable and says how to make a key), not the variant's fields.
 #[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum KeyError {
     /// The prefix is not 1 to 8 lowercase ASCII letters.
     #[error("key prefix must be 1 to 8 lowercase ASCII letters")]
@@ -108,6 +110,13 @@ pub enum KeyError {
     /// The operating system's random number generator failed.
     #[error("the operating system's random number generator failed: {0}")]
     Rng(getrandom::Error),
+}
+
+impl fmt::Debug for KeyError {
+    /// The message of [`Display`](fmt::Display).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 // ---------------------------------------------------------------------------------------

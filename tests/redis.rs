@@ -268,6 +268,31 @@ async fn redis_decides_exactly_as_the_in_memory_backend() {
 }
 
 #[tokio::test]
+async fn a_tier_is_advertised_under_its_name_as_in_memory() {
+    let server = RedisServer::start();
+    let tiers = Tiers::default().tier("bulk", Quota::per_minute(nz(5)));
+    let clock = Clock::manual();
+    let memory = InMemoryRateLimit::new(tiers.clone()).with_clock(clock.clone());
+    let redis = RedisRateLimit::connect(server.url(), tiers)
+        .await
+        .unwrap()
+        .with_clock(clock.clone());
+    let on_redis = redis.check("k", "bulk", nz(1)).await.unwrap();
+    let in_memory = memory.check("k", "bulk", nz(1)).await.unwrap();
+    assert_eq!(on_redis, in_memory);
+    assert_eq!(&*on_redis.policy, "bulk");
+    assert_eq!(on_redis.headers().policy(), r#""bulk";q=5;w=60"#);
+    assert!(
+        on_redis
+            .headers()
+            .rate_limit()
+            .to_str()
+            .unwrap()
+            .starts_with(r#""bulk";r=4;"#)
+    );
+}
+
+#[tokio::test]
 async fn check_all_is_all_or_nothing() {
     let server = RedisServer::start();
     let tiers = Tiers::default().tier(

@@ -264,11 +264,12 @@ async fn bad_signatures_are_401_in_the_guards_shape() {
 #[tokio::test]
 async fn signed_bodies_are_still_validated() {
     let s = Stitcher::start().await;
-    let cases: [(&str, u16); 6] = [
+    let cases: [(&str, u16); 7] = [
         ("{\"id\":", 400),
         ("", 400),
         ("{\"id\":\"evt_1\"}", 422),
-        ("{\"id\":\"evt_1\",\"type\":\"x\",\"extra\":1}", 422),
+        ("{\"type\":\"x\",\"extra\":1}", 422),
+        ("{\"id\":\"evt_1\",\"type\":null,\"extra\":1}", 422),
         ("{\"id\":7,\"type\":\"x\"}", 422),
         ("{\"id\":\"evt 1\",\"type\":\"x\"}", 422),
     ];
@@ -284,6 +285,22 @@ async fn signed_bodies_are_still_validated() {
     s.webhook(&huge, Some(&signed(NEW_SECRET, now(), &huge)))
         .await
         .assert_error(413, "body_too_large");
+    s.server.finish().await;
+}
+
+#[tokio::test]
+async fn webhook_bodies_with_fields_added_later_are_accepted() {
+    let s = Stitcher::start().await;
+    // A sender may add fields at any time: the receiver ignores what it does not know.
+    let body = r#"{"id":"evt_new","type":"job.ready","data":{"a":1},"createdAt":"2026-01-01T00:00:00Z","attempt":2}"#;
+    let reply = s
+        .webhook(body, Some(&signed(NEW_SECRET, now(), body)))
+        .await;
+    reply.assert_status(202);
+    assert_eq!(
+        reply.body,
+        json!({ "received": "evt_new", "type": "job.ready", "duplicate": false })
+    );
     s.server.finish().await;
 }
 
@@ -415,4 +432,39 @@ fn the_built_binary_refuses_to_start_without_webhook_secrets() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("STITCHER_WEBHOOK_SECRETS"), "{stderr}");
+}
+
+#[test]
+fn the_built_binary_names_every_missing_variable_at_once() {
+    let output = std::process::Command::new(examples_common::built_example("stitcher"))
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for var in ["STITCHER_API_KEY", "STITCHER_WEBHOOK_SECRETS"] {
+        assert!(stderr.contains(var), "{var} not named in: {stderr}");
+    }
+    assert!(
+        !stderr.contains("MissingEnv {") && !stderr.contains("Missing {"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_invalid_variable_is_reported_at_once() {
+    let env = Env::default()
+        .set("LISTEN_ADDR", "nowhere")
+        .set("FAILED_ATTEMPTS_PER_MINUTE", "0");
+    let error = app::Config::from_lookup(env.lookup())
+        .unwrap_err()
+        .to_string();
+    for var in [
+        "LISTEN_ADDR",
+        "FAILED_ATTEMPTS_PER_MINUTE",
+        "STITCHER_API_KEY",
+        "STITCHER_WEBHOOK_SECRETS",
+    ] {
+        assert!(error.contains(var), "{var} not named in: {error}");
+    }
 }

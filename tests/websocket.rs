@@ -6,6 +6,7 @@
 mod app;
 #[path = "../examples/common/mod.rs"]
 mod common;
+mod examples_common;
 mod support;
 
 use std::{
@@ -716,4 +717,39 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[test]
+fn the_built_binary_names_every_missing_variable_at_once() {
+    let output = std::process::Command::new(examples_common::built_example("websocket"))
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for var in ["WS_API_KEY", "WS_WORKSPACES"] {
+        assert!(stderr.contains(var), "{var} not named in: {stderr}");
+    }
+    assert!(
+        !stderr.contains("MissingEnv {") && !stderr.contains("Missing {"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_invalid_variable_is_reported_at_once() {
+    let env = examples_common::Env::default()
+        .set("LISTEN_ADDR", "nowhere")
+        .set("FAILED_ATTEMPTS_PER_MINUTE", "0");
+    let error = app::Config::from_lookup(env.lookup())
+        .unwrap_err()
+        .to_string();
+    for var in [
+        "LISTEN_ADDR",
+        "FAILED_ATTEMPTS_PER_MINUTE",
+        "WS_API_KEY",
+        "WS_WORKSPACES",
+    ] {
+        assert!(error.contains(var), "{var} not named in: {error}");
+    }
 }

@@ -108,6 +108,50 @@ pub(crate) enum ConfigError {
         /// What to do instead.
         how: &'static str,
     },
+    /// Several of the above, all reported at once (one per line), so that a user fixes
+    /// every variable in one go rather than one per run.
+    #[error("{} configuration problems:{}", .0.len(), bulleted(.0))]
+    Several(Vec<ConfigError>),
+}
+
+/// Each error on a line of its own, after a newline and a dash.
+fn bulleted(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(|error| format!("\n  - {error}"))
+        .collect()
+}
+
+/// The configuration errors found so far: a configuration reads every variable and
+/// reports all that are wrong, not only the first.
+#[derive(Debug, Default)]
+pub(crate) struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    /// The value of `result`, or `None` after noting its error(s).
+    pub(crate) fn check<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(ConfigError::Several(errors)) => {
+                self.0.extend(errors);
+                None
+            }
+            Err(error) => {
+                self.0.push(error);
+                None
+            }
+        }
+    }
+
+    /// Every error noted: the one, or [`ConfigError::Several`].
+    pub(crate) fn into_error(mut self) -> ConfigError {
+        if self.0.len() == 1
+            && let Some(error) = self.0.pop()
+        {
+            return error;
+        }
+        ConfigError::Several(self.0)
+    }
 }
 
 /// Reads the API key in `var`: at least 32 characters (e.g. `openssl rand -base64 32`) or
@@ -335,33 +379,38 @@ impl ServerConfig {
 
     /// Reads `LISTEN_ADDR`, `AUDIT_LOG` and `FAILED_ATTEMPTS_PER_MINUTE`.
     pub(crate) fn from_lookup(lookup: Lookup<'_>) -> Result<Self, ConfigError> {
-        let listen_addr = match lookup("LISTEN_ADDR") {
-            None => SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_PORT)),
+        let mut problems = Problems::default();
+        let listen_addr = problems.check(match lookup("LISTEN_ADDR") {
+            None => Ok(SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_PORT))),
             Some(value) => value.trim().parse().map_err(|_| ConfigError::Invalid {
                 var: "LISTEN_ADDR",
                 problem: format!("{value:?} is not an address and port"),
                 how: "set it to an IP address and port, e.g. LISTEN_ADDR=127.0.0.1:8080 \
                       (port 0 picks a free port)",
-            })?,
-        };
-        let audit_log = match lookup("AUDIT_LOG") {
-            Some(path) if !path.trim().is_empty() => PathBuf::from(path),
-            Some(_) => {
-                return Err(ConfigError::Invalid {
-                    var: "AUDIT_LOG",
-                    problem: "it is empty".to_owned(),
-                    how: "set it to the path of the audit file, or unset it for audit.jsonl",
-                });
-            }
-            None => PathBuf::from(Self::DEFAULT_AUDIT_LOG),
-        };
-        let failed_attempts_per_minute = match lookup("FAILED_ATTEMPTS_PER_MINUTE") {
-            None => Self::DEFAULT_FAILED_ATTEMPTS_PER_MINUTE,
-            Some(value) => value.trim().parse().map_err(|_| ConfigError::Invalid {
-                var: "FAILED_ATTEMPTS_PER_MINUTE",
-                problem: format!("{value:?} is not a whole number from 1 to 4294967295"),
-                how: "set it to a positive whole number, or unset it for 10",
-            })?,
+            }),
+        });
+        let audit_log = problems.check(match lookup("AUDIT_LOG") {
+            Some(path) if !path.trim().is_empty() => Ok(PathBuf::from(path)),
+            Some(_) => Err(ConfigError::Invalid {
+                var: "AUDIT_LOG",
+                problem: "it is empty".to_owned(),
+                how: "set it to the path of the audit file, or unset it for audit.jsonl",
+            }),
+            None => Ok(PathBuf::from(Self::DEFAULT_AUDIT_LOG)),
+        });
+        let failed_attempts_per_minute =
+            problems.check(match lookup("FAILED_ATTEMPTS_PER_MINUTE") {
+                None => Ok(Self::DEFAULT_FAILED_ATTEMPTS_PER_MINUTE),
+                Some(value) => value.trim().parse().map_err(|_| ConfigError::Invalid {
+                    var: "FAILED_ATTEMPTS_PER_MINUTE",
+                    problem: format!("{value:?} is not a whole number from 1 to 4294967295"),
+                    how: "set it to a positive whole number, or unset it for 10",
+                }),
+            });
+        let (Some(listen_addr), Some(audit_log), Some(failed_attempts_per_minute)) =
+            (listen_addr, audit_log, failed_attempts_per_minute)
+        else {
+            return Err(problems.into_error());
         };
         Ok(Self {
             listen_addr,

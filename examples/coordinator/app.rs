@@ -73,7 +73,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::common::{
-    self, ApiError, ConfigError, JsonBody, Lookup, PathParam, RedisUrl, ServerConfig, StartError,
+    self, ApiError, ConfigError, JsonBody, Lookup, PathParam, Problems, RedisUrl, ServerConfig,
+    StartError,
 };
 
 /// The principal id of the coordinator whose key is configured in the environment.
@@ -117,20 +118,42 @@ impl Config {
         let lookup: Lookup<'_> = &lookup;
         const WORKSPACES_HOW: &str = "set it to the comma-separated workspace ids the first \
                                       coordinator may use, e.g. COORDINATOR_WORKSPACES=ws-1,ws-2";
+        // Every variable is read, and every problem reported at once.
+        let mut problems = Problems::default();
+        let server = problems.check(ServerConfig::from_lookup(lookup));
+        let coordinator_key = problems.check(common::required_key(lookup, "COORDINATOR_API_KEY"));
+        let coordinator_workspaces = problems.check(
+            common::id_list(lookup, "COORDINATOR_WORKSPACES", WORKSPACES_HOW).and_then(|ids| {
+                ids.ok_or(ConfigError::Missing {
+                    var: "COORDINATOR_WORKSPACES",
+                    how: WORKSPACES_HOW,
+                })
+            }),
+        );
+        let admin_key = problems.check(common::required_key(lookup, "ADMIN_API_KEY"));
+        let redis_url = problems.check(common::redis_url(lookup));
+        let (
+            Some(server),
+            Some(coordinator_key),
+            Some(coordinator_workspaces),
+            Some(admin_key),
+            Some(redis_url),
+        ) = (
+            server,
+            coordinator_key,
+            coordinator_workspaces,
+            admin_key,
+            redis_url,
+        )
+        else {
+            return Err(problems.into_error());
+        };
         let config = Self {
-            server: ServerConfig::from_lookup(lookup)?,
-            coordinator_key: common::required_key(lookup, "COORDINATOR_API_KEY")?,
-            coordinator_workspaces: common::id_list(
-                lookup,
-                "COORDINATOR_WORKSPACES",
-                WORKSPACES_HOW,
-            )?
-            .ok_or(ConfigError::Missing {
-                var: "COORDINATOR_WORKSPACES",
-                how: WORKSPACES_HOW,
-            })?,
-            admin_key: common::required_key(lookup, "ADMIN_API_KEY")?,
-            redis_url: common::redis_url(lookup)?,
+            server,
+            coordinator_key,
+            coordinator_workspaces,
+            admin_key,
+            redis_url,
         };
         if config
             .admin_key
@@ -763,8 +786,9 @@ struct NewCoordinator {
     workspaces: Vec<String>,
 }
 
-/// A key just issued, shown this once.
-#[derive(Debug, Serialize)]
+/// A key just issued, shown this once (in the response body only: its `Debug` shows
+/// `[REDACTED]` in place of the key).
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct IssuedKeyBody {
     principal_id: String,
@@ -779,6 +803,19 @@ struct IssuedKeyBody {
         with = "time::serde::rfc3339::option"
     )]
     previous_key_expires_at: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Debug for IssuedKeyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedKeyBody")
+            .field("principal_id", &self.principal_id)
+            .field("key_id", &self.key_id)
+            .field("key", &format_args!("[REDACTED]"))
+            .field("workspaces", &self.workspaces)
+            .field("previous_key_id", &self.previous_key_id)
+            .field("previous_key_expires_at", &self.previous_key_expires_at)
+            .finish()
+    }
 }
 
 impl IssuedKeyBody {
@@ -902,8 +939,9 @@ async fn rotate_key(
             ));
         }
         let _serialized = state.admin.lock().await;
-        // keygate's `rotate` would also rotate a revoked key, handing out a working
-        // successor: refuse that here.
+        // keygate's `rotate` refuses a revoked or expired key too
+        // (`RegistryError::InactiveKey`); looking the key up first gives this API its own
+        // answers: 404 for an unknown key, 409 for one that no longer works.
         let key_id = active_key(&state, &key_id).await?;
         let overlap = Duration::from_secs(body.overlap_seconds);
         let issued = state
@@ -953,4 +991,32 @@ async fn revoke_key(
     state
         .audited(&admin, "key.revoke", None, Some(&key_id), result)
         .map(Json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_issued_key_body_never_shows_its_key_in_debug() {
+        let key = "kg_0123456789abcdef_secretsecretsecretsecretsecret";
+        let body = IssuedKeyBody {
+            principal_id: "coordinator-1".to_owned(),
+            key_id: KeyId::parse("0123456789ab").unwrap(),
+            key: key.to_owned(),
+            workspaces: vec!["ws-1".to_owned()],
+            previous_key_id: None,
+            previous_key_expires_at: None,
+        };
+        let shown = format!("{body:?}");
+        assert!(!shown.contains(key), "{shown}");
+        assert!(!shown.contains("secretsecret"), "{shown}");
+        assert!(
+            shown.contains("coordinator-1") && shown.contains("[REDACTED]"),
+            "{shown}"
+        );
+        // The response body still carries the key: it is shown this once.
+        let json = serde_json::to_value(&body).unwrap();
+        assert_eq!(json["key"], key);
+    }
 }

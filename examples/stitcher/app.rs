@@ -34,7 +34,9 @@ use keygate::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::common::{self, ApiError, ConfigError, JsonBody, Lookup, ServerConfig, StartError};
+use crate::common::{
+    self, ApiError, ConfigError, JsonBody, Lookup, Problems, ServerConfig, StartError,
+};
 
 /// The stitcher's principal id.
 pub(crate) const STITCHER: &str = "stitcher";
@@ -68,29 +70,42 @@ impl Config {
         const SECRETS_HOW: &str = "set it to the webhook signing secret, at least 16 characters \
                                    (e.g. from `openssl rand -base64 32`); during a rotation, \
                                    list the new and the old one separated by a comma";
-        let server = ServerConfig::from_lookup(lookup)?;
-        let stitcher_key = common::required_key(lookup, "STITCHER_API_KEY")?;
-        let secrets = lookup(SECRETS).ok_or(ConfigError::Missing {
-            var: SECRETS,
-            how: SECRETS_HOW,
-        })?;
-        let webhook = WebhookVerifier::from_comma_separated(&secrets).map_err(|error| {
-            ConfigError::Invalid {
-                var: SECRETS,
-                problem: error.to_string(),
-                how: SECRETS_HOW,
-            }
-        })?;
+        // Every variable is read, and every problem reported at once.
+        let mut problems = Problems::default();
+        let server = problems.check(ServerConfig::from_lookup(lookup));
+        let stitcher_key = problems.check(common::required_key(lookup, "STITCHER_API_KEY"));
+        let webhook = problems.check(
+            lookup(SECRETS)
+                .ok_or(ConfigError::Missing {
+                    var: SECRETS,
+                    how: SECRETS_HOW,
+                })
+                .and_then(|secrets| {
+                    WebhookVerifier::from_comma_separated(&secrets).map_err(|error| {
+                        ConfigError::Invalid {
+                            var: SECRETS,
+                            problem: error.to_string(),
+                            how: SECRETS_HOW,
+                        }
+                    })
+                }),
+        );
+        let workspaces = problems.check(common::id_list(
+            lookup,
+            "STITCHER_WORKSPACES",
+            "set it to the comma-separated workspace ids dispatch may use, or unset it to \
+             allow any",
+        ));
+        let (Some(server), Some(stitcher_key), Some(webhook), Some(workspaces)) =
+            (server, stitcher_key, webhook, workspaces)
+        else {
+            return Err(problems.into_error());
+        };
         Ok(Self {
             server,
             stitcher_key,
             webhook,
-            workspaces: common::id_list(
-                lookup,
-                "STITCHER_WORKSPACES",
-                "set it to the comma-separated workspace ids dispatch may use, or unset it \
-                 to allow any",
-            )?,
+            workspaces,
         })
     }
 }
@@ -194,8 +209,12 @@ async fn health() -> Json<Value> {
 // Webhook
 
 /// What the bot posts.
+///
+/// Fields this receiver does not know are ignored, not refused: a sender may add fields
+/// to its events at any time, and a receiver that refused them would break on the
+/// sender's next release. A body that is not an object, or lacks `id` or `type`, is
+/// still refused (422).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct WebhookEvent {
     /// The sender's id for the event, the same on every delivery of it.
     id: String,

@@ -84,7 +84,9 @@ use tokio::sync::{
     broadcast::{self, error::RecvError},
 };
 
-use crate::common::{self, ApiError, ConfigError, JsonBody, Lookup, ServerConfig, StartError};
+use crate::common::{
+    self, ApiError, ConfigError, JsonBody, Lookup, Problems, ServerConfig, StartError,
+};
 
 /// The principal id of the `WS_API_KEY` key.
 pub(crate) const CLIENT: &str = "ws-client";
@@ -147,8 +149,10 @@ impl Config {
                                    unset it for 5000";
         const MESSAGES_HOW: &str = "set it to a positive whole number, or unset it for 120";
 
-        let auth_timeout = match lookup("WS_AUTH_TIMEOUT_MS") {
-            None => DEFAULT_AUTH_TIMEOUT,
+        // Every variable is read, and every problem reported at once.
+        let mut problems = Problems::default();
+        let auth_timeout = problems.check(match lookup("WS_AUTH_TIMEOUT_MS") {
+            None => Ok(DEFAULT_AUTH_TIMEOUT),
             Some(value) => value
                 .trim()
                 .parse()
@@ -159,25 +163,40 @@ impl Config {
                     var: "WS_AUTH_TIMEOUT_MS",
                     problem: format!("{value:?} is not a whole number from 1 to 60000"),
                     how: TIMEOUT_HOW,
-                })?,
-        };
-        let messages_per_minute = match lookup("WS_MESSAGES_PER_MINUTE") {
-            None => DEFAULT_MESSAGES_PER_MINUTE,
+                }),
+        });
+        let messages_per_minute = problems.check(match lookup("WS_MESSAGES_PER_MINUTE") {
+            None => Ok(DEFAULT_MESSAGES_PER_MINUTE),
             Some(value) => value.trim().parse().map_err(|_| ConfigError::Invalid {
                 var: "WS_MESSAGES_PER_MINUTE",
                 problem: format!("{value:?} is not a whole number from 1 to 4294967295"),
                 how: MESSAGES_HOW,
-            })?,
-        };
-        Ok(Self {
-            server: ServerConfig::from_lookup(lookup)?,
-            key: common::required_key(lookup, "WS_API_KEY")?,
-            workspaces: common::id_list(lookup, "WS_WORKSPACES", WORKSPACES_HOW)?.ok_or(
-                ConfigError::Missing {
+            }),
+        });
+        let server = problems.check(ServerConfig::from_lookup(lookup));
+        let key = problems.check(common::required_key(lookup, "WS_API_KEY"));
+        let workspaces = problems.check(
+            common::id_list(lookup, "WS_WORKSPACES", WORKSPACES_HOW).and_then(|ids| {
+                ids.ok_or(ConfigError::Missing {
                     var: "WS_WORKSPACES",
                     how: WORKSPACES_HOW,
-                },
-            )?,
+                })
+            }),
+        );
+        let (
+            Some(auth_timeout),
+            Some(messages_per_minute),
+            Some(server),
+            Some(key),
+            Some(workspaces),
+        ) = (auth_timeout, messages_per_minute, server, key, workspaces)
+        else {
+            return Err(problems.into_error());
+        };
+        Ok(Self {
+            server,
+            key,
+            workspaces,
             auth_timeout,
             messages_per_minute,
         })

@@ -18,8 +18,11 @@ pub const DEFAULT_UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// The misconfigurations [`ApiKeyGuardBuilder::build`] refuses, so that a misconfigured
 /// server never starts. No variant carries key material.
+///
+/// `Debug` shows the same message as `Display`, so that a `main` returning
+/// `Result<(), Box<dyn Error>>` prints what to fix, not the variant's fields.
 #[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
+#[derive(thiserror::Error)]
 pub enum BuildError {
     /// Neither a key nor a registry was configured.
     #[error(
@@ -52,6 +55,13 @@ pub enum BuildError {
     /// A key is unusable (too short, missing environment variable, ...).
     #[error(transparent)]
     Key(#[from] KeyError),
+}
+
+impl std::fmt::Debug for BuildError {
+    /// The message of [`Display`](std::fmt::Display).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Configures an [`ApiKeyGuard`]. Errors are kept until [`build`](Self::build), which

@@ -394,6 +394,18 @@ mod tests {
     }
 
     #[test]
+    fn a_tier_is_advertised_under_its_name() {
+        let tiers = Tiers::new(Quota::per_minute(nz(2))).tier("bulk", Quota::per_minute(nz(5)));
+        let (backend, _clock) = backend(tiers);
+        let decision = check(&backend, "b", "bulk", 1);
+        assert_eq!(&*decision.policy, "bulk");
+        assert_eq!(decision.headers().policy(), r#""bulk";q=5;w=60"#);
+        assert_eq!(decision.headers().rate_limit(), r#""bulk";r=4;t=12"#);
+        let default = check(&backend, "d", "default", 1);
+        assert_eq!(default.headers().policy(), r#""default";q=2;w=60"#);
+    }
+
+    #[test]
     fn tiers_have_their_own_quotas_and_unknown_tiers_get_the_default() {
         let tiers = Tiers::new(Quota::per_minute(nz(2)))
             .tier("gold", Quota::per_minute(nz(5)).named("gold").unwrap());

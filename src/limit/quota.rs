@@ -16,7 +16,8 @@ const MAX_POLICY_NAME_LEN: usize = 64;
 /// It wraps a [`governor::Quota`], which replenishes one cell every `window / limit`
 /// and holds at most `burst` cells, and adds what clients are told in the
 /// [`RateLimit-Policy`](super::RateLimitHeaders) header: the number of requests per
-/// window and the policy's name (`"default"` unless [named](Self::named)).
+/// window and the policy's name: the name given to [`named`](Self::named), else the name
+/// of the [tier](Tiers::tier) it is configured for, else `"default"`.
 ///
 /// # Burst semantics
 ///
@@ -57,6 +58,8 @@ pub struct Quota {
     limit: NonZeroU32,
     window: Duration,
     policy: Arc<str>,
+    /// Whether [`named`](Self::named) gave the policy its name (a tier then keeps it).
+    explicitly_named: bool,
     /// The header values every decision under this quota shares, made once.
     rendered: Arc<RenderedPolicy>,
 }
@@ -126,6 +129,7 @@ impl Quota {
             window,
             rendered: RenderedPolicy::new(&policy, limit.get(), window),
             policy,
+            explicitly_named: false,
         }
     }
 
@@ -147,6 +151,9 @@ impl Quota {
     /// Names the policy, as clients see it in the `RateLimit-Policy` and `RateLimit`
     /// headers.
     ///
+    /// Without it, a quota configured for a [tier](Tiers::tier) is advertised under the
+    /// tier's name; with it, under this name whatever the tier.
+    ///
     /// A name is 1 to 64 HTTP token characters (letters, digits and
     /// ``!#$%&'*+-.^_`|~``).
     ///
@@ -163,7 +170,25 @@ impl Quota {
     /// # Errors
     ///
     /// [`InvalidPolicyName`] if `name` is not 1 to 64 HTTP token characters.
-    pub fn named(mut self, name: &str) -> Result<Self, InvalidPolicyName> {
+    pub fn named(self, name: &str) -> Result<Self, InvalidPolicyName> {
+        let mut named = self.with_policy(name)?;
+        named.explicitly_named = true;
+        Ok(named)
+    }
+
+    /// This quota under the policy name `name`, unless it was [named](Self::named)
+    /// already or `name` is not a valid policy name.
+    fn named_after_tier(self, name: &str) -> Self {
+        if self.explicitly_named || *self.policy == *name {
+            return self;
+        }
+        match self.clone().with_policy(name) {
+            Ok(renamed) => renamed,
+            Err(InvalidPolicyName { .. }) => self,
+        }
+    }
+
+    fn with_policy(mut self, name: &str) -> Result<Self, InvalidPolicyName> {
         if name.is_empty() || name.len() > MAX_POLICY_NAME_LEN || !name.bytes().all(is_tchar) {
             return Err(InvalidPolicyName { _private: () });
         }
@@ -196,7 +221,8 @@ impl Quota {
         self.inner.replenish_interval()
     }
 
-    /// The policy name (`"default"` unless [named](Self::named)).
+    /// The policy name: the name given to [`named`](Self::named), else the tier's name
+    /// once configured for a [tier](Tiers::tier), else `"default"`.
     #[must_use]
     pub fn policy(&self) -> &str {
         &self.policy
@@ -300,14 +326,21 @@ pub struct InvalidPolicyName {
 /// default tier is named `"default"`, and configuring a tier of that name replaces the
 /// default quota.
 ///
+/// A tier's quota is advertised to clients (`RateLimit-Policy`) under the tier's name,
+/// unless the quota was given a name of its own with [`Quota::named`] (or the tier's
+/// name is not a valid policy name: see [`Quota::named`]).
+///
 /// ```
 /// use std::num::NonZeroU32;
 /// use keygate::limit::{Quota, Tiers};
 ///
 /// let per_minute = |n| Quota::per_minute(NonZeroU32::new(n).unwrap());
 /// let tiers = Tiers::new(per_minute(100))
-///     .tier("gold", per_minute(1000).named("gold")?);
+///     .tier("gold", per_minute(1000))
+///     .tier("bulk", per_minute(10).named("batch")?);
 /// assert_eq!(tiers.quota_for("gold").limit(), 1000);
+/// assert_eq!(tiers.quota_for("gold").policy(), "gold");
+/// assert_eq!(tiers.quota_for("bulk").policy(), "batch");
 /// assert_eq!(tiers.quota_for("default").limit(), 100);
 /// assert_eq!(tiers.quota_for("no-such-tier").limit(), 100);
 ///
@@ -332,8 +365,13 @@ impl Tiers {
     }
 
     /// Adds (or replaces) the tier `name`; `"default"` replaces the default quota.
+    ///
+    /// The quota is advertised under the policy name `name` unless it was
+    /// [named](Quota::named) (or `name` is not 1 to 64 HTTP token characters, when it
+    /// keeps its own name).
     #[must_use]
     pub fn tier(mut self, name: &str, quota: Quota) -> Self {
+        let quota = quota.named_after_tier(name);
         if name == DEFAULT_POLICY {
             self.default = quota;
         } else {
@@ -443,6 +481,29 @@ mod tests {
         ] {
             assert!(Quota::per_second(nz(1)).named(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_tier_advertises_its_name_unless_its_quota_was_named() {
+        let tiers = Tiers::new(Quota::per_minute(nz(10)))
+            .tier("bulk", Quota::per_minute(nz(20)))
+            .tier("gold", Quota::per_minute(nz(30)).named("premium").unwrap())
+            .tier("has space", Quota::per_minute(nz(40)));
+        assert_eq!(tiers.quota_for("bulk").policy(), "bulk");
+        assert_eq!(
+            tiers.quota_for("bulk").rendered().policy_value,
+            r#""bulk";q=20;w=60"#
+        );
+        // An explicit name wins over the tier's.
+        assert_eq!(tiers.quota_for("gold").policy(), "premium");
+        // A tier name that is not a valid policy name leaves the quota's name.
+        assert_eq!(tiers.quota_for("has space").policy(), "default");
+        assert_eq!(tiers.quota_for("no-such-tier").policy(), "default");
+        assert_eq!(tiers.default_quota().policy(), "default");
+        let named_default = Tiers::new(Quota::per_minute(nz(10)).named("base").unwrap());
+        assert_eq!(named_default.default_quota().policy(), "base");
+        let replaced = tiers.tier("default", Quota::per_minute(nz(50)));
+        assert_eq!(replaced.default_quota().policy(), "default");
     }
 
     #[test]

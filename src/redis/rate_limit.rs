@@ -55,7 +55,7 @@ const MANUAL_EPOCH_SECS: u64 = 1_000_000_000;
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let per_minute = |n| Quota::per_minute(NonZeroU32::new(n).unwrap());
-/// let tiers = Tiers::new(per_minute(100)).tier("gold", per_minute(1000).named("gold")?);
+/// let tiers = Tiers::new(per_minute(100)).tier("gold", per_minute(1000));
 /// let limit = RedisRateLimit::builder(tiers)
 ///     .prefix("coordinator:limit:")
 ///     .timeout(std::time::Duration::from_millis(100))

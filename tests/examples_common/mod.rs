@@ -20,7 +20,9 @@ use reqwest::Method;
 use serde_json::Value;
 use tokio::{sync::oneshot, task::JoinHandle};
 
-pub(crate) use crate::support::{Reply, random_key};
+pub(crate) use crate::support::Reply;
+#[allow(unused_imports, reason = "not every example test makes keys")]
+pub(crate) use crate::support::random_key;
 
 /// The path of the example binary `name`, built now if needed.
 ///

@@ -74,6 +74,37 @@ fn key_from_an_unset_env_var_fails_naming_the_variable() {
 }
 
 #[test]
+fn errors_returned_from_main_print_their_message_not_their_fields() {
+    // `main() -> Result<(), Box<dyn Error>>` prints `Error: {error:?}`: the quick start's
+    // `ApiKey::from_env(..)?` and `.build()?` must show the helpful text there.
+    const VAR: &str = "KEYGATE_GUARD_TEST_SURELY_UNSET_MAIN_KEY";
+    assert!(std::env::var_os(VAR).is_none());
+    let from_env: Box<dyn std::error::Error> = ApiKey::from_env(VAR).unwrap_err().into();
+    let build: Box<dyn std::error::Error> = ApiKeyGuard::builder()
+        .key_from_env(VAR, KeyGrant::new("coordinator"))
+        .build()
+        .unwrap_err()
+        .into();
+    let no_key: Box<dyn std::error::Error> = ApiKeyGuard::builder().build().unwrap_err().into();
+    let short: Box<dyn std::error::Error> = ApiKey::new("short").unwrap_err().into();
+    for (error, says) in [
+        (&from_env, VAR),
+        (&build, VAR),
+        (&no_key, "no API key or key registry configured"),
+        (&short, "at least 32"),
+    ] {
+        let shown = format!("{error:?}");
+        assert_eq!(shown, error.to_string());
+        assert!(shown.contains(says), "{shown}");
+        assert!(
+            !shown.contains(" {") && !shown.contains("MissingEnv"),
+            "{shown}"
+        );
+    }
+    assert!(format!("{from_env:?}").contains("openssl rand -base64 32"));
+}
+
+#[test]
 fn other_misconfigurations_fail_to_build() {
     let key = || ApiKey::new(opaque_key()).unwrap();
     let error = ApiKeyGuard::builder()
