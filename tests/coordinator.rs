@@ -1170,22 +1170,13 @@ async fn the_built_binary_logs_keygate_errors_with_rust_log_unset() {
 
 #[test]
 fn the_built_binary_names_every_missing_variable_at_once() {
-    let output = std::process::Command::new(examples_common::built_example("coordinator"))
-        .env_clear()
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    for var in [
-        "COORDINATOR_API_KEY",
-        "COORDINATOR_WORKSPACES",
-        "ADMIN_API_KEY",
-    ] {
-        assert!(stderr.contains(var), "{var} not named in: {stderr}");
-    }
-    assert!(
-        !stderr.contains("MissingEnv {") && !stderr.contains("Missing {"),
-        "{stderr}"
+    examples_common::assert_names_every_missing_variable(
+        "coordinator",
+        &[
+            "COORDINATOR_API_KEY",
+            "COORDINATOR_WORKSPACES",
+            "ADMIN_API_KEY",
+        ],
     );
 }
 
@@ -1197,13 +1188,14 @@ fn every_invalid_variable_is_reported_at_once() {
     let error = app::Config::from_lookup(env.lookup())
         .unwrap_err()
         .to_string();
-    for var in [
-        "LISTEN_ADDR",
-        "FAILED_ATTEMPTS_PER_MINUTE",
-        "COORDINATOR_API_KEY",
-        "COORDINATOR_WORKSPACES",
-        "ADMIN_API_KEY",
-    ] {
-        assert!(error.contains(var), "{var} not named in: {error}");
-    }
+    examples_common::assert_names_every_variable(
+        &error,
+        &[
+            "LISTEN_ADDR",
+            "FAILED_ATTEMPTS_PER_MINUTE",
+            "COORDINATOR_API_KEY",
+            "COORDINATOR_WORKSPACES",
+            "ADMIN_API_KEY",
+        ],
+    );
 }

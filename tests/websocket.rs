@@ -255,15 +255,17 @@ async fn key_as_bearer_token_authenticates() {
 #[tokio::test]
 async fn key_in_websocket_protocol_authenticates_and_is_echoed() {
     let server = start(&[]).await;
-    let protocol = format!("keygate.key.{KEY}");
+    authenticates_with_protocol(&server, &format!("keygate.key.{KEY}")).await;
+}
+
+/// Offers `protocol` next to another subprotocol: the handshake echoes it, and the
+/// connection is authenticated.
+async fn authenticates_with_protocol(server: &WsServer, protocol: &str) {
     let offered = format!("json, {protocol}");
     let (mut client, response) = server
         .connect("", &[("sec-websocket-protocol", &offered)])
         .await;
-    assert_eq!(
-        response.headers()["sec-websocket-protocol"],
-        protocol.as_str()
-    );
+    assert_eq!(response.headers()["sec-websocket-protocol"], protocol);
     expect_authenticated(&mut client).await;
     join(&mut client, "ws-1").await;
 }
@@ -281,16 +283,7 @@ async fn base64url_key_in_websocket_protocol_authenticates_and_is_echoed() {
         "keygate.key.b64.{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(OPENSSL_KEY)
     );
-    let offered = format!("json, {protocol}");
-    let (mut client, response) = server
-        .connect("", &[("sec-websocket-protocol", &offered)])
-        .await;
-    assert_eq!(
-        response.headers()["sec-websocket-protocol"],
-        protocol.as_str()
-    );
-    expect_authenticated(&mut client).await;
-    join(&mut client, "ws-1").await;
+    authenticates_with_protocol(&server, &protocol).await;
 }
 
 #[tokio::test]
@@ -721,18 +714,9 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 #[test]
 fn the_built_binary_names_every_missing_variable_at_once() {
-    let output = std::process::Command::new(examples_common::built_example("websocket"))
-        .env_clear()
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    for var in ["WS_API_KEY", "WS_WORKSPACES"] {
-        assert!(stderr.contains(var), "{var} not named in: {stderr}");
-    }
-    assert!(
-        !stderr.contains("MissingEnv {") && !stderr.contains("Missing {"),
-        "{stderr}"
+    examples_common::assert_names_every_missing_variable(
+        "websocket",
+        &["WS_API_KEY", "WS_WORKSPACES"],
     );
 }
 
@@ -744,12 +728,13 @@ fn every_invalid_variable_is_reported_at_once() {
     let error = app::Config::from_lookup(env.lookup())
         .unwrap_err()
         .to_string();
-    for var in [
-        "LISTEN_ADDR",
-        "FAILED_ATTEMPTS_PER_MINUTE",
-        "WS_API_KEY",
-        "WS_WORKSPACES",
-    ] {
-        assert!(error.contains(var), "{var} not named in: {error}");
-    }
+    examples_common::assert_names_every_variable(
+        &error,
+        &[
+            "LISTEN_ADDR",
+            "FAILED_ATTEMPTS_PER_MINUTE",
+            "WS_API_KEY",
+            "WS_WORKSPACES",
+        ],
+    );
 }

@@ -50,6 +50,30 @@ pub(crate) fn built_example(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("cargo did not report the `{name}` executable"))
 }
 
+/// Runs the built example `name` with an empty environment and asserts that it refuses
+/// to start, naming every variable of `missing` in one run, with the helpful text and
+/// not an error's `Debug` fields.
+pub(crate) fn assert_names_every_missing_variable(name: &str, missing: &[&str]) {
+    let output = std::process::Command::new(built_example(name))
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_names_every_variable(&stderr, missing);
+    assert!(
+        !stderr.contains("MissingEnv {") && !stderr.contains("Missing {"),
+        "{stderr}"
+    );
+}
+
+/// Asserts that `error` names every variable of `vars`.
+pub(crate) fn assert_names_every_variable(error: &str, vars: &[&str]) {
+    for var in vars {
+        assert!(error.contains(var), "{var} not named in: {error}");
+    }
+}
+
 /// A fresh path for an audit log under the system temp dir.
 pub(crate) fn temp_audit_log(name: &str) -> PathBuf {
     crate::support::temp_path(name, ".jsonl")
