@@ -67,6 +67,21 @@ pub(crate) fn assert_names_every_missing_variable(name: &str, missing: &[&str]) 
     );
 }
 
+/// Reads an example's configuration with `read` from an environment where `LISTEN_ADDR`
+/// and `FAILED_ATTEMPTS_PER_MINUTE` are invalid and nothing else is set, and asserts that
+/// the one error names those two and every variable of `missing`.
+pub(crate) fn assert_reports_every_invalid_variable<C: std::fmt::Debug, E: std::fmt::Display>(
+    read: impl FnOnce(&dyn Fn(&str) -> Option<String>) -> Result<C, E>,
+    missing: &[&str],
+) {
+    let env = Env::default()
+        .set("LISTEN_ADDR", "nowhere")
+        .set("FAILED_ATTEMPTS_PER_MINUTE", "0");
+    let error = read(&env.lookup()).unwrap_err().to_string();
+    assert_names_every_variable(&error, &["LISTEN_ADDR", "FAILED_ATTEMPTS_PER_MINUTE"]);
+    assert_names_every_variable(&error, missing);
+}
+
 /// Asserts that `error` names every variable of `vars`.
 pub(crate) fn assert_names_every_variable(error: &str, vars: &[&str]) {
     for var in vars {
