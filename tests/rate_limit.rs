@@ -344,6 +344,75 @@ async fn a_spoofed_leftmost_forwarded_for_does_not_escape_the_limit() {
     assert_eq!(other.status(), reqwest::StatusCode::OK);
 }
 
+#[tokio::test]
+async fn forwarded_for_is_honoured_only_from_trusted_proxy_networks() {
+    let registry = Arc::new(InMemoryRegistry::new());
+    let valid = registry.issue(KeyGrant::new("p")).await.unwrap().key;
+    let guard = ApiKeyGuard::builder()
+        .registry(registry)
+        .failed_attempts(FailedAttemptLimiter::default().with_clock(Clock::manual()))
+        .trusted_proxy_networks(["10.0.0.0/8", "192.168.1.7"])
+        .build()
+        .unwrap();
+    let app = jobs_app(guard);
+    let send = |key: String, peer: &str, forwarded_for: String| {
+        let mut request = Request::get("/jobs")
+            .header("x-api-key", key)
+            .header("x-forwarded-for", forwarded_for)
+            .body(Body::empty())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(ClientAddr(peer.parse().unwrap()));
+        let app = app.clone();
+        async move { app.oneshot(request).await.unwrap().status() }
+    };
+
+    // An attacker connecting directly names a fresh address in every request: ignored,
+    // all ten failures count against its own address.
+    for i in 0..10 {
+        let status = send("z".repeat(40), "198.51.100.66", format!("203.0.113.{i}")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let spoofed = send(
+        valid.expose_secret().to_owned(),
+        "198.51.100.66",
+        "203.0.113.77".into(),
+    )
+    .await;
+    assert_eq!(spoofed, StatusCode::TOO_MANY_REQUESTS);
+
+    // The same header from a trusted proxy (here through a chain of two, the outer one
+    // IPv4-mapped) is honoured: the client behind it is another client.
+    let honoured = send(
+        valid.expose_secret().to_owned(),
+        "::ffff:10.0.0.2",
+        "6.6.6.6, 203.0.113.77, 192.168.1.7".into(),
+    )
+    .await;
+    assert_eq!(honoured, StatusCode::OK);
+
+    // And a client behind the trusted proxy is counted under its own address.
+    for _ in 0..10 {
+        let status = send("z".repeat(40), "10.0.0.2", "203.0.113.88".into()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let limited = send(
+        valid.expose_secret().to_owned(),
+        "10.0.0.3",
+        "203.0.113.88".into(),
+    )
+    .await;
+    assert_eq!(limited, StatusCode::TOO_MANY_REQUESTS);
+    let neighbour = send(
+        valid.expose_secret().to_owned(),
+        "10.0.0.3",
+        "203.0.113.89".into(),
+    )
+    .await;
+    assert_eq!(neighbour, StatusCode::OK);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_invalid_keys_leave_the_limiters_bounded() {
     let backend = Arc::new(InMemoryRateLimit::new(Tiers::default()).with_clock(Clock::manual()));

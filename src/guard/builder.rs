@@ -4,13 +4,14 @@
 use std::{fmt, net::IpAddr, sync::Arc, time::Duration};
 
 use http::{HeaderName, HeaderValue};
+use ipnet::IpNet;
 
 use super::{ApiKeyGuard, ClientIpFn, GuardConfig};
 use crate::{
     ApiKey, AuditSink, InMemoryRegistry, JsonRejection, KeyError, KeyGrant, KeyRegistry,
     RegistryError,
     credential::{CredentialSource, Credentials, DEFAULT_HEADER, DEFAULT_MAX_CREDENTIAL_LEN},
-    limit::{FailedAttemptLimiter, RateLimit},
+    limit::{FailedAttemptLimiter, RateLimit, parse_network},
 };
 
 /// How long a client is told to wait when a backend is down, unless configured.
@@ -55,6 +56,12 @@ pub enum BuildError {
     /// A key is unusable (too short, missing environment variable, ...).
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// A trusted proxy entry is neither an IP address nor a CIDR network.
+    #[error(
+        "trusted proxy `{0}` is neither an IP address (`192.168.1.7`) nor a CIDR network \
+         (`10.0.0.0/8`)"
+    )]
+    InvalidTrustedProxy(String),
 }
 
 impl std::fmt::Debug for BuildError {
@@ -119,6 +126,7 @@ struct Settings {
     failed_attempts: Option<Arc<FailedAttemptLimiter>>,
     client_ip: Option<Arc<ClientIpFn>>,
     trusted_proxies: usize,
+    trusted_networks: Option<Vec<IpNet>>,
     unavailable_retry_after: Duration,
     /// The first misconfiguration met, reported by `build`.
     error: Option<BuildError>,
@@ -140,6 +148,7 @@ impl ApiKeyGuardBuilder {
             failed_attempts: None,
             client_ip: None,
             trusted_proxies: 0,
+            trusted_networks: None,
             unavailable_retry_after: DEFAULT_UNAVAILABLE_RETRY_AFTER,
             error: None,
         };
@@ -292,9 +301,85 @@ impl<R> ApiKeyGuardBuilder<R> {
     /// How many reverse proxies in front of the service append to `X-Forwarded-For`
     /// (default 0: the header is ignored). The client is the rightmost address those proxies
     /// did not add; the leftmost entries are never trusted.
+    ///
+    /// This rule trusts the header from **any** peer: a client that can reach the service
+    /// directly, bypassing the proxies, picks its own address. Prefer
+    /// [`trusted_proxy_networks`](Self::trusted_proxy_networks), which reads the header
+    /// only from the proxies' addresses; once networks are given, this count is ignored.
     pub fn trusted_proxies(mut self, count: usize) -> Self {
         self.settings.trusted_proxies = count;
         self
+    }
+
+    /// The addresses and CIDR networks of the reverse proxies in front of the service,
+    /// as nginx's `set_real_ip_from` (with `real_ip_recursive on`) and Envoy's trusted
+    /// CIDRs. `X-Forwarded-For` is read only when the connecting peer is in one of these
+    /// networks; the header is then walked from the right, each entry taken while the hop
+    /// before it is a trusted proxy, so the client is the rightmost address that is not a
+    /// trusted proxy (the leftmost entry if all are). An entry that is not an address
+    /// stops the walk and the peer is the client. An IPv4-mapped IPv6 address
+    /// (`::ffff:10.0.0.1`) matches IPv4 networks.
+    ///
+    /// Entries are CIDR networks (`10.0.0.0/8`, `2001:db8::/32`) or single addresses
+    /// (`192.168.1.7`). Calls add up. When networks are given they replace the
+    /// [`trusted_proxies`](Self::trusted_proxies) count, whatever the order of the calls;
+    /// an empty list trusts no peer (the header is ignored).
+    ///
+    /// # Errors
+    ///
+    /// [`build`](Self::build) returns [`BuildError::InvalidTrustedProxy`], naming the
+    /// entry, if one is neither an address nor a network.
+    ///
+    /// ```
+    /// use keygate::{ApiKey, ApiKeyGuard, BuildError, ClientAddr, KeyGrant};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let guard = ApiKeyGuard::builder()
+    ///     .key(ApiKey::new("a-long-enough-secret-for-the-examples!")?, KeyGrant::new("p"))
+    ///     .trusted_proxy_networks(["10.0.0.0/8", "192.168.1.7"])
+    ///     .build()?;
+    ///
+    /// let request = |peer: &str| -> Result<_, Box<dyn std::error::Error>> {
+    ///     let mut request = http::Request::get("/jobs")
+    ///         .header("x-forwarded-for", "6.6.6.6, 203.0.113.9, 192.168.1.7")
+    ///         .body(())?;
+    ///     request.extensions_mut().insert(ClientAddr(peer.parse()?));
+    ///     Ok(request)
+    /// };
+    /// // From a trusted proxy, the rightmost address that is not a proxy is the client.
+    /// assert_eq!(guard.client_ip(&request("10.0.0.2")?), Some("203.0.113.9".parse()?));
+    /// // From anyone else, the header is ignored.
+    /// assert_eq!(guard.client_ip(&request("198.51.100.4")?), Some("198.51.100.4".parse()?));
+    ///
+    /// let error = ApiKeyGuard::builder()
+    ///     .key(ApiKey::new("a-long-enough-secret-for-the-examples!")?, KeyGrant::new("p"))
+    ///     .trusted_proxy_networks(["10.0.0.0/33"])
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(error, BuildError::InvalidTrustedProxy(entry) if entry == "10.0.0.0/33"));
+    /// # Ok(()) }
+    /// ```
+    pub fn trusted_proxy_networks<I>(mut self, networks: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let mut parsed = self.settings.trusted_networks.take().unwrap_or_default();
+        let mut bad = None;
+        for entry in networks {
+            let entry = entry.as_ref();
+            match parse_network(entry) {
+                Some(network) => parsed.push(network),
+                None => {
+                    bad.get_or_insert_with(|| entry.to_owned());
+                }
+            }
+        }
+        self.settings.trusted_networks = Some(parsed);
+        match bad {
+            Some(entry) => self.fail(BuildError::InvalidTrustedProxy(entry)),
+            None => self,
+        }
     }
 
     /// `Retry-After` of a 503 `auth_unavailable` (default 5 s).
@@ -377,6 +462,7 @@ impl<R> ApiKeyGuardBuilder<R> {
                 failed_attempts: settings.failed_attempts,
                 client_ip: settings.client_ip,
                 trusted_proxies: settings.trusted_proxies,
+                trusted_networks: settings.trusted_networks,
                 unavailable_retry_after: settings.unavailable_retry_after,
                 credential_header_names,
             }),
@@ -394,5 +480,84 @@ impl<R: fmt::Debug> fmt::Debug for ApiKeyGuardBuilder<R> {
             .field("public_paths", &self.settings.public_paths)
             .field("renderer", &self.renderer)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn builder() -> ApiKeyGuardBuilder {
+        ApiKeyGuard::builder().key(
+            ApiKey::new("a-long-enough-secret-for-the-unit-tests").unwrap(),
+            KeyGrant::new("p"),
+        )
+    }
+
+    #[test]
+    fn a_bad_trusted_proxy_entry_fails_the_build_and_is_named() {
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "proxy.internal",
+            "",
+            "10.0.0.1:80",
+        ] {
+            let error = builder()
+                .trusted_proxy_networks(["192.168.1.7", bad, "also-bad"])
+                .build()
+                .unwrap_err();
+            assert!(
+                matches!(&error, BuildError::InvalidTrustedProxy(entry) if entry == bad),
+                "{bad}: {error}"
+            );
+            assert!(error.to_string().contains(&format!("`{bad}`")), "{error}");
+        }
+        // A later valid call does not hide an earlier bad entry.
+        let error = builder()
+            .trusted_proxy_networks(["nope"])
+            .trusted_proxy_networks(["10.0.0.0/8"])
+            .build()
+            .unwrap_err();
+        assert!(matches!(error, BuildError::InvalidTrustedProxy(entry) if entry == "nope"));
+    }
+
+    #[test]
+    fn networks_replace_the_proxy_count_and_calls_add_up() {
+        let guard = builder()
+            .trusted_proxy_networks(["10.0.0.0/8"])
+            .trusted_proxies(1)
+            .trusted_proxy_networks(["2001:db8::/32"])
+            .build()
+            .unwrap();
+        let request = |peer: &str| {
+            let mut request = http::Request::get("/jobs")
+                .header("x-forwarded-for", "203.0.113.9")
+                .body(())
+                .unwrap();
+            request
+                .extensions_mut()
+                .insert(super::super::ClientAddr(peer.parse().unwrap()));
+            request
+        };
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(guard.client_ip(&request("10.0.0.2")), Some(client));
+        assert_eq!(guard.client_ip(&request("2001:db8::1")), Some(client));
+        // The count rule would trust this peer; the networks do not.
+        assert_eq!(
+            guard.client_ip(&request("198.51.100.4")),
+            Some("198.51.100.4".parse().unwrap())
+        );
+        // An empty list trusts nobody, even with a count.
+        let guard = builder()
+            .trusted_proxies(1)
+            .trusted_proxy_networks::<[&str; 0]>([])
+            .build()
+            .unwrap();
+        assert_eq!(
+            guard.client_ip(&request("10.0.0.2")),
+            Some("10.0.0.2".parse().unwrap())
+        );
     }
 }

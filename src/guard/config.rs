@@ -13,7 +13,7 @@ use http::{HeaderName, HeaderValue, Request, header};
 use crate::{
     AuditSink, KeyRegistry,
     credential::Credentials,
-    limit::{FailedAttemptLimiter, RateLimit, client_ip},
+    limit::{FailedAttemptLimiter, RateLimit, client_ip, client_ip_in_networks},
 };
 
 /// Reads the connecting peer's address from the request extensions.
@@ -43,6 +43,8 @@ pub(crate) struct GuardConfig {
     pub(crate) failed_attempts: Option<Arc<FailedAttemptLimiter>>,
     pub(crate) client_ip: Option<Arc<ClientIpFn>>,
     pub(crate) trusted_proxies: usize,
+    /// The trusted proxy networks; when set, they replace `trusted_proxies`.
+    pub(crate) trusted_networks: Option<Vec<ipnet::IpNet>>,
     pub(crate) unavailable_retry_after: Duration,
     /// The headers a credential may come in, hidden from logging layers further in.
     pub(crate) credential_header_names: Vec<HeaderName>,
@@ -57,7 +59,8 @@ impl GuardConfig {
     }
 
     /// The client address: from the configured closure or the `ClientAddr` / `SocketAddr`
-    /// extension, then through `X-Forwarded-For` as far as the trusted proxies allow.
+    /// extension, then through `X-Forwarded-For` as far as the trusted proxies allow: the
+    /// trusted proxy networks when configured, otherwise the count of trusted proxies.
     pub(crate) fn client_ip<B>(&self, request: &Request<B>) -> Option<IpAddr> {
         let extensions = request.extensions();
         let peer = match &self.client_ip {
@@ -67,7 +70,10 @@ impl GuardConfig {
                 .map(|a| a.0)
                 .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip)),
         };
-        client_ip(peer, request.headers(), self.trusted_proxies)
+        match &self.trusted_networks {
+            Some(networks) => client_ip_in_networks(peer, request.headers(), networks),
+            None => client_ip(peer, request.headers(), self.trusted_proxies),
+        }
     }
 
     /// Marks the credential headers sensitive, so that logging layers further in do not
@@ -94,6 +100,7 @@ impl fmt::Debug for GuardConfig {
             .field("rate_limit", &self.rate_limit)
             .field("failed_attempts", &self.failed_attempts)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("trusted_networks", &self.trusted_networks)
             .finish_non_exhaustive()
     }
 }

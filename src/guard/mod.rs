@@ -112,7 +112,8 @@ impl<R> ApiKeyGuard<R> {
 
     /// The client address the guard sees for `request`: from the configured closure or
     /// the `ClientAddr` / `SocketAddr` extension, then through `X-Forwarded-For` as far as
-    /// the configured number of trusted proxies allows. For handlers that authenticate by
+    /// the trusted proxy networks (or, without them, the configured number of trusted
+    /// proxies) allow: the same rule as the guard's. For handlers that authenticate by
     /// themselves ([`authenticate`](Self::authenticate)), so that their failed attempts
     /// count against the same client as the guard's.
     ///

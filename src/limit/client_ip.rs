@@ -6,11 +6,17 @@ use std::{
 };
 
 use http::{HeaderMap, HeaderName};
+use ipnet::IpNet;
 
 /// The `X-Forwarded-For` header name.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The client's address behind `trusted_proxies` reverse proxies.
+///
+/// This count rule trusts `X-Forwarded-For` from any peer. The guard's
+/// [`trusted_proxy_networks`](crate::ApiKeyGuardBuilder::trusted_proxy_networks) reads it
+/// only when the peer is a known proxy, and is the better choice where clients could
+/// reach the service directly.
 ///
 /// - With `0` trusted proxies the answer is `peer`, the address of the TCP connection;
 ///   `X-Forwarded-For` is ignored, since anyone can send it.
@@ -58,6 +64,67 @@ pub fn client_ip(
         }
     }
     peer
+}
+
+/// The client's address when only peers inside `networks` are trusted proxies (the rule
+/// of nginx's `set_real_ip_from` with `real_ip_recursive on`, and of Envoy's trusted
+/// CIDRs).
+///
+/// - If `peer` is not in `networks`, `X-Forwarded-For` is ignored and the answer is
+///   `peer`: only a trusted proxy may speak for the client.
+/// - Otherwise the header (all `X-Forwarded-For` headers, in order, as one list) is
+///   walked from the right; each entry is taken while the hop before it (first the
+///   peer) is a trusted proxy. The first untrusted address met is the client. If every
+///   entry is trusted, the leftmost is the client.
+/// - An entry that is not an address stops the walk and the answer is `peer`, as with
+///   the count rule.
+///
+/// An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) matches IPv4 networks.
+pub(crate) fn client_ip_in_networks(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    networks: &[IpNet],
+) -> Option<IpAddr> {
+    let peer_ip = peer?;
+    if !is_trusted(peer_ip, networks) {
+        return peer;
+    }
+    let mut client = peer_ip;
+    for value in headers.get_all(X_FORWARDED_FOR).iter().rev() {
+        for entry in value.as_bytes().rsplit(|&byte| byte == b',') {
+            let Some(hop) = parse_entry(entry) else {
+                return peer;
+            };
+            client = hop;
+            if !is_trusted(hop, networks) {
+                return Some(client);
+            }
+        }
+    }
+    Some(client)
+}
+
+/// Whether `ip` (or, for an IPv4-mapped IPv6 address, its IPv4 address) is in one of
+/// `networks`.
+fn is_trusted(ip: IpAddr, networks: &[IpNet]) -> bool {
+    let mapped = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+        IpAddr::V4(_) => None,
+    };
+    networks
+        .iter()
+        .any(|net| net.contains(&ip) || mapped.is_some_and(|v4| net.contains(&v4)))
+}
+
+/// A trusted proxy entry: a CIDR network (`10.0.0.0/8`, `2001:db8::/32`) or one address
+/// (`192.168.1.7`, `::1`). Host bits of a network are cleared. `None` if it is neither.
+pub(crate) fn parse_network(entry: &str) -> Option<IpNet> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpNet>()
+        .map(|net| net.trunc())
+        .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+        .ok()
 }
 
 /// An `X-Forwarded-For` entry: an address, possibly with a port.
@@ -250,6 +317,149 @@ mod tests {
         assert_eq!(client_ip(None, &headers, 1), Some(ip("203.0.113.7")));
         let headers = xff(&["[2001:db8::7]:443"]);
         assert_eq!(client_ip(None, &headers, 1), Some(ip("2001:db8::7")));
+    }
+
+    fn nets(entries: &[&str]) -> Vec<IpNet> {
+        entries.iter().map(|e| parse_network(e).unwrap()).collect()
+    }
+
+    #[test]
+    fn untrusted_peer_means_the_header_is_ignored() {
+        let trusted = nets(&["10.0.0.0/8", "192.168.1.7"]);
+        let headers = xff(&["203.0.113.7"]);
+        for peer in ["198.51.100.9", "192.168.1.8", "11.0.0.1", "2001:db8::1"] {
+            assert_eq!(
+                client_ip_in_networks(Some(ip(peer)), &headers, &trusted),
+                Some(ip(peer)),
+                "{peer}"
+            );
+        }
+        assert_eq!(client_ip_in_networks(None, &headers, &trusted), None);
+        // No networks at all: nobody is trusted.
+        assert_eq!(
+            client_ip_in_networks(Some(ip(PEER)), &headers, &[]),
+            Some(ip(PEER))
+        );
+    }
+
+    #[test]
+    fn trusted_peer_gives_the_rightmost_untrusted_hop() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        // The client wrote 6.6.6.6 and 10.1.1.1; the proxy appended the real address.
+        let headers = xff(&["6.6.6.6, 10.1.1.1, 203.0.113.7"]);
+        assert_eq!(
+            client_ip_in_networks(Some(ip(PEER)), &headers, &trusted),
+            Some(ip("203.0.113.7"))
+        );
+        let headers = xff(&["192.168.1.7"]);
+        assert_eq!(
+            client_ip_in_networks(Some(ip("192.168.1.7")), &headers, &nets(&["192.168.1.7"])),
+            Some(ip("192.168.1.7")),
+            "every hop trusted: the leftmost"
+        );
+        assert_eq!(
+            client_ip_in_networks(Some(ip(PEER)), &HeaderMap::new(), &trusted),
+            Some(ip(PEER)),
+            "no header: the peer"
+        );
+    }
+
+    #[test]
+    fn a_chain_of_trusted_proxies_is_walked_through() {
+        // client -> cdn 192.168.1.7 -> lb 10.0.0.5 -> us (peer 10.0.0.2)
+        let trusted = nets(&["10.0.0.0/8", "192.168.1.7"]);
+        let headers = xff(&["6.6.6.6, 203.0.113.7", "192.168.1.7 , 10.0.0.5"]);
+        assert_eq!(
+            client_ip_in_networks(Some(ip(PEER)), &headers, &trusted),
+            Some(ip("203.0.113.7"))
+        );
+        // The walk stops at the first untrusted hop, even if trusted ones are left of it.
+        let headers = xff(&["10.9.9.9, 203.0.113.7, 10.0.0.5"]);
+        assert_eq!(
+            client_ip_in_networks(Some(ip(PEER)), &headers, &trusted),
+            Some(ip("203.0.113.7"))
+        );
+        let trusted6 = nets(&["2001:db8:ff::/48"]);
+        let headers = xff(&["[2001:db8::7]:443, 2001:db8:ff::2"]);
+        assert_eq!(
+            client_ip_in_networks(Some(ip("2001:db8:ff::1")), &headers, &trusted6),
+            Some(ip("2001:db8::7"))
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_matches_ipv4_networks() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let headers = xff(&["203.0.113.7, ::ffff:10.0.0.5"]);
+        assert_eq!(
+            client_ip_in_networks(Some(ip("::ffff:10.0.0.2")), &headers, &trusted),
+            Some(ip("203.0.113.7"))
+        );
+        assert_eq!(
+            client_ip_in_networks(Some(ip("::ffff:11.0.0.2")), &headers, &trusted),
+            Some(ip("::ffff:11.0.0.2"))
+        );
+    }
+
+    #[test]
+    fn malformed_entries_behind_trusted_hops_fall_back_to_the_peer() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        for bad in [
+            "unknown",
+            "",
+            "203.0.113.7.1",
+            "1.1.1.1, not-an-ip",
+            "1.1.1.1,",
+            "1.1.1.1, not-an-ip, 10.0.0.5",
+        ] {
+            assert_eq!(
+                client_ip_in_networks(Some(ip(PEER)), &xff(&[bad]), &trusted),
+                Some(ip(PEER)),
+                "{bad}"
+            );
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            X_FORWARDED_FOR,
+            http::HeaderValue::from_bytes(b"\xff\xfe").unwrap(),
+        );
+        assert_eq!(
+            client_ip_in_networks(Some(ip(PEER)), &headers, &trusted),
+            Some(ip(PEER))
+        );
+        // Garbage left of the client is never reached.
+        let headers = xff(&["not-an-ip, 203.0.113.7"]);
+        assert_eq!(
+            client_ip_in_networks(Some(ip(PEER)), &headers, &trusted),
+            Some(ip("203.0.113.7"))
+        );
+    }
+
+    #[test]
+    fn networks_parse_as_cidrs_or_single_addresses() {
+        assert_eq!(
+            parse_network("10.0.0.0/8"),
+            Some("10.0.0.0/8".parse().unwrap())
+        );
+        assert_eq!(
+            parse_network(" 10.1.2.3/8 "),
+            Some("10.0.0.0/8".parse().unwrap())
+        );
+        assert_eq!(
+            parse_network("192.168.1.7"),
+            Some("192.168.1.7/32".parse().unwrap())
+        );
+        assert_eq!(parse_network("::1"), Some("::1/128".parse().unwrap()));
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "example.com",
+            "10.0.0.1:80",
+            "::/129",
+        ] {
+            assert_eq!(parse_network(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -70,6 +70,7 @@ mod quota;
 mod rate_limit;
 
 pub use client_ip::{ClientKey, client_ip};
+pub(crate) use client_ip::{client_ip_in_networks, parse_network};
 pub use clock::Clock;
 pub use failed::{DEFAULT_CAPACITY, FailedAttemptLimiter};
 pub use headers::{RATELIMIT, RATELIMIT_POLICY, RateLimitHeaders, retry_after_secs};
