@@ -1191,3 +1191,125 @@ fn every_invalid_variable_is_reported_at_once() {
         ],
     );
 }
+
+#[tokio::test]
+async fn a_full_workspace_refuses_new_jobs_with_409_until_one_finishes() {
+    let c = Coordinator::start_with(|env| env.set("MAX_JOBS_PER_WORKSPACE", "3")).await;
+    let (b_key, _) = c.register("coordinator-b", &["ws-b"]).await;
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        jobs.push(c.job(&c.key, "ws-a").await);
+    }
+    // Three unfinished jobs: the fourth is refused, in the guard's JSON shape.
+    let full = c.create_job(&c.key, "ws-a").await;
+    full.assert_error(409, "workspace_job_limit");
+    assert!(
+        full.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("3"),
+        "{}",
+        full.body
+    );
+    // Another workspace is unaffected.
+    for _ in 0..3 {
+        c.job(&b_key, "ws-b").await;
+    }
+    // A finished job makes room: the oldest finished job is evicted.
+    c.server
+        .post(&format!("/coordinator/jobs/{}/complete", jobs[1]))
+        .key(&c.key)
+        .json(&json!({}))
+        .send()
+        .await
+        .assert_status(200);
+    c.job(&c.key, "ws-a").await;
+    c.server
+        .get(&format!("/coordinator/jobs/{}", jobs[1]))
+        .key(&c.key)
+        .send()
+        .await
+        .assert_error(404, "not_found");
+    for job in [&jobs[0], &jobs[2]] {
+        c.server
+            .get(&format!("/coordinator/jobs/{job}"))
+            .key(&c.key)
+            .send()
+            .await
+            .assert_status(200);
+    }
+    c.create_job(&c.key, "ws-a")
+        .await
+        .assert_error(409, "workspace_job_limit");
+
+    let events = c.server.finish().await;
+    let refused = actions(&events, "job.create")
+        .filter(|e| e["reason"] == "workspace_job_limit" && e["workspace"] == "ws-a");
+    assert_eq!(refused.count(), 2);
+}
+
+#[tokio::test]
+async fn oversized_bodies_on_every_job_route_get_413() {
+    let c = Coordinator::start().await;
+    let job = c.job(&c.key, "ws-a").await;
+    let big = "a".repeat(70_000);
+    for (path, body) in [
+        (
+            "/coordinator/jobs".to_owned(),
+            json!({ "workspaceId": "ws-a", "type": "x", "payload": big }),
+        ),
+        (
+            format!("/coordinator/jobs/{job}/complete"),
+            json!({ "result": big }),
+        ),
+        (
+            format!("/coordinator/jobs/{job}/fail"),
+            json!({ "error": big }),
+        ),
+    ] {
+        c.server
+            .post(&path)
+            .key(&c.key)
+            .json(&body)
+            .send()
+            .await
+            .assert_error(413, "body_too_large");
+    }
+    // A failure message under the body limit but over its own bound: 422.
+    c.server
+        .post(&format!("/coordinator/jobs/{job}/fail"))
+        .key(&c.key)
+        .json(&json!({ "error": "e".repeat(5000) }))
+        .send()
+        .await
+        .assert_error(422, "invalid_body");
+    c.server.finish().await;
+}
+
+#[test]
+fn max_jobs_per_workspace_is_read_and_checked() {
+    let (key, admin) = (random_key(), random_key());
+    let valid = env(&key, &admin);
+    let config = app::Config::from_lookup(valid.lookup()).unwrap();
+    assert_eq!(config.max_jobs_per_workspace.get(), 10_000);
+    let config =
+        app::Config::from_lookup(valid.clone().set("MAX_JOBS_PER_WORKSPACE", " 50 ").lookup())
+            .unwrap();
+    assert_eq!(config.max_jobs_per_workspace.get(), 50);
+    for bad in ["0", "-1", "lots", "", "1000001"] {
+        let error = app::Config::from_lookup(
+            valid
+                .clone()
+                .set("MAX_JOBS_PER_WORKSPACE", bad)
+                .set("LISTEN_ADDR", "nowhere")
+                .lookup(),
+        )
+        .unwrap_err()
+        .to_string();
+        // Reported with the other invalid variables.
+        examples_common::assert_names_every_variable(
+            &error,
+            &["MAX_JOBS_PER_WORKSPACE", "LISTEN_ADDR"],
+        );
+    }
+}

@@ -35,7 +35,8 @@
 //!
 //! - **Jobs** are kept in each process's memory, for the example: a job created through
 //!   one replica is unknown to the others. A real service keeps them in a database that
-//!   every replica uses.
+//!   every replica uses. Each workspace keeps at most `MAX_JOBS_PER_WORKSPACE` of
+//!   them (per replica; see [`Jobs`]).
 //! - **The failed-attempt limiter** stays per process, on purpose: it is a local
 //!   brute-force brake, keyed by client address, that answers before any registry lookup.
 //!   Kept in memory, it costs nothing per refused request, and a flood of bad keys puts no
@@ -51,7 +52,8 @@
 //! (the limit fails closed) until it answers again; nothing needs restarting.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
+    num::NonZeroUsize,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
@@ -89,6 +91,13 @@ pub(crate) const MAX_OVERLAP_SECONDS: u64 = 7 * 24 * 3600;
 pub(crate) const MAX_WORKSPACES: usize = 100;
 /// The longest failure message accepted, in bytes.
 pub(crate) const MAX_ERROR_LEN: usize = 4096;
+/// The default of `MAX_JOBS_PER_WORKSPACE`.
+pub(crate) const DEFAULT_MAX_JOBS_PER_WORKSPACE: NonZeroUsize = match NonZeroUsize::new(10_000) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
+/// The largest `MAX_JOBS_PER_WORKSPACE` accepted.
+pub(crate) const MAX_MAX_JOBS_PER_WORKSPACE: usize = 1_000_000;
 
 // ---------------------------------------------------------------------------------------
 // Configuration
@@ -108,6 +117,10 @@ pub(crate) struct Config {
     /// `REDIS_URL`: the Redis server on which replicas share keys and rate limits
     /// (printed with its password redacted); `None` keeps them in memory.
     pub(crate) redis_url: Option<RedisUrl>,
+    /// `MAX_JOBS_PER_WORKSPACE`: the most jobs one workspace keeps (default 10,000). At
+    /// the cap, a new job evicts the workspace's oldest finished job (completed, failed or
+    /// cancelled); with none finished, it is refused with 409 `workspace_job_limit`.
+    pub(crate) max_jobs_per_workspace: NonZeroUsize,
 }
 
 impl Config {
@@ -132,18 +145,21 @@ impl Config {
         );
         let admin_key = problems.check(common::required_key(lookup, "ADMIN_API_KEY"));
         let redis_url = problems.check(common::redis_url(lookup));
+        let max_jobs_per_workspace = problems.check(max_jobs_per_workspace(lookup));
         let (
             Some(server),
             Some(coordinator_key),
             Some(coordinator_workspaces),
             Some(admin_key),
             Some(redis_url),
+            Some(max_jobs_per_workspace),
         ) = (
             server,
             coordinator_key,
             coordinator_workspaces,
             admin_key,
             redis_url,
+            max_jobs_per_workspace,
         )
         else {
             return Err(problems.into_error());
@@ -154,6 +170,7 @@ impl Config {
             coordinator_workspaces,
             admin_key,
             redis_url,
+            max_jobs_per_workspace,
         };
         if config
             .admin_key
@@ -169,6 +186,23 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+/// Reads `MAX_JOBS_PER_WORKSPACE`: a whole number from 1 to 1,000,000, 10,000 if unset.
+fn max_jobs_per_workspace(lookup: Lookup<'_>) -> Result<NonZeroUsize, ConfigError> {
+    let Some(value) = lookup("MAX_JOBS_PER_WORKSPACE") else {
+        return Ok(DEFAULT_MAX_JOBS_PER_WORKSPACE);
+    };
+    value
+        .trim()
+        .parse::<NonZeroUsize>()
+        .ok()
+        .filter(|n| n.get() <= MAX_MAX_JOBS_PER_WORKSPACE)
+        .ok_or_else(|| ConfigError::Invalid {
+            var: "MAX_JOBS_PER_WORKSPACE",
+            problem: format!("{value:?} is not a whole number from 1 to 1000000"),
+            how: "set it to the most jobs one workspace may keep, or unset it for 10000",
+        })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -206,7 +240,7 @@ pub(crate) async fn router(config: Config) -> Result<Router, StartError> {
         .build()?;
 
     let state = AppState {
-        jobs: Arc::default(),
+        jobs: Arc::new(Mutex::new(Jobs::new(config.max_jobs_per_workspace))),
         registry,
         audit: Arc::clone(&audit),
         admin: Arc::default(),
@@ -394,9 +428,9 @@ fn same_set<'a>(stored: &[String], configured: impl Iterator<Item = &'a str> + C
 
 #[derive(Clone)]
 struct AppState {
-    /// The jobs by id. Kept in memory for the example (a real service keeps them in a
-    /// database); every creation is authenticated and rate-limited, which bounds growth.
-    jobs: Arc<Mutex<HashMap<String, Job>>>,
+    /// The jobs, kept in memory for the example (a real service keeps them in a
+    /// database), at most `MAX_JOBS_PER_WORKSPACE` per workspace.
+    jobs: Arc<Mutex<Jobs>>,
     /// In memory, or on Redis and shared with the other replicas.
     registry: Arc<dyn KeyRegistry>,
     audit: Arc<dyn AuditSink>,
@@ -406,7 +440,7 @@ struct AppState {
 }
 
 impl AppState {
-    fn jobs(&self) -> MutexGuard<'_, HashMap<String, Job>> {
+    fn jobs(&self) -> MutexGuard<'_, Jobs> {
         // Nothing that changes a job can panic, so a poisoned lock still guards whole
         // jobs: use it as it is.
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner)
@@ -492,6 +526,63 @@ impl AppState {
 
 // ---------------------------------------------------------------------------------------
 // Jobs
+
+/// The job store: jobs by id, and each workspace's job ids in creation order, at most
+/// `max_per_workspace` of them. Each job is bounded too: the request body limit (64 KiB)
+/// bounds `payload` and `result`, and `error` is at most [`MAX_ERROR_LEN`] bytes. So the
+/// store holds at most about `max_per_workspace` × 64 KiB per workspace.
+struct Jobs {
+    by_id: HashMap<String, Job>,
+    by_workspace: HashMap<String, VecDeque<String>>,
+    max_per_workspace: NonZeroUsize,
+}
+
+impl Jobs {
+    fn new(max_per_workspace: NonZeroUsize) -> Self {
+        Self {
+            by_id: HashMap::new(),
+            by_workspace: HashMap::new(),
+            max_per_workspace,
+        }
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut Job> {
+        self.by_id.get_mut(id)
+    }
+
+    /// Adds `job`. A full workspace first evicts its oldest finished job (completed,
+    /// failed or cancelled: a rolling window of history); if all its jobs are unfinished,
+    /// `job` is refused with 409 `workspace_job_limit`.
+    fn insert(&mut self, job: Job) -> Result<(), ApiError> {
+        let max = self.max_per_workspace.get();
+        let ids = self
+            .by_workspace
+            .entry(job.workspace_id.clone())
+            .or_default();
+        if ids.len() >= max {
+            let by_id = &self.by_id;
+            let finished = ids
+                .iter()
+                .position(|id| by_id.get(id).is_none_or(|job| !job.status.is_active()));
+            let Some(finished) = finished else {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "workspace_job_limit",
+                    format!(
+                        "the workspace holds {max} unfinished jobs, its limit: complete, fail \
+                         or cancel one first"
+                    ),
+                ));
+            };
+            if let Some(evicted) = ids.remove(finished) {
+                self.by_id.remove(&evicted);
+            }
+        }
+        ids.push_back(job.id.clone());
+        self.by_id.insert(job.id.clone(), job);
+        Ok(())
+    }
+}
 
 /// Where a job is in its life, and the routes that move it (anything else is 409
 /// `invalid_transition`):
@@ -629,9 +720,8 @@ async fn create_job(
     JsonBody(new): JsonBody<NewJob>,
 ) -> Result<impl IntoResponse, ApiError> {
     let workspace = new.workspace_id.clone();
-    let result = Job::new(&principal, new).inspect(|job| {
-        state.jobs().insert(job.id.clone(), job.clone());
-    });
+    let result =
+        Job::new(&principal, new).and_then(|job| state.jobs().insert(job.clone()).map(|()| job));
     let id = result.as_ref().ok().map(|job| job.id.clone());
     let job = state.audited(
         &principal,
