@@ -351,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn an_admitted_request_reaches_the_inner_service_once() {
+    fn an_admitted_request_reaches_the_inner_service() {
         let mut service = guarded();
         let request = Request::get("/jobs")
             .header("x-api-key", KEY)
