@@ -4,7 +4,10 @@
 use std::{
     fmt,
     net::{IpAddr, SocketAddr},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -48,6 +51,16 @@ pub(crate) struct GuardConfig {
     pub(crate) unavailable_retry_after: Duration,
     /// The headers a credential may come in, hidden from logging layers further in.
     pub(crate) credential_header_names: Vec<HeaderName>,
+    /// Whether the failed-attempt limiter has warned that a request had no client address.
+    pub(crate) warned_no_client: AtomicBool,
+}
+
+/// The default reader of the peer address: a [`ClientAddr`] or a `SocketAddr` extension.
+pub(crate) fn extension_client_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ClientAddr>()
+        .map(|a| a.0)
+        .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip))
 }
 
 impl GuardConfig {
@@ -65,14 +78,24 @@ impl GuardConfig {
         let extensions = request.extensions();
         let peer = match &self.client_ip {
             Some(read) => read(extensions),
-            None => extensions
-                .get::<ClientAddr>()
-                .map(|a| a.0)
-                .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip)),
+            None => extension_client_ip(extensions),
         };
         match &self.trusted_networks {
             Some(networks) => client_ip_in_networks(peer, request.headers(), networks),
             None => client_ip(peer, request.headers(), self.trusted_proxies),
+        }
+    }
+
+    /// Logs, once per guard, that the failed-attempt limiter saw a request without a
+    /// client address (and so could not count it).
+    #[cold]
+    pub(crate) fn warn_no_client_address(&self) {
+        if !self.warned_no_client.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "keygate: a request had no client address, so the failed-attempt limiter \
+                 cannot count its failures; check the guard's `.client_ip(..)` reader (axum: \
+                 serve with `into_make_service_with_connect_info::<SocketAddr>()`). Logged once."
+            );
         }
     }
 

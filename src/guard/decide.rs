@@ -93,10 +93,15 @@ impl Verification {
         client_ip: Option<IpAddr>,
     ) -> Result<Self, Refusal> {
         let client = client_ip.map(ClientKey::from);
-        if let (Some(limiter), Some(client)) = (&config.failed_attempts, client)
-            && let Err(retry_after) = limiter.check(client)
-        {
-            return Err(Rejection::TooManyFailedAttempts { retry_after }.into());
+        if let Some(limiter) = &config.failed_attempts {
+            match client {
+                Some(client) => {
+                    if let Err(retry_after) = limiter.check(client) {
+                        return Err(Rejection::TooManyFailedAttempts { retry_after }.into());
+                    }
+                }
+                None => config.warn_no_client_address(),
+            }
         }
         let Ok(parsed) = parse_visible(credential.as_bytes()) else {
             // No lookup, no digest.

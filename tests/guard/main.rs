@@ -1,5 +1,6 @@
 //! The guard's contract, one module a topic: the refusal rows of DESIGN.md about
-//! credentials (`credentials`), the credential sources (`sources`), the public-route
+//! credentials (`credentials`), the credential sources (`sources`), a failed-attempt
+//! limiter that cannot see clients (`client_address`), the public-route
 //! allowlist (`public_routes`), admission and the key lifecycle (`lifecycle`), build-time
 //! errors (`build`), backends that fail or answer late (`availability`), body types other
 //! than axum's (`body_types`), the audit trail (`audit`), secrets that must never show
@@ -20,6 +21,7 @@ mod audit;
 mod availability;
 mod body_types;
 mod build;
+mod client_address;
 mod credentials;
 mod lifecycle;
 mod public_routes;
