@@ -10,7 +10,10 @@
 //! - [`JsonLinesSink`] appends them to a hash-chained JSON-lines file, which
 //!   [`verify_chain`] / [`verify_file`] check afterwards.
 //!
-//! A pair of sinks is a sink too: `(TracingSink::new(), file_sink)` records to both.
+//! A pair of sinks is a sink too: `(TracingSink::new(), file_sink)` records to both. An
+//! [`AggregatingSink`] in front of any of them counts the refusals of unauthenticated
+//! callers per client and reason instead of writing one record each, so that a flood of
+//! bad requests cannot fill the disk.
 //!
 //! # Examples
 //!
@@ -87,6 +90,7 @@
 //! keep [`ChainSummary::last_hash`] (and the line count) somewhere the writer of the file
 //! cannot change — another system, a ticket, a signed note — and compare later.
 
+mod aggregate;
 mod error;
 mod event;
 mod jsonl;
@@ -96,6 +100,9 @@ mod sink;
 mod timestamp;
 mod tracing_sink;
 
+pub use self::aggregate::{
+    AggregatingSink, DEFAULT_AGGREGATION_CAPACITY, DEFAULT_AGGREGATION_INTERVAL,
+};
 pub use self::error::AuditError;
 pub use self::event::{AuditEvent, Outcome};
 pub use self::jsonl::{

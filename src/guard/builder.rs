@@ -11,7 +11,7 @@ use std::{
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use super::{ApiKeyGuard, ClientIpFn, GuardConfig};
+use super::{ApiKeyGuard, AuditFailure, ClientIpFn, GuardConfig};
 use crate::{
     ApiKey, AuditSink, InMemoryRegistry, JsonRejection, KeyError, KeyGrant, KeyRegistry,
     RegistryError,
@@ -140,6 +140,7 @@ struct Settings {
     public_paths: Vec<String>,
     realm: String,
     audit: Option<Arc<dyn AuditSink>>,
+    audit_failure: AuditFailure,
     rate_limit: Option<RateLimit>,
     failed_attempts: Option<Arc<FailedAttemptLimiter>>,
     client_ip: Option<Arc<ClientIpFn>>,
@@ -162,6 +163,7 @@ impl ApiKeyGuardBuilder {
             public_paths: Vec::new(),
             realm: "api".to_owned(),
             audit: None,
+            audit_failure: AuditFailure::KeepServing,
             rate_limit: None,
             failed_attempts: None,
             client_ip: None,
@@ -286,8 +288,20 @@ impl<R> ApiKeyGuardBuilder<R> {
 
     /// Records every decision in `sink`. A sink shared with the rest of the application
     /// is passed as an `Arc`, which implements [`AuditSink`] too.
+    ///
+    /// Every unauthenticated request is a decision: in front of a sink that writes to
+    /// disk, put an [`AggregatingSink`](crate::audit::AggregatingSink), which records the
+    /// refusals of one client and reason once per interval with a count, so that a flood
+    /// cannot fill the disk.
     pub fn audit(mut self, sink: impl AuditSink) -> Self {
         self.settings.audit = Some(Arc::new(sink));
+        self
+    }
+
+    /// What to do when the audit sink cannot write (default
+    /// [`AuditFailure::KeepServing`]).
+    pub fn audit_failure(mut self, policy: AuditFailure) -> Self {
+        self.settings.audit_failure = policy;
         self
     }
 
@@ -518,6 +532,7 @@ impl<R> ApiKeyGuardBuilder<R> {
                 public_paths,
                 challenge,
                 audit: settings.audit,
+                audit_failure: settings.audit_failure,
                 rate_limit: settings.rate_limit,
                 failed_attempts: settings.failed_attempts,
                 client_ip: settings.client_ip,

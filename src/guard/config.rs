@@ -34,6 +34,32 @@ pub type ClientIpFn = dyn Fn(&http::Extensions) -> Option<IpAddr> + Send + Sync;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 
+/// What the guard does when its audit sink cannot write (the sink is not
+/// [`healthy`](crate::audit::AuditSink::healthy), e.g. the disk is full).
+///
+/// ```
+/// use keygate::{ApiKey, ApiKeyGuard, KeyGrant, audit::MemorySink, guard::AuditFailure};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let guard = ApiKeyGuard::builder()
+///     .key(ApiKey::new("a-coordinator-key-of-at-least-32-chars")?, KeyGrant::new("c"))
+///     .audit(MemorySink::new())
+///     .audit_failure(AuditFailure::Refuse) // no admission goes unrecorded
+///     .build()?;
+/// # let _ = guard; Ok(()) }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuditFailure {
+    /// Keep serving; the sink counts and logs what it lost (the default).
+    #[default]
+    KeepServing,
+    /// Answer 503 `auth_unavailable` (with `Retry-After`) instead of admitting a request
+    /// whose admission could not be recorded, until the sink writes again. Refusals stay
+    /// refusals.
+    Refuse,
+}
+
 /// Everything the guard needs on the request path.
 pub(crate) struct GuardConfig {
     pub(crate) registry: Arc<dyn KeyRegistry>,
@@ -42,6 +68,7 @@ pub(crate) struct GuardConfig {
     pub(crate) public_paths: Vec<Box<str>>,
     pub(crate) challenge: HeaderValue,
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
+    pub(crate) audit_failure: AuditFailure,
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) failed_attempts: Option<Arc<FailedAttemptLimiter>>,
     pub(crate) client_ip: Option<Arc<ClientIpFn>>,
@@ -120,6 +147,7 @@ impl fmt::Debug for GuardConfig {
             .field("max_credential_len", &self.credentials.max_len)
             .field("public_paths", &self.public_paths)
             .field("audit", &self.audit)
+            .field("audit_failure", &self.audit_failure)
             .field("rate_limit", &self.rate_limit)
             .field("failed_attempts", &self.failed_attempts)
             .field("trusted_proxies", &self.trusted_proxies)

@@ -18,7 +18,7 @@ use std::{
 
 use time::OffsetDateTime;
 
-use super::GuardConfig;
+use super::{AuditFailure, GuardConfig};
 use crate::{
     BackendFuture, KeyDigest, KeyRecord, KeyStatus, Outcome, Principal, RegistryError, Rejection,
     audit::RequestFacts,
@@ -306,6 +306,9 @@ impl GuardConfig {
                         event = event.with_reason("rate_limit_unavailable_failed_open");
                     }
                     sink.record(event);
+                    if self.audit_failure == AuditFailure::Refuse && !sink.healthy() {
+                        return Err(self.unavailable());
+                    }
                 }
                 self.registry
                     .mark_used(&admission.principal.key_id(), SystemTime::now());

@@ -219,9 +219,8 @@ fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let v4_at = |shift: u32| Ipv4Addr::from_bits((bits >> shift) as u32);
     let segments = ip.segments();
     match segments {
-        [0, 0, 0, 0, 0, 0xffff, _, _] => Some(v4_at(0)),
         [0, 0, 0, 0, 0, 0, 0, 0 | 1] => None,
-        [0, 0, 0, 0, 0, 0, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(v4_at(0)),
+        [0, 0, 0, 0, 0, 0 | 0xffff, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(v4_at(0)),
         [0x2002, ..] => Some(v4_at(80)),
         [0x2001, 0, ..] => Some(Ipv4Addr::from_bits(!v4_at(0).to_bits())),
         _ => None,

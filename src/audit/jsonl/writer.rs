@@ -4,8 +4,9 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::ChainErrorKind;
 use super::format::{GENESIS, MAX_LINE_LEN, encode_line, parse_line};
@@ -22,10 +23,13 @@ use crate::audit::{AuditError, AuditEvent, AuditSink};
 /// is sequence order.
 ///
 /// `record` never fails or panics: if an event cannot be written (disk full, a line
-/// longer than 1 MiB, …) it is logged with `tracing::error!` (target `keygate::audit`),
-/// counted in [`write_errors`](Self::write_errors), and any partial line is cut off
-/// again so that the chain stays valid. Alert on that counter: a lost audit event is an
-/// incident.
+/// longer than 1 MiB, …) it is counted in [`write_errors`](Self::write_errors), the sink
+/// reports itself not [`healthy`](AuditSink::healthy) until a write succeeds again (the
+/// guard's [`AuditFailure`](crate::guard::AuditFailure) policy reads that), the failure is
+/// logged with `tracing::error!` (target `keygate::audit`; the first of a run at once,
+/// then at most one line every 10 seconds with the number lost meanwhile), and any
+/// partial line is cut off again so that the chain stays valid. Alert on that counter: a
+/// lost audit event is an incident.
 ///
 /// One sink per file: two writers, in one process or several, break the chain.
 ///
@@ -55,7 +59,22 @@ pub struct JsonLinesSink {
     path: PathBuf,
     state: Mutex<ChainState>,
     write_errors: AtomicU64,
+    /// Whether the last write failed.
+    failing: AtomicBool,
+    /// When a write failure was last logged, and the failures since.
+    reported: Mutex<Report>,
 }
+
+/// The rate limit on failure logs: one line per [`REPORT_EVERY`] at most.
+#[derive(Default)]
+struct Report {
+    at: Option<Instant>,
+    unreported: u64,
+}
+
+/// How often a run of write failures is logged: the first at once, then a summary at
+/// most every 10 seconds.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// The end of the chain, as written so far.
 struct ChainState {
@@ -116,6 +135,8 @@ impl JsonLinesSink {
                 len,
             }),
             write_errors: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            reported: Mutex::new(Report::default()),
         })
     }
 
@@ -204,17 +225,57 @@ impl JsonLinesSink {
 
 impl AuditSink for JsonLinesSink {
     fn record(&self, event: AuditEvent) {
-        if let Err(err) = self.append(&event) {
-            self.write_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                target: "keygate::audit",
-                path = %self.path.display(),
-                error = %err,
-                action = event.action.as_str(),
-                outcome = event.outcome.as_str(),
-                "could not write audit event; it is lost",
-            );
+        match self.append(&event) {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        target: "keygate::audit",
+                        path = %self.path.display(),
+                        lost = self.write_errors(),
+                        "audit events are written again",
+                    );
+                }
+            }
+            Err(err) => {
+                let lost = self.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                self.failing.store(true, Ordering::Relaxed);
+                self.report(&err, &event, lost);
+            }
         }
+    }
+
+    fn healthy(&self) -> bool {
+        !self.failing.load(Ordering::Relaxed)
+    }
+}
+
+impl JsonLinesSink {
+    /// Logs a write failure: the first of a run at once, then at most one line per
+    /// [`REPORT_EVERY`] with the number lost meanwhile, so that a full disk under a flood
+    /// does not become a flood of log lines.
+    fn report(&self, err: &io::Error, event: &AuditEvent, lost: u64) {
+        let mut report = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if report
+            .at
+            .is_some_and(|at| now.duration_since(at) < REPORT_EVERY)
+        {
+            report.unreported += 1;
+            return;
+        }
+        let unreported = std::mem::take(&mut report.unreported);
+        report.at = Some(now);
+        drop(report);
+        tracing::error!(
+            target: "keygate::audit",
+            path = %self.path.display(),
+            error = %err,
+            action = event.action.as_str(),
+            outcome = event.outcome.as_str(),
+            lost_since_last_report = unreported + 1,
+            lost_in_all = lost,
+            "could not write audit events; they are lost",
+        );
     }
 }
 
