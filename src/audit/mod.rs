@@ -118,9 +118,9 @@ pub use self::aggregate::{
 pub use self::error::AuditError;
 pub use self::event::{AuditEvent, Outcome};
 pub use self::jsonl::{
-    CHECKPOINT_ACTION, ChainError, ChainErrorKind, ChainSummary, CheckpointKey,
-    CheckpointKeyError, JsonLinesSink, MAX_LINE_LEN, MIN_CHECKPOINT_KEY_LEN, verify_chain,
-    verify_chain_signed, verify_file, verify_file_signed,
+    CHECKPOINT_ACTION, ChainError, ChainErrorKind, ChainSummary, CheckpointKey, CheckpointKeyError,
+    JsonLinesSink, MAX_LINE_LEN, MIN_CHECKPOINT_KEY_LEN, verify_chain, verify_chain_signed,
+    verify_file, verify_file_signed,
 };
 pub use self::memory::MemorySink;
 pub(crate) use self::request::{MAX_FIELD, RequestFacts, truncate};

@@ -149,7 +149,13 @@ mod tests {
         let error = CheckpointKeyError::TooShort {
             var: Some("AUDIT_CHECKPOINT_KEY".to_owned()),
         };
-        assert!(error.to_string().contains("in AUDIT_CHECKPOINT_KEY"), "{error}");
-        assert!(error.to_string().contains("openssl rand -base64 32"), "{error}");
+        assert!(
+            error.to_string().contains("in AUDIT_CHECKPOINT_KEY"),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("openssl rand -base64 32"),
+            "{error}"
+        );
     }
 }

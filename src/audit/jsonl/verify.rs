@@ -139,7 +139,10 @@ pub fn verify_chain_signed(
     verify(reader, Some(key))
 }
 
-fn verify(mut reader: impl BufRead, key: Option<&CheckpointKey>) -> Result<ChainSummary, ChainError> {
+fn verify(
+    mut reader: impl BufRead,
+    key: Option<&CheckpointKey>,
+) -> Result<ChainSummary, ChainError> {
     let mut checkpoints = 0;
     let mut unsigned_tail = 0;
     let mut prev = GENESIS.to_owned();

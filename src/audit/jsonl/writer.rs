@@ -3,8 +3,8 @@
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
 use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -599,7 +599,10 @@ mod tests {
         let first = JsonLinesSink::open(dir.file()).expect("open");
         let error = JsonLinesSink::open(dir.file()).expect_err("locked");
         assert!(matches!(error, AuditError::Locked { .. }), "{error:?}");
-        assert!(error.to_string().contains("in use by another process"), "{error}");
+        assert!(
+            error.to_string().contains("in use by another process"),
+            "{error}"
+        );
         drop(first);
         JsonLinesSink::open(dir.file()).expect("free again");
     }
@@ -625,14 +628,23 @@ mod tests {
         signed_chain(&dir, 25, Some(key(1)));
         let summary = super::super::verify_file_signed(dir.file(), &key(1)).expect("valid");
         // 25 events, checkpoints after the 10th and 20th, and one at drop.
-        assert_eq!((summary.lines, summary.checkpoints, summary.unsigned_tail), (28, 3, 0));
+        assert_eq!(
+            (summary.lines, summary.checkpoints, summary.unsigned_tail),
+            (28, 3, 0)
+        );
         // Without the key the chain is still a chain; nothing vouches for it.
         let plain = verify_file(dir.file()).expect("valid");
-        assert_eq!((plain.lines, plain.checkpoints, plain.unsigned_tail), (28, 0, 28));
+        assert_eq!(
+            (plain.lines, plain.checkpoints, plain.unsigned_tail),
+            (28, 0, 28)
+        );
         // Reopened, the chain and its checkpoints go on.
         signed_chain(&dir, 5, Some(key(1)));
         let summary = super::super::verify_file_signed(dir.file(), &key(1)).expect("valid");
-        assert_eq!((summary.lines, summary.checkpoints, summary.unsigned_tail), (34, 4, 0));
+        assert_eq!(
+            (summary.lines, summary.checkpoints, summary.unsigned_tail),
+            (34, 4, 0)
+        );
     }
 
     #[test]
@@ -641,9 +653,14 @@ mod tests {
         let forged = TempDir::new();
         signed_chain(&forged, 25, Some(key(2)));
         let error = super::super::verify_file_signed(forged.file(), &key(1)).expect_err("forged");
-        let AuditError::Chain(error) = error else { panic!("{error:?}") };
+        let AuditError::Chain(error) = error else {
+            panic!("{error:?}")
+        };
         assert_eq!(error.line, 11);
-        assert!(matches!(error.kind, ChainErrorKind::BadCheckpoint), "{error}");
+        assert!(
+            matches!(error.kind, ChainErrorKind::BadCheckpoint),
+            "{error}"
+        );
 
         // Forged without checkpoints: a valid chain that nothing vouches for.
         let unsigned = TempDir::new();
@@ -662,6 +679,9 @@ mod tests {
         lines.pop();
         std::fs::write(dir.file(), lines.join("\n") + "\n").expect("write");
         let summary = super::super::verify_file_signed(dir.file(), &key(1)).expect("chain");
-        assert_eq!((summary.lines, summary.checkpoints, summary.unsigned_tail), (27, 2, 5));
+        assert_eq!(
+            (summary.lines, summary.checkpoints, summary.unsigned_tail),
+            (27, 2, 5)
+        );
     }
 }
