@@ -77,7 +77,7 @@ async fn routes(request: Request<Body>) -> Result<Response<Body>, Infallible> {
 fn whoami(principal: &Principal) -> Value {
     json!({
         "id": principal.id(),
-        "key_id": principal.key_id().as_str(),
+        "key_id": principal.key_id().map(|id| id.as_str().to_owned()),
         "workspaces": principal.workspaces(),
         "scopes": principal.scopes(),
         "tier": principal.tier(),
