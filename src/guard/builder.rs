@@ -27,9 +27,9 @@ pub const DEFAULT_UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
 pub enum BuildError {
     /// Neither a key, a registry nor a JWT verifier was configured.
     #[error(
-        "no API key, key registry or JWT verifier configured: add a key with `.key(..)` (for \
-         example from an environment variable set to the output of `openssl rand -base64 \
-         32`), a registry with `.registry(..)`, or a JWT verifier with `.jwt(..)`"
+        "no API key or key registry configured: add a key with `.key(..)` (for example from \
+         an environment variable set to the output of `openssl rand -base64 32`), a \
+         registry with `.registry(..)`, or a JWT verifier with `.jwt(..)` (feature `jwt`)"
     )]
     NoKeySource,
     /// Every credential source was switched off.

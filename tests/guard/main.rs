@@ -21,6 +21,8 @@ mod availability;
 mod body_types;
 mod build;
 mod credentials;
+#[cfg(feature = "jwt")]
+mod jwt;
 mod lifecycle;
 mod public_routes;
 mod secrets;
