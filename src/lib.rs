@@ -101,8 +101,7 @@ pub use crate::{
         InMemoryRegistry, IssuedKey, KeyGrant, KeyRecord, KeyRegistry, KeyStatus, RegistryError,
     },
     reject::{
-        EmptyRejection, JsonRejection, Malformed, Rejection, RenderRejection,
-        TokenMessageRejection,
+        EmptyRejection, JsonRejection, Malformed, Rejection, RenderRejection, TokenMessageRejection,
     },
     require::{Require, RequirePolicy, RequireScope, RequireWorkspace},
 };

@@ -473,8 +473,7 @@ impl AppState {
             None => Outcome::Succeeded,
             Some(_) => Outcome::Failed,
         };
-        let mut event = AuditEvent::new(action, outcome)
-            .with_principal(principal);
+        let mut event = AuditEvent::new(action, outcome).with_principal(principal);
         if let Some(workspace) = workspace {
             event = event.with_workspace(workspace);
         }

@@ -4,6 +4,7 @@
 
 use serde_json::{Map, Value};
 
+use super::TokenKind;
 use crate::{Rejection, TokenIdentity, audit::MAX_FIELD, registry::DEFAULT_TIER};
 
 /// The default claim that holds the token type.
@@ -101,11 +102,15 @@ impl ClaimMapping {
         &self.token_type
     }
 
-    /// The caller an access token names, or why the token is refused (always 401
-    /// `invalid_credentials`: a refresh token, a missing or ill-typed claim).
-    pub(super) fn identity(&self, claims: &Map<String, Value>) -> Result<TokenIdentity, Rejection> {
+    /// The caller a token of `kind` names, or why the token is refused (always 401
+    /// `invalid_credentials`: a token of the other kind, a missing or ill-typed claim).
+    pub(super) fn identity(
+        &self,
+        claims: &Map<String, Value>,
+        kind: TokenKind,
+    ) -> Result<TokenIdentity, Rejection> {
         let invalid = || Rejection::InvalidCredentials;
-        if claims.get(&self.token_type).and_then(Value::as_str) != Some(ACCESS_TYPE) {
+        if claims.get(&self.token_type).and_then(Value::as_str) != Some(kind.as_str()) {
             return Err(invalid());
         }
         let subject = match claims.get("sub") {
@@ -162,7 +167,7 @@ mod tests {
         let Value::Object(claims) = claims else {
             panic!("not an object")
         };
-        mapping.identity(&claims)
+        mapping.identity(&claims, TokenKind::Access)
     }
 
     #[test]

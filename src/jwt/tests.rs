@@ -188,8 +188,8 @@ fn hs_rs_confusion() {
         );
     }
     // The genuine RS256 token verifies.
-    let issuer = JwtIssuer::new(SigningKey::rsa_pem(Algorithm::RS256, RSA_PRIVATE).unwrap())
-        .key_id("rsa");
+    let issuer =
+        JwtIssuer::new(SigningKey::rsa_pem(Algorithm::RS256, RSA_PRIVATE).unwrap()).key_id("rsa");
     assert!(verifier.verify(&access(&issuer)).is_ok());
 }
 

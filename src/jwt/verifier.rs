@@ -6,8 +6,12 @@ use std::{fmt, sync::Arc, time::Duration};
 use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
 use serde_json::{Map, Value};
 
-use super::{ClaimMapping, HmacSecret, JwtError, JwtKeySet, VerifyingKey};
-use crate::{Malformed, Principal, Rejection};
+use super::{ClaimMapping, HmacSecret, JwtError, JwtKeySet, TokenKind, VerifyingKey};
+use crate::{Malformed, Principal, Rejection, TokenIdentity};
+
+/// A check of verified tokens against a revocation list (see
+/// [`JwtVerifierBuilder::revoked`]).
+type RevokedFn = dyn Fn(&TokenIdentity) -> bool + Send + Sync;
 
 /// The default clock-skew allowance on `exp` and `nbf`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
@@ -119,6 +123,7 @@ struct Inner {
     leeway: Duration,
     issuers: Vec<String>,
     audiences: Vec<String>,
+    revoked: Option<Arc<RevokedFn>>,
     /// One validation per algorithm, made once.
     validations: Vec<(Algorithm, Validation)>,
 }
@@ -133,6 +138,7 @@ impl JwtVerifier {
             leeway: DEFAULT_LEEWAY,
             issuers: Vec::new(),
             audiences: Vec::new(),
+            revoked: None,
         }
     }
 
@@ -161,17 +167,52 @@ impl JwtVerifier {
         &self.inner.keys
     }
 
-    /// Verifies `token` and returns its caller.
+    /// Verifies access token `token` and returns its caller (what the guard does).
     ///
     /// # Errors
     ///
     /// 401 [`Rejection::ExpiredCredentials`] for an expired token,
-    /// [`Rejection::MalformedCredentials`] for one over the length cap, and
-    /// [`Rejection::InvalidCredentials`] for every other failure.
+    /// [`Rejection::MalformedCredentials`] for one over the length cap,
+    /// [`Rejection::RevokedCredentials`] for one the revocation check refuses, and
+    /// [`Rejection::InvalidCredentials`] for every other failure (a refresh token
+    /// included).
     pub fn verify(&self, token: &str) -> Result<Principal, Rejection> {
-        self.claims(token)
-            .and_then(|claims| self.inner.claims.identity(&claims))
+        self.verify_as(token, TokenKind::Access)
             .map(Principal::from_token)
+    }
+
+    /// Verifies `token` as a token of `kind` and returns what it says: for a refresh
+    /// endpoint, `verify_as(token, TokenKind::Refresh)` (an access token is refused).
+    ///
+    /// # Errors
+    ///
+    /// As [`verify`](Self::verify).
+    ///
+    /// ```
+    /// use keygate::{Rejection, jwt::{HmacSecret, JwtIssuer, JwtVerifier, TokenKind}};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let secret = HmacSecret::new("a-secret-of-at-least-32-bytes-for-hs256!")?;
+    /// let (issuer, verifier) = (JwtIssuer::hs256(&secret), JwtVerifier::hs256(&secret)?.build());
+    /// let refresh = issuer.refresh("user-42", Default::default())?;
+    /// let said = verifier.verify_as(refresh.expose_secret(), TokenKind::Refresh)?;
+    /// assert_eq!(said.token_id.as_deref(), Some(refresh.token_id.as_str()));
+    /// let access = issuer.access("user-42", Default::default())?;
+    /// assert_eq!(
+    ///     verifier.verify_as(access.expose_secret(), TokenKind::Refresh).unwrap_err(),
+    ///     Rejection::InvalidCredentials
+    /// );
+    /// # Ok(()) }
+    /// ```
+    pub fn verify_as(&self, token: &str, kind: TokenKind) -> Result<TokenIdentity, Rejection> {
+        let claims = self.claims(token)?;
+        let identity = self.inner.claims.identity(&claims, kind)?;
+        if let Some(revoked) = &self.inner.revoked
+            && revoked(&identity)
+        {
+            return Err(Rejection::RevokedCredentials);
+        }
+        Ok(identity)
     }
 
     /// The claims of a token whose signature, lifetime, issuer and audience verify (its
@@ -181,7 +222,8 @@ impl JwtVerifier {
         if token.len() > inner.max_token_len {
             return Err(Rejection::MalformedCredentials(Malformed::TooLong));
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::InvalidCredentials)?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| Rejection::InvalidCredentials)?;
         let validation = inner
             .validations
             .iter()
@@ -214,6 +256,7 @@ impl fmt::Debug for JwtVerifier {
             .field("leeway", &inner.leeway)
             .field("issuers", &inner.issuers)
             .field("audiences", &inner.audiences)
+            .field("revocation_check", &inner.revoked.is_some())
             .finish()
     }
 }
@@ -238,7 +281,6 @@ impl fmt::Debug for JwtVerifier {
 /// # let _ = verifier; Ok(()) }
 /// ```
 #[must_use]
-#[derive(Debug)]
 pub struct JwtVerifierBuilder {
     keys: JwtKeySet,
     claims: ClaimMapping,
@@ -246,6 +288,21 @@ pub struct JwtVerifierBuilder {
     leeway: Duration,
     issuers: Vec<String>,
     audiences: Vec<String>,
+    revoked: Option<Arc<RevokedFn>>,
+}
+
+impl fmt::Debug for JwtVerifierBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtVerifierBuilder")
+            .field("keys", &self.keys)
+            .field("claims", &self.claims)
+            .field("max_token_len", &self.max_token_len)
+            .field("leeway", &self.leeway)
+            .field("issuers", &self.issuers)
+            .field("audiences", &self.audiences)
+            .field("revocation_check", &self.revoked.is_some())
+            .finish()
+    }
 }
 
 impl JwtVerifierBuilder {
@@ -282,6 +339,42 @@ impl JwtVerifierBuilder {
         self
     }
 
+    /// Refuses a verified token for which `revoked` answers `true` (401
+    /// `revoked_credentials`), e.g. a token whose `jti` or refresh chain an application
+    /// revoked before it expires. Called on every admitted token, inside the request path:
+    /// keep it to an in-memory lookup (a set refreshed from a database, not a query).
+    ///
+    /// ```
+    /// use std::{collections::HashSet, sync::{Arc, RwLock}};
+    ///
+    /// use keygate::{Rejection, jwt::{HmacSecret, JwtIssuer, JwtVerifier}};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let secret = HmacSecret::new("a-secret-of-at-least-32-bytes-for-hs256!")?;
+    /// let revoked = Arc::new(RwLock::new(HashSet::<String>::new()));
+    /// let list = Arc::clone(&revoked);
+    /// let verifier = JwtVerifier::hs256(&secret)?
+    ///     .revoked(move |token| {
+    ///         token.token_id.as_ref().is_some_and(|jti| list.read().unwrap().contains(jti))
+    ///     })
+    ///     .build();
+    /// let access = JwtIssuer::hs256(&secret).access("user-42", Default::default())?;
+    /// assert!(verifier.verify(access.expose_secret()).is_ok());
+    /// revoked.write().unwrap().insert(access.token_id.clone());
+    /// assert_eq!(
+    ///     verifier.verify(access.expose_secret()).unwrap_err(),
+    ///     Rejection::RevokedCredentials
+    /// );
+    /// # Ok(()) }
+    /// ```
+    pub fn revoked(
+        mut self,
+        revoked: impl Fn(&TokenIdentity) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.revoked = Some(Arc::new(revoked));
+        self
+    }
+
     /// The verifier.
     #[must_use]
     pub fn build(self) -> JwtVerifier {
@@ -297,6 +390,7 @@ impl JwtVerifierBuilder {
                 leeway: self.leeway,
                 issuers: self.issuers,
                 audiences: self.audiences,
+                revoked: self.revoked,
                 validations,
             }),
         }

@@ -4,8 +4,7 @@
 use std::num::NonZeroU32;
 
 use keygate::{
-    ApiKeyGuard, ApiKeyGuardBuilder, ClientAddr, CredentialKind, RateLimit,
-    TokenMessageRejection,
+    ApiKeyGuard, ApiKeyGuardBuilder, ClientAddr, CredentialKind, RateLimit, TokenMessageRejection,
     audit::{MemorySink, Outcome},
     jwt::{HmacSecret, JwtIssuer, JwtVerifier, TokenKind},
     limit::{Clock, FailedAttemptLimiter, InMemoryRateLimit, Quota, Tiers},
@@ -79,7 +78,10 @@ async fn one_guard_admits_an_api_key_and_a_token_as_the_same_kind_of_principal()
     fixture.send(bearer("/whoami", &key)).await.assert_ok();
     assert_eq!(fixture.registry.lookups(), lookups + 1);
     // A token is never looked up in the registry.
-    fixture.send(bearer("/whoami", &token("user-1"))).await.assert_ok();
+    fixture
+        .send(bearer("/whoami", &token("user-1")))
+        .await
+        .assert_ok();
     assert_eq!(fixture.registry.lookups(), lookups + 1);
 }
 
@@ -95,13 +97,17 @@ async fn token_refusals_map_onto_the_existing_reasons() {
         )
         .unwrap();
     let refresh = issuer().refresh("user-1", Map::new()).unwrap();
-    let other = JwtIssuer::hs256(&HmacSecret::new("an-other-secret-of-at-least-32-bytes!!").unwrap());
+    let other =
+        JwtIssuer::hs256(&HmacSecret::new("an-other-secret-of-at-least-32-bytes!!").unwrap());
     let forged = other.access("user-1", Map::new()).unwrap();
     let cases = [
         (expired.expose_secret(), "expired_credentials"),
         (refresh.expose_secret(), "invalid_credentials"),
         (forged.expose_secret(), "invalid_credentials"),
-        ("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1In0.c2ln", "invalid_credentials"),
+        (
+            "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1In0.c2ln",
+            "invalid_credentials",
+        ),
         ("not.a.jwt", "invalid_credentials"),
     ];
     for (token, reason) in cases {
@@ -115,7 +121,10 @@ async fn token_refusals_map_onto_the_existing_reasons() {
         .await
         .assert_refusal(401, "missing_credentials");
     let challenge = fixture.send(get("/whoami")).await;
-    assert_eq!(challenge.header("www-authenticate"), Some("Bearer realm=\"api\""));
+    assert_eq!(
+        challenge.header("www-authenticate"),
+        Some("Bearer realm=\"api\"")
+    );
 }
 
 #[tokio::test]
@@ -142,10 +151,7 @@ async fn a_token_only_guard_needs_no_keys_and_refuses_anything_else() {
 async fn tokens_longer_than_the_key_cap_are_read_keys_are_not() {
     let fixture = both(|b| b);
     let big = issuer()
-        .access(
-            "user-1",
-            claims(json!({"scope": vec!["s"; 600].join(" ")})),
-        )
+        .access("user-1", claims(json!({"scope": vec!["s"; 600].join(" ")})))
         .unwrap();
     assert!(big.expose_secret().len() > 1_000);
     fixture
@@ -188,10 +194,9 @@ async fn bad_tokens_count_as_failed_attempts() {
 
 #[tokio::test]
 async fn the_rate_limit_counts_per_principal_whichever_token_it_shows() {
-    let backend = InMemoryRateLimit::new(Tiers::new(Quota::per_minute(
-        NonZeroU32::new(2).unwrap(),
-    )))
-    .with_clock(Clock::manual());
+    let backend =
+        InMemoryRateLimit::new(Tiers::new(Quota::per_minute(NonZeroU32::new(2).unwrap())))
+            .with_clock(Clock::manual());
     let fixture = both(|b| b.rate_limit(RateLimit::new(backend)));
     // Two tokens (two `jti`) of one subject share its limit.
     fixture
