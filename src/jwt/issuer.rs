@@ -132,7 +132,7 @@ impl SigningKey {
         Ok(Self { algorithm, key })
     }
 
-    /// An Ed25519 private key in PEM (PKCS#8), for EdDSA.
+    /// An Ed25519 private key in PEM (PKCS#8), for `EdDSA`.
     ///
     /// # Errors
     ///

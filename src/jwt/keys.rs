@@ -183,7 +183,7 @@ impl VerifyingKey {
         Ok(Self::new(Algorithm::ES256, key))
     }
 
-    /// An Ed25519 public key in PEM, for EdDSA.
+    /// An Ed25519 public key in PEM, for `EdDSA`.
     ///
     /// # Errors
     ///
@@ -194,7 +194,7 @@ impl VerifyingKey {
     }
 
     /// A key of a JWK set, with its `kid`. Its algorithm is the JWK's `alg`, or, when
-    /// absent, told from its type: RSA → RS256, EC P-256 → ES256, OKP Ed25519 → EdDSA.
+    /// absent, told from its type: RSA → RS256, EC P-256 → ES256, OKP Ed25519 → `EdDSA`.
     ///
     /// # Errors
     ///
@@ -389,16 +389,15 @@ impl JwtKeySet {
         verify: impl FnOnce(&VerifyingKey) -> R,
     ) -> Option<R> {
         let keys = self.keys.load();
-        let found = match kid {
-            Some(kid) => keys.iter().find(|k| k.kid.as_deref() == Some(kid))?,
-            None => {
-                let mut matching = keys.iter().filter(|k| k.algorithm == algorithm);
-                let first = matching.next()?;
-                if matching.next().is_some() {
-                    return None;
-                }
-                first
+        let found = if let Some(kid) = kid {
+            keys.iter().find(|k| k.kid.as_deref() == Some(kid))?
+        } else {
+            let mut matching = keys.iter().filter(|k| k.algorithm == algorithm);
+            let first = matching.next()?;
+            if matching.next().is_some() {
+                return None;
             }
+            first
         };
         (found.algorithm == algorithm).then(|| verify(found))
     }

@@ -7,7 +7,7 @@
 //!   workspaces, the rate limit (per principal) and the audit trail work the same for
 //!   token callers as for API keys.
 //! * [`JwtKeySet`] holds the [`VerifyingKey`]s (HS256/384/512 from an [`HmacSecret`], RS*,
-//!   PS*, ES256 and EdDSA from PEM, or a JWKS document), selected by `kid`, and is
+//!   PS*, ES256 and `EdDSA` from PEM, or a JWKS document), selected by `kid`, and is
 //!   replaced at run time for rotation.
 //! * [`ClaimMapping`] says which claims hold the scopes, workspaces, tier and token type.
 //! * [`JwtIssuer`] makes access and refresh tokens for the login side of an application.
