@@ -136,7 +136,7 @@ mod jwt {
             (
                 "jwt_hs256",
                 JwtIssuer::hs256(&secret),
-                JwtVerifier::hs256(&secret).unwrap().build(),
+                JwtVerifier::hs256(&secret).build(),
             ),
             (
                 "jwt_eddsa",

@@ -212,7 +212,7 @@ impl<R> ApiKeyGuardBuilder<R> {
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let secret = HmacSecret::new("a-secret-of-at-least-32-bytes-for-hs256!")?;
     /// let guard = ApiKeyGuard::builder()
-    ///     .jwt(JwtVerifier::hs256(secret).build()?)
+    ///     .jwt(JwtVerifier::hs256(&secret).build())
     ///     .public_path("/health")
     ///     .build()?;
     /// # let _ = guard; Ok(()) }

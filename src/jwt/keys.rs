@@ -228,6 +228,14 @@ impl VerifyingKey {
         })
     }
 
+    /// An HS256 key (always usable).
+    pub(super) fn hs256(secret: &HmacSecret) -> Self {
+        Self::new(
+            Algorithm::HS256,
+            DecodingKey::from_secret(secret.expose_secret()),
+        )
+    }
+
     fn new(algorithm: Algorithm, key: DecodingKey) -> Self {
         Self {
             kid: None,

@@ -47,7 +47,7 @@
 //! let secret = from_env("JWT_SECRET")?;
 //! let guard = ApiKeyGuard::builder()
 //!     .key(ApiKey::new("a-key-from-openssl-rand-base64-32-xxxxx")?, KeyGrant::new("ci"))
-//!     .jwt(JwtVerifier::hs256(&secret)?.build())
+//!     .jwt(JwtVerifier::hs256(&secret).build())
 //!     .public_path("/health")
 //!     .render_with(TokenMessageRejection)
 //!     .build()?;

@@ -6,7 +6,7 @@ use std::{fmt, sync::Arc, time::Duration};
 use jsonwebtoken::{Algorithm, Validation, errors::ErrorKind};
 use serde_json::{Map, Value};
 
-use super::{ClaimMapping, HmacSecret, JwtError, JwtKeySet, TokenKind, VerifyingKey};
+use super::{ClaimMapping, HmacSecret, JwtKeySet, TokenKind, VerifyingKey};
 use crate::{Malformed, Principal, Rejection, TokenIdentity};
 
 /// A check of verified tokens against a revocation list (see
@@ -96,7 +96,7 @@ pub fn is_jwt_shaped(credential: &str) -> bool {
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let secret = HmacSecret::new("a-secret-of-at-least-32-bytes-for-hs256!")?;
 /// let issuer = JwtIssuer::hs256(&secret);
-/// let verifier = JwtVerifier::hs256(&secret)?.build();
+/// let verifier = JwtVerifier::hs256(&secret).build();
 ///
 /// let access = issuer.access("user-42", Default::default())?;
 /// let principal = verifier.verify(access.expose_secret())?;
@@ -143,16 +143,8 @@ impl JwtVerifier {
     }
 
     /// Starts configuring a verifier of HS256 tokens signed with `secret`.
-    ///
-    /// # Errors
-    ///
-    /// Never in practice (an HS256 key is always usable); kept for symmetry with the other
-    /// constructors.
-    pub fn hs256(secret: &HmacSecret) -> Result<JwtVerifierBuilder, JwtError> {
-        Ok(Self::builder(JwtKeySet::new([VerifyingKey::hmac(
-            Algorithm::HS256,
-            secret,
-        )?])))
+    pub fn hs256(secret: &HmacSecret) -> JwtVerifierBuilder {
+        Self::builder(JwtKeySet::new([VerifyingKey::hs256(secret)]))
     }
 
     /// The cap on a token's length, in bytes.
@@ -193,7 +185,7 @@ impl JwtVerifier {
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let secret = HmacSecret::new("a-secret-of-at-least-32-bytes-for-hs256!")?;
-    /// let (issuer, verifier) = (JwtIssuer::hs256(&secret), JwtVerifier::hs256(&secret)?.build());
+    /// let (issuer, verifier) = (JwtIssuer::hs256(&secret), JwtVerifier::hs256(&secret).build());
     /// let refresh = issuer.refresh("user-42", Default::default())?;
     /// let said = verifier.verify_as(refresh.expose_secret(), TokenKind::Refresh)?;
     /// assert_eq!(said.token_id.as_deref(), Some(refresh.token_id.as_str()));
@@ -353,7 +345,7 @@ impl JwtVerifierBuilder {
     /// let secret = HmacSecret::new("a-secret-of-at-least-32-bytes-for-hs256!")?;
     /// let revoked = Arc::new(RwLock::new(HashSet::<String>::new()));
     /// let list = Arc::clone(&revoked);
-    /// let verifier = JwtVerifier::hs256(&secret)?
+    /// let verifier = JwtVerifier::hs256(&secret)
     ///     .revoked(move |token| {
     ///         token.token_id.as_ref().is_some_and(|jti| list.read().unwrap().contains(jti))
     ///     })

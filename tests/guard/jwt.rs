@@ -27,7 +27,7 @@ fn issuer() -> JwtIssuer {
 }
 
 fn verifier() -> JwtVerifier {
-    JwtVerifier::hs256(&secret()).unwrap().build()
+    JwtVerifier::hs256(&secret()).build()
 }
 
 fn claims(value: Value) -> Map<String, Value> {
