@@ -71,6 +71,8 @@ macro_rules! inner_service_accessors {
 }
 
 pub mod audit;
+#[cfg(feature = "axum")]
+pub mod axum;
 mod backend;
 pub mod credential;
 pub mod guard;

@@ -55,6 +55,7 @@ async fn random_requests_never_get_a_5xx() {
             InMemoryRateLimit::new(Tiers::default()).with_clock(Clock::manual()),
         ))
         .failed_attempts(FailedAttemptLimiter::default().with_clock(Clock::manual()))
+        .client_ip_from_extensions()
         .trusted_proxies(1)
         .audit(audit.clone())
         .build()

@@ -235,6 +235,7 @@ async fn too_many_failed_attempts_is_429_before_any_lookup() {
     let guard = ApiKeyGuard::builder()
         .registry(registry.clone())
         .failed_attempts(FailedAttemptLimiter::default().with_clock(clock.clone()))
+        .client_ip_from_extensions()
         .build()
         .unwrap();
     let app = jobs_app(guard);
@@ -274,6 +275,7 @@ async fn failures_from_one_ipv6_slash_64_count_together() {
     let guard = ApiKeyGuard::builder()
         .registry(registry)
         .failed_attempts(FailedAttemptLimiter::default().with_clock(Clock::manual()))
+        .client_ip_from_extensions()
         .build()
         .unwrap();
     let app = jobs_app(guard);
@@ -306,6 +308,7 @@ async fn a_spoofed_leftmost_forwarded_for_does_not_escape_the_limit() {
     let guard = ApiKeyGuard::builder()
         .registry(registry)
         .failed_attempts(FailedAttemptLimiter::default().with_clock(Clock::manual()))
+        .client_ip_from_extensions()
         .trusted_proxies(1)
         .build()
         .unwrap();
@@ -351,6 +354,7 @@ async fn forwarded_for_is_honoured_only_from_trusted_proxy_networks() {
     let guard = ApiKeyGuard::builder()
         .registry(registry)
         .failed_attempts(FailedAttemptLimiter::default().with_clock(Clock::manual()))
+        .client_ip_from_extensions()
         .trusted_proxy_networks(["10.0.0.0/8", "192.168.1.7"])
         .build()
         .unwrap();
@@ -423,6 +427,7 @@ async fn a_million_invalid_keys_leave_the_limiters_bounded() {
         .registry(registry)
         .rate_limit(RateLimit::new(backend.clone()))
         .failed_attempts(failed.clone())
+        .client_ip_from_extensions()
         .build()
         .unwrap();
     let service = jobs_app(guard);

@@ -170,7 +170,7 @@ pub(crate) fn guard(registry: &Arc<InMemoryRegistry>, stages: Stages) -> ApiKeyG
         builder = builder.rate_limit(RateLimit::new(InMemoryRateLimit::new(tiers())));
     }
     if let Some(limiter) = stages.failed_attempts {
-        builder = builder.failed_attempts(limiter);
+        builder = builder.failed_attempts(limiter).client_ip_from_extensions();
     }
     builder.build().expect("guard configuration")
 }

@@ -18,6 +18,20 @@ pub enum AuditError {
         /// What is wrong with the last line.
         kind: ChainErrorKind,
     },
+    /// Another sink (in this process or another) has the file open: two writers would
+    /// break the chain.
+    #[error(
+        "audit log {} is in use by another process (or another sink in this one): give each \
+         writer its own file",
+        path.display()
+    )]
+    Locked {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// The checkpoint key could not be read.
+    #[error(transparent)]
+    CheckpointKey(#[from] super::CheckpointKeyError),
     /// [`verify_file`](super::verify_file) found the chain broken.
     #[error(transparent)]
     Chain(#[from] ChainError),

@@ -120,6 +120,20 @@ pub struct AuditEvent {
     pub client_ip: Option<IpAddr>,
     /// The client's `User-Agent`.
     pub user_agent: Option<String>,
+    /// How many decisions this record stands for: 1, except for the records in which an
+    /// [`AggregatingSink`](super::AggregatingSink) counts the refusals of one client that
+    /// followed the first in an interval. Serialized only when it is not 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub count: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+fn is_one(count: &u64) -> bool {
+    *count == 1
 }
 
 impl AuditEvent {
@@ -141,6 +155,7 @@ impl AuditEvent {
             reason: None,
             client_ip: None,
             user_agent: None,
+            count: 1,
         }
     }
 

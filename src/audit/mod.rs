@@ -10,7 +10,10 @@
 //! - [`JsonLinesSink`] appends them to a hash-chained JSON-lines file, which
 //!   [`verify_chain`] / [`verify_file`] check afterwards.
 //!
-//! A pair of sinks is a sink too: `(TracingSink::new(), file_sink)` records to both.
+//! A pair of sinks is a sink too: `(TracingSink::new(), file_sink)` records to both. An
+//! [`AggregatingSink`] in front of any of them counts the refusals of unauthenticated
+//! callers per client and reason instead of writing one record each, so that a flood of
+//! bad requests cannot fill the disk.
 //!
 //! # Examples
 //!
@@ -82,11 +85,24 @@
 //!
 //! The chain makes a file internally consistent: a line cannot be edited, removed,
 //! inserted or moved without breaking it, and a file cut short ends at a whole record.
-//! It is not a signature. Someone who can rewrite the file can recompute every hash
-//! after the point they changed, and can drop records from the end. To detect that,
-//! keep [`ChainSummary::last_hash`] (and the line count) somewhere the writer of the file
-//! cannot change — another system, a ticket, a signed note — and compare later.
+//! On its own it is not a signature. Someone who can rewrite the file can recompute
+//! every hash after the point they changed, and can drop records from the end.
+//!
+//! **Signed checkpoints** close most of that gap: with
+//! [`JsonLinesSink::with_checkpoints`], a record with action
+//! [`CHECKPOINT_ACTION`] is written every N records and when the sink is dropped; its
+//! `target` is `hmac-sha256:<hex>`, an HMAC (keyed with a [`CheckpointKey`] kept away from
+//! the file) over its own `seq` and `prev`, so it vouches for every line before it.
+//! [`verify_file_signed`] checks each checkpoint and counts the records after the last
+//! one ([`ChainSummary::unsigned_tail`]): a file rewritten without the key fails at its
+//! first checkpoint or carries none; a cut tail shows as records no checkpoint vouches
+//! for (after a clean shutdown there are none). What no in-file mark can show is a file
+//! cut exactly after an earlier checkpoint: for that, keep [`ChainSummary::last_hash`]
+//! and the line count (or [`JsonLinesSink::last_seq`] and
+//! [`last_hash`](JsonLinesSink::last_hash)) somewhere the writer of the file cannot
+//! change — another system, a ticket — and compare later.
 
+mod aggregate;
 mod error;
 mod event;
 mod jsonl;
@@ -96,11 +112,15 @@ mod sink;
 mod timestamp;
 mod tracing_sink;
 
+pub use self::aggregate::{
+    AggregatingSink, DEFAULT_AGGREGATION_CAPACITY, DEFAULT_AGGREGATION_INTERVAL,
+};
 pub use self::error::AuditError;
 pub use self::event::{AuditEvent, Outcome};
 pub use self::jsonl::{
-    ChainError, ChainErrorKind, ChainSummary, JsonLinesSink, MAX_LINE_LEN, verify_chain,
-    verify_file,
+    CHECKPOINT_ACTION, ChainError, ChainErrorKind, ChainSummary, CheckpointKey,
+    CheckpointKeyError, JsonLinesSink, MAX_LINE_LEN, MIN_CHECKPOINT_KEY_LEN, verify_chain,
+    verify_chain_signed, verify_file, verify_file_signed,
 };
 pub use self::memory::MemorySink;
 pub(crate) use self::request::{MAX_FIELD, RequestFacts, truncate};

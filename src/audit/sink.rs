@@ -17,11 +17,22 @@ pub trait AuditSink: Send + Sync + fmt::Debug + 'static {
     /// Records one event. Must not panic; must not block for long (it is called on the
     /// request path).
     fn record(&self, event: AuditEvent);
+
+    /// Whether events are being written: `false` while the last attempt to write one
+    /// failed. The guard reads it after recording a decision, to apply its
+    /// [`AuditFailure`](crate::guard::AuditFailure) policy. The default is `true`, for
+    /// sinks that cannot fail.
+    fn healthy(&self) -> bool {
+        true
+    }
 }
 
 impl<T: AuditSink + ?Sized> AuditSink for Arc<T> {
     fn record(&self, event: AuditEvent) {
         (**self).record(event);
+    }
+    fn healthy(&self) -> bool {
+        (**self).healthy()
     }
 }
 
@@ -29,11 +40,17 @@ impl<T: AuditSink + ?Sized> AuditSink for Box<T> {
     fn record(&self, event: AuditEvent) {
         (**self).record(event);
     }
+    fn healthy(&self) -> bool {
+        (**self).healthy()
+    }
 }
 
 impl<T: AuditSink + ?Sized> AuditSink for &'static T {
     fn record(&self, event: AuditEvent) {
         (**self).record(event);
+    }
+    fn healthy(&self) -> bool {
+        (**self).healthy()
     }
 }
 
@@ -41,6 +58,9 @@ impl<A: AuditSink, B: AuditSink> AuditSink for (A, B) {
     fn record(&self, event: AuditEvent) {
         self.0.record(event.clone());
         self.1.record(event);
+    }
+    fn healthy(&self) -> bool {
+        self.0.healthy() && self.1.healthy()
     }
 }
 

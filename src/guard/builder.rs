@@ -1,12 +1,17 @@
 //! [`ApiKeyGuardBuilder`]: the guard's configuration, checked once at
 //! [`build`](ApiKeyGuardBuilder::build) so that a misconfigured server never starts.
 
-use std::{fmt, net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    net::IpAddr,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
 
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use super::{ApiKeyGuard, ClientIpFn, GuardConfig};
+use super::{ApiKeyGuard, AuditFailure, ClientIpFn, GuardConfig};
 use crate::{
     ApiKey, AuditSink, InMemoryRegistry, JsonRejection, KeyError, KeyGrant, KeyRegistry,
     RegistryError,
@@ -62,6 +67,15 @@ pub enum BuildError {
          (`10.0.0.0/8`)"
     )]
     InvalidTrustedProxy(String),
+    /// A failed-attempt limiter without a configured way to find the client's address.
+    #[error(
+        "`.failed_attempts(..)` needs the client's address: say where it is with \
+         `.client_ip(..)` (axum: `.client_ip(|ext| ext.get::<ConnectInfo<SocketAddr>>()\
+         .map(|c| c.0.ip()))`, or `keygate::axum::connect_info` with the `axum` feature) or, \
+         when the server inserts a `ClientAddr` or `SocketAddr` extension, with \
+         `.client_ip_from_extensions()`"
+    )]
+    NoClientAddress,
 }
 
 impl std::fmt::Debug for BuildError {
@@ -75,7 +89,9 @@ impl std::fmt::Debug for BuildError {
 /// reports the first, so a misconfigured server never starts.
 ///
 /// ```
-/// use std::{num::NonZeroU32, sync::Arc};
+/// use std::{net::SocketAddr, num::NonZeroU32, sync::Arc};
+///
+/// use axum::extract::ConnectInfo;
 /// use keygate::{
 ///     ApiKey, ApiKeyGuard, BuildError, InMemoryRegistry, KeyGrant,
 ///     audit::MemorySink,
@@ -92,6 +108,8 @@ impl std::fmt::Debug for BuildError {
 ///     .public_path("/health")
 ///     .rate_limit(RateLimit::new(InMemoryRateLimit::new(Tiers::new(per_minute))))
 ///     .failed_attempts(FailedAttemptLimiter::default())
+///     // The failed-attempt limiter counts per client: axum's peer address.
+///     .client_ip(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
 ///     .audit(MemorySink::new())
 ///     .build()?;
 /// # let _ = guard;
@@ -122,6 +140,7 @@ struct Settings {
     public_paths: Vec<String>,
     realm: String,
     audit: Option<Arc<dyn AuditSink>>,
+    audit_failure: AuditFailure,
     rate_limit: Option<RateLimit>,
     failed_attempts: Option<Arc<FailedAttemptLimiter>>,
     client_ip: Option<Arc<ClientIpFn>>,
@@ -147,6 +166,7 @@ impl ApiKeyGuardBuilder {
             public_paths: Vec::new(),
             realm: "api".to_owned(),
             audit: None,
+            audit_failure: AuditFailure::KeepServing,
             rate_limit: None,
             failed_attempts: None,
             client_ip: None,
@@ -303,8 +323,20 @@ impl<R> ApiKeyGuardBuilder<R> {
 
     /// Records every decision in `sink`. A sink shared with the rest of the application
     /// is passed as an `Arc`, which implements [`AuditSink`] too.
+    ///
+    /// Every unauthenticated request is a decision: in front of a sink that writes to
+    /// disk, put an [`AggregatingSink`](crate::audit::AggregatingSink), which records the
+    /// refusals of one client and reason once per interval with a count, so that a flood
+    /// cannot fill the disk.
     pub fn audit(mut self, sink: impl AuditSink) -> Self {
         self.settings.audit = Some(Arc::new(sink));
+        self
+    }
+
+    /// What to do when the audit sink cannot write (default
+    /// [`AuditFailure::KeepServing`]).
+    pub fn audit_failure(mut self, policy: AuditFailure) -> Self {
+        self.settings.audit_failure = policy;
         self
     }
 
@@ -317,19 +349,58 @@ impl<R> ApiKeyGuardBuilder<R> {
     /// Refuses clients that fail too often, before any registry lookup. A limiter shared
     /// with the application (to read its size, or to share it between several guards) is
     /// passed as an `Arc<FailedAttemptLimiter>`.
+    ///
+    /// The limiter counts per client address, so [`build`](Self::build) refuses it
+    /// ([`BuildError::NoClientAddress`]) unless the guard is told where the address is:
+    /// [`client_ip`](Self::client_ip) (with axum:
+    /// `.client_ip(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))`, and
+    /// the server started with `into_make_service_with_connect_info::<SocketAddr>()`) or
+    /// [`client_ip_from_extensions`](Self::client_ip_from_extensions). A request that
+    /// still comes without an address cannot be counted: the guard logs a warning, once.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    ///
+    /// use axum::extract::ConnectInfo;
+    /// use keygate::{ApiKey, ApiKeyGuard, BuildError, KeyGrant, limit::FailedAttemptLimiter};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let key = || ApiKey::new("a-coordinator-key-of-at-least-32-chars");
+    /// let blind = ApiKeyGuard::builder()
+    ///     .key(key()?, KeyGrant::new("coordinator"))
+    ///     .failed_attempts(FailedAttemptLimiter::default())
+    ///     .build();
+    /// assert!(matches!(blind, Err(BuildError::NoClientAddress)));
+    ///
+    /// let guard = ApiKeyGuard::builder()
+    ///     .key(key()?, KeyGrant::new("coordinator"))
+    ///     .failed_attempts(FailedAttemptLimiter::default())
+    ///     .client_ip(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
+    ///     .build()?;
+    /// # let _ = guard; Ok(()) }
+    /// ```
     pub fn failed_attempts(mut self, limiter: impl Into<Arc<FailedAttemptLimiter>>) -> Self {
         self.settings.failed_attempts = Some(limiter.into());
         self
     }
 
     /// How to find the connecting peer's address in the request extensions. By default
-    /// keygate looks for a [`ClientAddr`](super::ClientAddr) or a `std::net::SocketAddr` extension. With axum:
+    /// keygate looks for a [`ClientAddr`](super::ClientAddr) or a `std::net::SocketAddr`
+    /// extension. With axum:
     /// `.client_ip(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))`.
     pub fn client_ip(
         mut self,
         read: impl Fn(&http::Extensions) -> Option<IpAddr> + Send + Sync + 'static,
     ) -> Self {
         self.settings.client_ip = Some(Arc::new(read));
+        self
+    }
+
+    /// Reads the connecting peer's address from a [`ClientAddr`](super::ClientAddr) or
+    /// `std::net::SocketAddr` extension that the server inserts: the default reader, chosen
+    /// explicitly, as [`failed_attempts`](Self::failed_attempts) requires.
+    pub fn client_ip_from_extensions(mut self) -> Self {
+        self.settings.client_ip = Some(Arc::new(super::config::extension_client_ip));
         self
     }
 
@@ -446,6 +517,9 @@ impl<R> ApiKeyGuardBuilder<R> {
         if settings.sources.is_empty() {
             return Err(BuildError::NoCredentialSource);
         }
+        if settings.failed_attempts.is_some() && settings.client_ip.is_none() {
+            return Err(BuildError::NoClientAddress);
+        }
         #[cfg(feature = "jwt")]
         let tokens = settings.jwt.is_some();
         #[cfg(not(feature = "jwt"))]
@@ -514,6 +588,7 @@ impl<R> ApiKeyGuardBuilder<R> {
                 public_paths,
                 challenge,
                 audit: settings.audit,
+                audit_failure: settings.audit_failure,
                 rate_limit: settings.rate_limit,
                 failed_attempts: settings.failed_attempts,
                 client_ip: settings.client_ip,
@@ -521,6 +596,7 @@ impl<R> ApiKeyGuardBuilder<R> {
                 trusted_networks: settings.trusted_networks,
                 unavailable_retry_after: settings.unavailable_retry_after,
                 credential_header_names,
+                warned_no_client: AtomicBool::new(false),
             }),
             renderer,
         })

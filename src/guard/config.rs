@@ -4,7 +4,10 @@
 use std::{
     fmt,
     net::{IpAddr, SocketAddr},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -31,6 +34,32 @@ pub type ClientIpFn = dyn Fn(&http::Extensions) -> Option<IpAddr> + Send + Sync;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 
+/// What the guard does when its audit sink cannot write (the sink is not
+/// [`healthy`](crate::audit::AuditSink::healthy), e.g. the disk is full).
+///
+/// ```
+/// use keygate::{ApiKey, ApiKeyGuard, KeyGrant, audit::MemorySink, guard::AuditFailure};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let guard = ApiKeyGuard::builder()
+///     .key(ApiKey::new("a-coordinator-key-of-at-least-32-chars")?, KeyGrant::new("c"))
+///     .audit(MemorySink::new())
+///     .audit_failure(AuditFailure::Refuse) // no admission goes unrecorded
+///     .build()?;
+/// # let _ = guard; Ok(()) }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuditFailure {
+    /// Keep serving; the sink counts and logs what it lost (the default).
+    #[default]
+    KeepServing,
+    /// Answer 503 `auth_unavailable` (with `Retry-After`) instead of admitting a request
+    /// whose admission could not be recorded, until the sink writes again. Refusals stay
+    /// refusals.
+    Refuse,
+}
+
 /// Everything the guard needs on the request path.
 pub(crate) struct GuardConfig {
     pub(crate) registry: Arc<dyn KeyRegistry>,
@@ -47,6 +76,7 @@ pub(crate) struct GuardConfig {
     pub(crate) public_paths: Vec<Box<str>>,
     pub(crate) challenge: HeaderValue,
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
+    pub(crate) audit_failure: AuditFailure,
     pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) failed_attempts: Option<Arc<FailedAttemptLimiter>>,
     pub(crate) client_ip: Option<Arc<ClientIpFn>>,
@@ -56,6 +86,16 @@ pub(crate) struct GuardConfig {
     pub(crate) unavailable_retry_after: Duration,
     /// The headers a credential may come in, hidden from logging layers further in.
     pub(crate) credential_header_names: Vec<HeaderName>,
+    /// Whether the failed-attempt limiter has warned that a request had no client address.
+    pub(crate) warned_no_client: AtomicBool,
+}
+
+/// The default reader of the peer address: a [`ClientAddr`] or a `SocketAddr` extension.
+pub(crate) fn extension_client_ip(extensions: &http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ClientAddr>()
+        .map(|a| a.0)
+        .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip))
 }
 
 impl GuardConfig {
@@ -73,14 +113,24 @@ impl GuardConfig {
         let extensions = request.extensions();
         let peer = match &self.client_ip {
             Some(read) => read(extensions),
-            None => extensions
-                .get::<ClientAddr>()
-                .map(|a| a.0)
-                .or_else(|| extensions.get::<SocketAddr>().map(SocketAddr::ip)),
+            None => extension_client_ip(extensions),
         };
         match &self.trusted_networks {
             Some(networks) => client_ip_in_networks(peer, request.headers(), networks),
             None => client_ip(peer, request.headers(), self.trusted_proxies),
+        }
+    }
+
+    /// Logs, once per guard, that the failed-attempt limiter saw a request without a
+    /// client address (and so could not count it).
+    #[cold]
+    pub(crate) fn warn_no_client_address(&self) {
+        if !self.warned_no_client.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "keygate: a request had no client address, so the failed-attempt limiter \
+                 cannot count its failures; check the guard's `.client_ip(..)` reader (axum: \
+                 serve with `into_make_service_with_connect_info::<SocketAddr>()`). Logged once."
+            );
         }
     }
 
@@ -110,6 +160,7 @@ impl fmt::Debug for GuardConfig {
             .field("max_credential_len", &self.credentials.max_len)
             .field("public_paths", &self.public_paths)
             .field("audit", &self.audit)
+            .field("audit_failure", &self.audit_failure)
             .field("rate_limit", &self.rate_limit)
             .field("failed_attempts", &self.failed_attempts)
             .field("trusted_proxies", &self.trusted_proxies)

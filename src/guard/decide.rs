@@ -18,7 +18,7 @@ use std::{
 
 use time::OffsetDateTime;
 
-use super::GuardConfig;
+use super::{AuditFailure, GuardConfig};
 use crate::{
     BackendFuture, KeyDigest, KeyRecord, KeyStatus, Malformed, Outcome, Principal, RegistryError,
     Rejection,
@@ -103,10 +103,15 @@ impl Verification {
         client_ip: Option<IpAddr>,
     ) -> Result<Self, Refusal> {
         let client = client_ip.map(ClientKey::from);
-        if let (Some(limiter), Some(client)) = (&config.failed_attempts, client)
-            && let Err(retry_after) = limiter.check(client)
-        {
-            return Err(Rejection::TooManyFailedAttempts { retry_after }.into());
+        if let Some(limiter) = &config.failed_attempts {
+            match client {
+                Some(client) => {
+                    if let Err(retry_after) = limiter.check(client) {
+                        return Err(Rejection::TooManyFailedAttempts { retry_after }.into());
+                    }
+                }
+                None => config.warn_no_client_address(),
+            }
         }
         #[cfg(feature = "jwt")]
         if let Some(verifier) = &config.jwt
@@ -339,6 +344,9 @@ impl GuardConfig {
                         event = event.with_reason("rate_limit_unavailable_failed_open");
                     }
                     sink.record(event);
+                    if self.audit_failure == AuditFailure::Refuse && !sink.healthy() {
+                        return Err(self.unavailable());
+                    }
                 }
                 if let Some(key_id) = admission.principal.key_id() {
                     self.registry.mark_used(&key_id, SystemTime::now());

@@ -54,7 +54,7 @@ use tower_layer::Layer;
 pub(crate) use self::config::GuardConfig;
 pub use self::{
     builder::{ApiKeyGuardBuilder, BuildError, DEFAULT_UNAVAILABLE_RETRY_AFTER},
-    config::{ClientAddr, ClientIpFn},
+    config::{AuditFailure, ClientAddr, ClientIpFn},
     service::{ApiKeyGuardService, ResponseFuture},
 };
 // TODO(issue-14): remove once tests and examples import these from `limit`.

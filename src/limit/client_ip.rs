@@ -140,9 +140,11 @@ fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
 /// counts a client: its IPv4 address, or its IPv6 /64 network.
 ///
 /// An IPv6 host usually holds a whole /64 and can change addresses within it at will,
-/// so counting per address would let it pick a fresh one for every attempt. An
-/// IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, as dual-stack sockets report IPv4
-/// peers) is the IPv4 address.
+/// so counting per address would let it pick a fresh one for every attempt. An IPv6
+/// address that carries an IPv4 address is that IPv4 address: IPv4-mapped
+/// (`::ffff:192.0.2.1`, as dual-stack sockets report IPv4 peers), IPv4-compatible,
+/// NAT64 (`64:ff9b::192.0.2.1`), 6to4 and Teredo; otherwise every IPv4 client behind one
+/// translator would share one /64, and one budget.
 ///
 /// ```
 /// use std::net::IpAddr;
@@ -152,6 +154,8 @@ fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
 /// assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
 /// assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
 /// assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
+/// assert_eq!(key("64:ff9b::192.0.2.1"), key("192.0.2.1"));
+/// assert_ne!(key("64:ff9b::192.0.2.1"), key("64:ff9b::192.0.2.2"));
 /// assert_eq!(key("2001:db8:1:2::1").to_string(), "2001:db8:1:2::/64");
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -191,12 +195,35 @@ impl From<Ipv4Addr> for ClientKey {
 
 impl From<Ipv6Addr> for ClientKey {
     fn from(ip: Ipv6Addr) -> Self {
-        match ip.to_ipv4_mapped() {
+        match embedded_ipv4(ip) {
             Some(v4) => Self::from(v4),
             None => Self(IpAddr::V6(Ipv6Addr::from_bits(
                 ip.to_bits() & !u128::from(u64::MAX),
             ))),
         }
+    }
+}
+
+/// The IPv4 address an IPv6 address stands for, in the forms that carry one in full:
+/// IPv4-mapped (`::ffff:0:0/96`), IPv4-compatible (`::/96`, but `::` and `::1`), NAT64's
+/// well-known prefix (`64:ff9b::/96`, RFC 6052), 6to4 (`2002::/16`, RFC 3056) and Teredo
+/// (`2001::/32`, RFC 4380: the client's address, inverted, in the last 32 bits).
+///
+/// Without this, a client that reaches the service over one of these forms would count
+/// per /64 of the form, which holds every IPv4 client the gateway translates: all of them
+/// would share one failure budget (and lock each other out).
+fn embedded_ipv4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let bits = ip.to_bits();
+    // The 32 bits at `shift` from the right, as an IPv4 address.
+    #[allow(clippy::cast_possible_truncation)] // masked to 32 bits
+    let v4_at = |shift: u32| Ipv4Addr::from_bits((bits >> shift) as u32);
+    let segments = ip.segments();
+    match segments {
+        [0, 0, 0, 0, 0, 0, 0, 0 | 1] => None,
+        [0, 0, 0, 0, 0, 0 | 0xffff, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(v4_at(0)),
+        [0x2002, ..] => Some(v4_at(80)),
+        [0x2001, 0, ..] => Some(Ipv4Addr::from_bits(!v4_at(0).to_bits())),
+        _ => None,
     }
 }
 
@@ -481,5 +508,30 @@ mod tests {
             ClientKey::from(ip("203.0.113.7")),
             ClientKey::from(ip("203.0.113.8"))
         );
+    }
+
+    #[test]
+    fn ipv6_forms_that_carry_an_ipv4_address_count_as_that_address() {
+        let v4 = ClientKey::from(ip("203.0.113.7"));
+        for form in [
+            "::ffff:203.0.113.7",
+            "::203.0.113.7",
+            "64:ff9b::203.0.113.7",
+            "2002:cb00:7107::1",
+            // Teredo: server 65.54.227.120, client 203.0.113.7 inverted (34.ff.8e.f8).
+            "2001:0:4136:e378:8000:63bf:34ff:8ef8",
+        ] {
+            assert_eq!(ClientKey::from(ip(form)), v4, "{form}");
+        }
+        // Two IPv4 clients behind one NAT64 gateway are two clients, not one /64.
+        assert_ne!(
+            ClientKey::from(ip("64:ff9b::203.0.113.7")),
+            ClientKey::from(ip("64:ff9b::203.0.113.8"))
+        );
+        // Not forms of IPv4: the unspecified and loopback addresses, documentation
+        // addresses under 2001:db8::/32 (not Teredo's 2001::/32).
+        for native in ["::", "::1", "2001:db8::203.0.113.7"] {
+            assert_eq!(ClientKey::from(ip(native)).prefix_len(), 64, "{native}");
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! * [`RequireScope`] (policy [`Scope`]): the key must hold a scope, else 403
 //!   `insufficient_scope`;
 //! * [`RequireWorkspace`] (policy [`Workspace`]): the workspace a request names in a
-//!   header, a path segment or a query parameter must be one the key may use, else 403
+//!   header, a route's path parameter or a query parameter must be one the key may use, else 403
 //!   `workspace_forbidden`.
 //!
 //! A third is a type that implements [`RequirePolicy`], or a closure, given to
@@ -39,7 +39,7 @@
 //!     .route_layer(RequireScope::new("admin").audit(audit.clone()));
 //! let jobs: Router = Router::new()
 //!     .route("/workspaces/{ws}/jobs", get(|| async { "jobs" }))
-//!     .route_layer(RequireWorkspace::path_segment_after("workspaces").audit(audit));
+//!     .route_layer(RequireWorkspace::path_param("/workspaces/{ws}/jobs", "ws").audit(audit));
 //! let app: Router = admin.merge(jobs).layer(guard);
 //! # let _ = app; Ok(()) }
 //! ```
@@ -47,6 +47,7 @@
 mod audit;
 mod future;
 mod layer;
+mod path;
 mod policy;
 mod scope;
 mod service;
@@ -59,6 +60,7 @@ mod tests;
 pub use self::{
     future::ResponseFuture,
     layer::Require,
+    path::{PathTemplate, PathTemplateError},
     policy::{Refusal, RequirePolicy},
     scope::{RequireScope, Scope},
     service::RequireService,

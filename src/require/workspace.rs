@@ -4,14 +4,15 @@ use std::borrow::Cow;
 
 use http::{HeaderName, Request};
 
-use super::{Refusal, Require, RequirePolicy};
+use super::{PathTemplate, PathTemplateError, Refusal, Require, RequirePolicy};
 use crate::{JsonRejection, Principal, Rejection};
 
 /// [`Require`] that the workspace a request names is one the caller's key may use, else
 /// 403 `workspace_forbidden`.
 ///
-/// The workspace is read from a header, from the path segment that follows a fixed one
-/// (`/workspaces/{id}/...`), or from a query parameter ([`WorkspaceSource`]). A request
+/// The workspace is read from a header, from a route's path parameter
+/// (`/workspaces/{ws}/...`, read as the router extracts it), from the path segment that
+/// follows a fixed one, or from a query parameter ([`WorkspaceSource`]). A request
 /// that names no workspace, names it twice, or has no [`Principal`] is refused too (deny
 /// by default). Handlers that find the workspace in a request body call
 /// [`Principal::require_workspace`] instead.
@@ -27,7 +28,7 @@ use crate::{JsonRejection, Principal, Rejection};
 ///     .build()?;
 /// let app: Router = Router::new()
 ///     .route("/workspaces/{ws}/jobs", get(|| async { "jobs" }))
-///     .layer(RequireWorkspace::path_segment_after("workspaces"))
+///     .route_layer(RequireWorkspace::path_param("/workspaces/{ws}/jobs", "ws"))
 ///     .layer(guard);
 /// # let _ = app; Ok(()) }
 /// ```
@@ -58,7 +59,29 @@ impl Require<Workspace> {
         Self::new(WorkspaceSource::Header(HeaderName::from_static(name)))
     }
 
-    /// Reads the workspace from the path segment after `marker`.
+    /// Reads the workspace from parameter `param` of the route `template`
+    /// (`/workspaces/{ws}/jobs`), as the router extracts it ([`PathTemplate`]). Give the
+    /// route's own template and add the layer to that route (axum: `route_layer`), so that
+    /// both read the same segment; under `Router::nest`, the template is the path the
+    /// nested router sees.
+    ///
+    /// # Panics
+    ///
+    /// On an invalid template or a `param` it does not have (see [`PathTemplate::new`]);
+    /// use [`RequireWorkspace::new`] with [`WorkspaceSource::path_param`] to build one at
+    /// run time.
+    #[must_use]
+    pub fn path_param(template: &str, param: &str) -> Self {
+        match WorkspaceSource::path_param(template, param) {
+            Ok(source) => Self::new(source),
+            Err(error) => panic!("keygate: {error}"),
+        }
+    }
+
+    /// Reads the workspace from the path segment after `marker`, in a path where `marker`
+    /// appears once. A path with `marker` twice names no workspace (so it is refused): the
+    /// router could extract either. Prefer [`path_param`](Self::path_param), which reads
+    /// exactly what the router extracts.
     #[must_use]
     pub fn path_segment_after(marker: &str) -> Self {
         Self::new(WorkspaceSource::PathSegmentAfter(marker.to_owned()))
@@ -77,14 +100,25 @@ impl Require<Workspace> {
 pub enum WorkspaceSource {
     /// A header, e.g. `X-Workspace-Id`.
     Header(HeaderName),
-    /// The path segment right after the first segment equal to this one, e.g. `workspaces`
-    /// in `/workspaces/ws-1/jobs`.
+    /// A route's path parameter, read as the router extracts it ([`PathTemplate`]).
+    PathParam(PathTemplate),
+    /// The path segment right after the segment equal to this one, e.g. `workspaces` in
+    /// `/workspaces/ws-1/jobs`. A path with this segment twice names none.
     PathSegmentAfter(String),
     /// A query parameter, e.g. `workspaceId`.
     Query(String),
 }
 
 impl WorkspaceSource {
+    /// Parameter `param` of the route `template`.
+    ///
+    /// # Errors
+    ///
+    /// [`PathTemplateError`] as [`PathTemplate::new`] gives it.
+    pub fn path_param(template: &str, param: &str) -> Result<Self, PathTemplateError> {
+        PathTemplate::new(template, param).map(Self::PathParam)
+    }
+
     /// The workspace `request` names, if it names exactly one (a header or query parameter
     /// given twice, or a header that is not text, names none).
     fn read<'a, B>(&self, request: &'a Request<B>) -> Option<Cow<'a, str>> {
@@ -97,10 +131,15 @@ impl WorkspaceSource {
                 }
                 value.to_str().ok().map(Cow::Borrowed)
             }
+            WorkspaceSource::PathParam(template) => template.capture(request.uri().path()),
             WorkspaceSource::PathSegmentAfter(marker) => {
                 let mut segments = request.uri().path().split('/');
                 segments.find(|segment| segment == marker)?;
-                segments.next().filter(|s| !s.is_empty()).map(Cow::Borrowed)
+                let workspace = segments.next().filter(|s| !s.is_empty())?;
+                if segments.any(|segment| segment == marker) {
+                    return None;
+                }
+                Some(Cow::Borrowed(workspace))
             }
             WorkspaceSource::Query(name) => {
                 let query = request.uri().query()?;

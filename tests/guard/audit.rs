@@ -7,15 +7,17 @@ use std::{
 
 use axum::extract::ConnectInfo;
 use keygate::{
-    ApiKeyGuard, ClientAddr, InMemoryRegistry, KeyGrant, KeyId, KeyRegistry,
-    audit::{MemorySink, Outcome},
+    ApiKey, ApiKeyGuard, ClientAddr, InMemoryRegistry, KeyGrant, KeyId, KeyRegistry,
+    audit::{JsonLinesSink, MemorySink, Outcome},
+    guard::AuditFailure,
 };
 use tower::{ServiceBuilder, ServiceExt};
 
 use crate::{
     app,
     body_types::{hello, request},
-    support::{CountingRegistry, TestServer, send},
+    get,
+    support::{CountingRegistry, TestServer, oneshot, send},
     tampered, unregistered_key,
 };
 
@@ -161,4 +163,59 @@ async fn audit_reads_the_client_addr_extension() {
         assert_eq!(event.user_agent.as_deref(), Some("body-test/1"));
         assert_eq!(event.action, "GET /jobs");
     }
+}
+
+/// A guard on one opaque key whose audit log is `/dev/full` (every write fails).
+fn full_disk_guard(policy: AuditFailure) -> (ApiKeyGuard, String) {
+    let key = crate::opaque_key();
+    let sink = JsonLinesSink::open("/dev/full").expect("/dev/full (Linux) opens for appending");
+    let guard = ApiKeyGuard::builder()
+        .key(ApiKey::new(&key).unwrap(), KeyGrant::new("coordinator-1"))
+        .audit(sink)
+        .audit_failure(policy)
+        .build()
+        .unwrap();
+    (guard, key)
+}
+
+#[tokio::test]
+async fn audit_failure_refuse_answers_503_while_admissions_cannot_be_recorded() {
+    let (guard, key) = full_disk_guard(AuditFailure::Refuse);
+    let reply = oneshot(app(guard.clone()), get("/whoami").header("x-api-key", &key)).await;
+    reply.assert_refusal(503, "auth_unavailable");
+    assert!(reply.header("retry-after").is_some());
+    // A refusal stays the refusal it is.
+    oneshot(
+        app(guard),
+        get("/whoami").header("x-api-key", crate::opaque_key()),
+    )
+    .await
+    .assert_refusal(401, "invalid_credentials");
+
+    // The default keeps serving.
+    let (guard, key) = full_disk_guard(AuditFailure::KeepServing);
+    oneshot(app(guard), get("/whoami").header("x-api-key", &key))
+        .await
+        .assert_status(200);
+}
+
+#[tokio::test]
+async fn lost_audit_events_are_logged_once_per_run_not_once_each() {
+    let logs = crate::secrets::captured_logs();
+    let (guard, _) = full_disk_guard(AuditFailure::KeepServing);
+    let service = app(guard);
+    let mark = logs.mark();
+    for _ in 0..50 {
+        let bad = get("/whoami").header("x-api-key", crate::opaque_key());
+        oneshot(service.clone(), bad)
+            .await
+            .assert_refusal(401, "invalid_credentials");
+    }
+    let logged = logs.since(mark);
+    assert_eq!(
+        logged.matches("could not write audit events").count(),
+        1,
+        "{logged}"
+    );
+    assert!(logged.contains("lost_in_all=1"), "{logged}");
 }

@@ -1,6 +1,9 @@
 //! Build-time errors: a guard that cannot work is never built.
 
-use keygate::{ApiKey, ApiKeyGuard, BuildError, InMemoryRegistry, KeyError, KeyGrant};
+use keygate::{
+    ApiKey, ApiKeyGuard, BuildError, InMemoryRegistry, KeyError, KeyGrant,
+    limit::FailedAttemptLimiter,
+};
 
 use crate::opaque_key;
 
@@ -138,4 +141,27 @@ fn other_misconfigurations_fail_to_build() {
         .build()
         .unwrap_err();
     assert!(matches!(error, BuildError::DuplicateKey), "{error:?}");
+}
+
+#[test]
+fn a_failed_attempt_limiter_that_cannot_find_clients_fails_to_build() {
+    let builder = || {
+        ApiKeyGuard::builder()
+            .key(ApiKey::new(opaque_key()).unwrap(), KeyGrant::new("p"))
+            .failed_attempts(FailedAttemptLimiter::default())
+    };
+    let error = builder().build().unwrap_err();
+    assert!(matches!(error, BuildError::NoClientAddress), "{error:?}");
+    // The message says what to write, the axum line included.
+    let shown = error.to_string();
+    for hint in [
+        ".client_ip(",
+        "ConnectInfo<SocketAddr>",
+        ".client_ip_from_extensions()",
+    ] {
+        assert!(shown.contains(hint), "{hint} in: {shown}");
+    }
+
+    builder().client_ip_from_extensions().build().unwrap();
+    builder().client_ip(|_| None).build().unwrap();
 }

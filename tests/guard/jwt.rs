@@ -175,7 +175,7 @@ async fn tokens_longer_than_the_key_cap_are_read_keys_are_not() {
 async fn bad_tokens_count_as_failed_attempts() {
     let limiter = FailedAttemptLimiter::new(Quota::per_minute(NonZeroU32::new(2).unwrap()))
         .with_clock(Clock::manual());
-    let fixture = both(|b| b.failed_attempts(limiter));
+    let fixture = both(|b| b.failed_attempts(limiter).client_ip_from_extensions());
     let from_client = |request: http::request::Builder| {
         request.extension(ClientAddr("203.0.113.7".parse().unwrap()))
     };

@@ -1,9 +1,10 @@
 //! The guard's contract, one module a topic: the refusal rows of DESIGN.md about
-//! credentials (`credentials`), the credential sources (`sources`), the public-route
+//! credentials (`credentials`), the credential sources (`sources`), a failed-attempt
+//! limiter that cannot see clients (`client_address`), the public-route
 //! allowlist (`public_routes`), admission and the key lifecycle (`lifecycle`), build-time
 //! errors (`build`), backends that fail or answer late (`availability`), body types other
-//! than axum's (`body_types`), the audit trail (`audit`), and secrets that must never show
-//! up anywhere (`secrets`).
+//! than axum's (`body_types`), the audit trail (`audit`), secrets that must never show
+//! up anywhere (`secrets`), and the workspace a route names (`workspaces`).
 //!
 //! Most tests drive the guard in process, with `oneshot` on a `service_fn` (no socket);
 //! those about what only a real connection shows (header spelling on the wire, kept-alive
@@ -20,6 +21,7 @@ mod audit;
 mod availability;
 mod body_types;
 mod build;
+mod client_address;
 mod credentials;
 #[cfg(feature = "jwt")]
 mod jwt;
@@ -27,6 +29,7 @@ mod lifecycle;
 mod public_routes;
 mod secrets;
 mod sources;
+mod workspaces;
 
 use std::{convert::Infallible, sync::Arc};
 

@@ -33,16 +33,16 @@ async fn whoami(
 
 /// Everything the process logs, at TRACE level.
 #[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
 
 impl CapturedLogs {
     /// Where the log stands now.
-    fn mark(&self) -> usize {
+    pub(crate) fn mark(&self) -> usize {
         self.0.lock().unwrap().len()
     }
 
     /// What was logged since `mark` (by this test, and by any running next to it).
-    fn since(&self, mark: usize) -> String {
+    pub(crate) fn since(&self, mark: usize) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()[mark..]).into_owned()
     }
 }
@@ -69,7 +69,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
 /// Not a per-thread `set_default` subscriber: while such a subscriber is the only one,
 /// tracing-core builds the interest of a callsite first hit on *another* thread from that
 /// thread's (empty) default, caches "never", and the test misses the event.
-fn captured_logs() -> &'static CapturedLogs {
+pub(crate) fn captured_logs() -> &'static CapturedLogs {
     static LOGS: OnceLock<CapturedLogs> = OnceLock::new();
     LOGS.get_or_init(|| {
         let logs = CapturedLogs::default();

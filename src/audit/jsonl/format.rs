@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::ChainErrorKind;
+use super::{CHECKPOINT_ACTION, ChainErrorKind};
 
 /// `prev` of the first line: 64 zeros.
 pub(super) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -50,6 +50,8 @@ pub(super) struct Link {
     pub(super) seq: u64,
     pub(super) prev: String,
     pub(super) hash: String,
+    /// The `target` of a checkpoint record (its MAC); `None` for other records.
+    pub(super) checkpoint: Option<String>,
 }
 
 /// Checks one line (without its newline) on its own: its shape and its hash.
@@ -61,6 +63,10 @@ pub(super) fn parse_line(line: &[u8]) -> Result<Link, ChainErrorKind> {
         seq: u64,
         prev: String,
         hash: String,
+        #[serde(default)]
+        action: Option<String>,
+        #[serde(default)]
+        target: Option<String>,
     }
 
     let split = line.len().checked_sub(SUFFIX_LEN).ok_or(Unparseable)?;
@@ -82,10 +88,16 @@ pub(super) fn parse_line(line: &[u8]) -> Result<Link, ChainErrorKind> {
     if hex::encode(hasher.finalize()).as_bytes() != hash {
         return Err(HashMismatch);
     }
+    let checkpoint = if fields.action.as_deref() == Some(CHECKPOINT_ACTION) {
+        Some(fields.target.unwrap_or_default())
+    } else {
+        None
+    };
     Ok(Link {
         seq: fields.seq,
         prev: fields.prev,
         hash: fields.hash,
+        checkpoint,
     })
 }
 

@@ -4,12 +4,19 @@
 //! [`format`] makes and checks one line, [`writer`] appends lines to a file, [`verify`]
 //! checks a whole chain.
 
+mod checkpoint;
 mod format;
 #[cfg(test)]
 mod testing;
 mod verify;
 mod writer;
 
+pub use self::checkpoint::{
+    CHECKPOINT_ACTION, CheckpointKey, CheckpointKeyError, MIN_CHECKPOINT_KEY_LEN,
+};
 pub use self::format::MAX_LINE_LEN;
-pub use self::verify::{ChainError, ChainErrorKind, ChainSummary, verify_chain, verify_file};
+pub use self::verify::{
+    ChainError, ChainErrorKind, ChainSummary, verify_chain, verify_chain_signed, verify_file,
+    verify_file_signed,
+};
 pub use self::writer::JsonLinesSink;

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
 
+use super::checkpoint::CheckpointKey;
 use super::format::{GENESIS, MAX_LINE_LEN, parse_line};
 use crate::audit::AuditError;
 
@@ -13,10 +14,19 @@ use crate::audit::AuditError;
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainSummary {
-    /// How many records the chain holds.
+    /// How many records the chain holds, checkpoints included.
     pub lines: u64,
-    /// `hash` of the last record; 64 zeros if there is none.
+    /// `hash` of the last record; 64 zeros if there is none. Keep it (with `lines`)
+    /// somewhere the file's writer cannot change, to detect a shortened file later.
     pub last_hash: String,
+    /// How many checkpoints were checked with the key: 0 from [`verify_chain`], which has
+    /// no key.
+    pub checkpoints: u64,
+    /// How many records follow the last checked checkpoint (all of them without one):
+    /// records that no signature vouches for. A sink dropped cleanly leaves none; a
+    /// crash leaves the records written since its last checkpoint; so does a file cut
+    /// short, or rewritten without the key.
+    pub unsigned_tail: u64,
 }
 
 /// Where and how a chain is broken: the first line that fails.
@@ -68,6 +78,10 @@ pub enum ChainErrorKind {
     /// never writes such a line. Reading stops there, without holding the line in memory.
     #[error("the line is longer than the longest line the sink writes")]
     TooLong,
+    /// A checkpoint whose signature is not the key's: the file was rewritten (or is
+    /// checked with the wrong key).
+    #[error("the checkpoint's signature does not verify with the key")]
+    BadCheckpoint,
     /// The line could not be read.
     #[error("the line could not be read")]
     Io(#[source] io::Error),
@@ -104,7 +118,30 @@ pub enum ChainErrorKind {
 /// # Errors
 ///
 /// A [`ChainError`] with the first failing line, counting from 1.
-pub fn verify_chain(mut reader: impl BufRead) -> Result<ChainSummary, ChainError> {
+pub fn verify_chain(reader: impl BufRead) -> Result<ChainSummary, ChainError> {
+    verify(reader, None)
+}
+
+/// [`verify_chain`], and every checkpoint's signature checked with `key`
+/// ([`JsonLinesSink::with_checkpoints`](super::JsonLinesSink::with_checkpoints)). The
+/// summary says how many checkpoints verified and how many records follow the last one
+/// ([`unsigned_tail`](ChainSummary::unsigned_tail)): without the key, a rewritten file
+/// cannot carry checkpoints that verify.
+///
+/// # Errors
+///
+/// As [`verify_chain`], and [`ChainErrorKind::BadCheckpoint`] at the first checkpoint
+/// whose signature does not verify.
+pub fn verify_chain_signed(
+    reader: impl BufRead,
+    key: &CheckpointKey,
+) -> Result<ChainSummary, ChainError> {
+    verify(reader, Some(key))
+}
+
+fn verify(mut reader: impl BufRead, key: Option<&CheckpointKey>) -> Result<ChainSummary, ChainError> {
+    let mut checkpoints = 0;
+    let mut unsigned_tail = 0;
     let mut prev = GENESIS.to_owned();
     let mut lines = 0_u64;
     let mut buf = Vec::new();
@@ -123,12 +160,24 @@ pub fn verify_chain(mut reader: impl BufRead) -> Result<ChainSummary, ChainError
         if parsed.seq != line {
             return Err(broken(ChainErrorKind::SeqMismatch));
         }
+        match (key, &parsed.checkpoint) {
+            (Some(key), Some(target)) => {
+                if !key.verifies(parsed.seq, &parsed.prev, target) {
+                    return Err(broken(ChainErrorKind::BadCheckpoint));
+                }
+                checkpoints += 1;
+                unsigned_tail = 0;
+            }
+            _ => unsigned_tail += 1,
+        }
         prev = parsed.hash;
         lines = line;
     }
     Ok(ChainSummary {
         lines,
         last_hash: prev,
+        checkpoints,
+        unsigned_tail,
     })
 }
 
@@ -188,6 +237,20 @@ fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Read> {
 pub fn verify_file(path: impl AsRef<Path>) -> Result<ChainSummary, AuditError> {
     let file = File::open(path)?;
     Ok(verify_chain(BufReader::new(file))?)
+}
+
+/// [`verify_chain_signed`] on the file at `path`.
+///
+/// # Errors
+///
+/// As [`verify_file`]; a checkpoint that does not verify is [`AuditError::Chain`] with
+/// [`ChainErrorKind::BadCheckpoint`].
+pub fn verify_file_signed(
+    path: impl AsRef<Path>,
+    key: &CheckpointKey,
+) -> Result<ChainSummary, AuditError> {
+    let file = File::open(path)?;
+    Ok(verify_chain_signed(BufReader::new(file), key)?)
 }
 
 #[cfg(test)]

@@ -1,13 +1,16 @@
 //! [`JsonLinesSink`]: appends events to a file as chained lines.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::ChainErrorKind;
+use super::checkpoint::CheckpointKey;
 use super::format::{GENESIS, MAX_LINE_LEN, encode_line, parse_line};
 use crate::audit::{AuditError, AuditEvent, AuditSink};
 
@@ -22,12 +25,17 @@ use crate::audit::{AuditError, AuditEvent, AuditSink};
 /// is sequence order.
 ///
 /// `record` never fails or panics: if an event cannot be written (disk full, a line
-/// longer than 1 MiB, …) it is logged with `tracing::error!` (target `keygate::audit`),
-/// counted in [`write_errors`](Self::write_errors), and any partial line is cut off
-/// again so that the chain stays valid. Alert on that counter: a lost audit event is an
-/// incident.
+/// longer than 1 MiB, …) it is counted in [`write_errors`](Self::write_errors), the sink
+/// reports itself not [`healthy`](AuditSink::healthy) until a write succeeds again (the
+/// guard's [`AuditFailure`](crate::guard::AuditFailure) policy reads that), the failure is
+/// logged with `tracing::error!` (target `keygate::audit`; the first of a run at once,
+/// then at most one line every 10 seconds with the number lost meanwhile), and any
+/// partial line is cut off again so that the chain stays valid. Alert on that counter: a
+/// lost audit event is an incident.
 ///
-/// One sink per file: two writers, in one process or several, break the chain.
+/// One sink per file: two writers, in one process or several, would break the chain, so
+/// [`open`](Self::open) takes an exclusive lock on the file (`flock`), held until the sink
+/// is dropped, and refuses a file another sink holds ([`AuditError::Locked`]).
 ///
 /// ```
 /// use keygate::audit::{verify_file, AuditEvent, AuditSink, JsonLinesSink, Outcome};
@@ -55,7 +63,24 @@ pub struct JsonLinesSink {
     path: PathBuf,
     state: Mutex<ChainState>,
     write_errors: AtomicU64,
+    /// Whether the last write failed.
+    failing: AtomicBool,
+    /// When a write failure was last logged, and the failures since.
+    reported: Mutex<Report>,
+    /// The key that signs checkpoints, and how many records go between two.
+    checkpoints: Option<(CheckpointKey, NonZeroU64)>,
 }
+
+/// The rate limit on failure logs: one line per [`REPORT_EVERY`] at most.
+#[derive(Default)]
+struct Report {
+    at: Option<Instant>,
+    unreported: u64,
+}
+
+/// How often a run of write failures is logged: the first at once, then a summary at
+/// most every 10 seconds.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 /// The end of the chain, as written so far.
 struct ChainState {
@@ -66,6 +91,8 @@ struct ChainState {
     hash: String,
     /// File length after the last whole line, to cut off a partial write.
     len: u64,
+    /// Records written since the last checkpoint (or since the file was opened).
+    since_checkpoint: u64,
 }
 
 impl JsonLinesSink {
@@ -89,6 +116,11 @@ impl JsonLinesSink {
             .append(true)
             .create(true)
             .open(&path)?;
+        // One writer per file: a second one would break the chain.
+        file.try_lock().map_err(|error| match error {
+            TryLockError::WouldBlock => AuditError::Locked { path: path.clone() },
+            TryLockError::Error(error) => AuditError::Io(error),
+        })?;
         let mut len = file.metadata()?.len();
 
         let (seq, hash) = if len == 0 {
@@ -114,9 +146,73 @@ impl JsonLinesSink {
                 seq,
                 hash,
                 len,
+                since_checkpoint: 0,
             }),
             write_errors: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            reported: Mutex::new(Report::default()),
+            checkpoints: None,
         })
+    }
+
+    /// Signs the chain with `key`: after every `every` records, and when the sink is
+    /// dropped (or [`checkpoint`](Self::checkpoint) is called), a checkpoint record
+    /// (action [`CHECKPOINT_ACTION`](super::CHECKPOINT_ACTION)) carries an HMAC-SHA256 of
+    /// its place in the chain. [`verify_file_signed`](super::verify_file_signed) checks
+    /// them with the same key and says how many records follow the last one: a file
+    /// rewritten without the key fails, and a clean shutdown leaves no unsigned tail.
+    ///
+    /// ```
+    /// use std::num::NonZeroU64;
+    ///
+    /// use keygate::audit::{AuditEvent, AuditSink, CheckpointKey, JsonLinesSink, Outcome, verify_file_signed};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("keygate-checkpoint-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("audit.jsonl");
+    /// let key = || CheckpointKey::from_bytes(b"an-audit-checkpoint-key-of-32-bytes");
+    /// let sink = JsonLinesSink::open(&path)?.with_checkpoints(key()?, NonZeroU64::new(100).unwrap());
+    /// for _ in 0..150 {
+    ///     sink.record(AuditEvent::new("job.create", Outcome::Succeeded));
+    /// }
+    /// drop(sink); // the last checkpoint
+    ///
+    /// let summary = verify_file_signed(&path, &key()?)?;
+    /// assert_eq!((summary.lines, summary.checkpoints, summary.unsigned_tail), (152, 2, 0));
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn with_checkpoints(mut self, key: CheckpointKey, every: NonZeroU64) -> Self {
+        self.checkpoints = Some((key, every));
+        self
+    }
+
+    /// Writes a checkpoint now, if records were written since the last one (and
+    /// checkpoints are on). For shutdown, when the sink may outlive the server.
+    ///
+    /// # Errors
+    ///
+    /// [`AuditError::Io`] if the checkpoint cannot be written.
+    pub fn checkpoint(&self) -> Result<(), AuditError> {
+        let Some((key, _)) = &self.checkpoints else {
+            return Ok(());
+        };
+        let mut state = self.lock();
+        if state.since_checkpoint == 0 {
+            return Ok(());
+        }
+        self.write_checkpoint(&mut state, key)?;
+        Ok(())
+    }
+
+    /// Writes the checkpoint that vouches for the chain's head.
+    fn write_checkpoint(&self, state: &mut ChainState, key: &CheckpointKey) -> io::Result<()> {
+        let seq = next_seq(state)?;
+        let fields = serde_json::to_vec(&key.record(seq, &state.hash))?;
+        self.write_line(state, &fields)?;
+        state.since_checkpoint = 0;
+        Ok(())
     }
 
     /// The file's path, as given to [`open`](Self::open).
@@ -162,16 +258,25 @@ impl JsonLinesSink {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Writes `event` as the next line.
+    /// Writes `event` as the next line, and a checkpoint after it when one is due.
     fn append(&self, event: &AuditEvent) -> io::Result<()> {
         // Serialize outside the lock; only linking and writing are serialized.
         let fields = serde_json::to_vec(event)?;
         let mut state = self.lock();
-        let seq = state
-            .seq
-            .checked_add(1)
-            .ok_or_else(|| io::Error::other("audit sequence number overflow"))?;
-        let (line, hash) = encode_line(seq, &state.hash, &fields)?;
+        self.write_line(&mut state, &fields)?;
+        state.since_checkpoint += 1;
+        if let Some((key, every)) = &self.checkpoints
+            && state.since_checkpoint >= every.get()
+        {
+            self.write_checkpoint(&mut state, key)?;
+        }
+        Ok(())
+    }
+
+    /// Links `fields` (a serialized event) to the chain and writes it as the next line.
+    fn write_line(&self, state: &mut ChainState, fields: &[u8]) -> io::Result<()> {
+        let seq = next_seq(state)?;
+        let (line, hash) = encode_line(seq, &state.hash, fields)?;
         if line.len() > MAX_LINE_LEN {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -202,19 +307,81 @@ impl JsonLinesSink {
     }
 }
 
-impl AuditSink for JsonLinesSink {
-    fn record(&self, event: AuditEvent) {
-        if let Err(err) = self.append(&event) {
-            self.write_errors.fetch_add(1, Ordering::Relaxed);
+/// The `seq` of the next line.
+fn next_seq(state: &ChainState) -> io::Result<u64> {
+    state
+        .seq
+        .checked_add(1)
+        .ok_or_else(|| io::Error::other("audit sequence number overflow"))
+}
+
+impl Drop for JsonLinesSink {
+    /// Writes the last checkpoint, when checkpoints are on and records followed the last.
+    fn drop(&mut self) {
+        if let Err(error) = self.checkpoint() {
             tracing::error!(
                 target: "keygate::audit",
                 path = %self.path.display(),
-                error = %err,
-                action = event.action.as_str(),
-                outcome = event.outcome.as_str(),
-                "could not write audit event; it is lost",
+                %error,
+                "could not write the last audit checkpoint",
             );
         }
+    }
+}
+
+impl AuditSink for JsonLinesSink {
+    fn record(&self, event: AuditEvent) {
+        match self.append(&event) {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        target: "keygate::audit",
+                        path = %self.path.display(),
+                        lost = self.write_errors(),
+                        "audit events are written again",
+                    );
+                }
+            }
+            Err(err) => {
+                let lost = self.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                self.failing.store(true, Ordering::Relaxed);
+                self.report(&err, &event, lost);
+            }
+        }
+    }
+
+    fn healthy(&self) -> bool {
+        !self.failing.load(Ordering::Relaxed)
+    }
+}
+
+impl JsonLinesSink {
+    /// Logs a write failure: the first of a run at once, then at most one line per
+    /// [`REPORT_EVERY`] with the number lost meanwhile, so that a full disk under a flood
+    /// does not become a flood of log lines.
+    fn report(&self, err: &io::Error, event: &AuditEvent, lost: u64) {
+        let mut report = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        if report
+            .at
+            .is_some_and(|at| now.duration_since(at) < REPORT_EVERY)
+        {
+            report.unreported += 1;
+            return;
+        }
+        let unreported = std::mem::take(&mut report.unreported);
+        report.at = Some(now);
+        drop(report);
+        tracing::error!(
+            target: "keygate::audit",
+            path = %self.path.display(),
+            error = %err,
+            action = event.action.as_str(),
+            outcome = event.outcome.as_str(),
+            lost_since_last_report = unreported + 1,
+            lost_in_all = lost,
+            "could not write audit events; they are lost",
+        );
     }
 }
 
@@ -424,5 +591,77 @@ mod tests {
         let debug = format!("{sink:?}");
         assert!(debug.starts_with("JsonLinesSink { path: "), "{debug}");
         assert!(!debug.contains("coordinator"), "{debug}");
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_until_the_first_is_dropped() {
+        let dir = TempDir::new();
+        let first = JsonLinesSink::open(dir.file()).expect("open");
+        let error = JsonLinesSink::open(dir.file()).expect_err("locked");
+        assert!(matches!(error, AuditError::Locked { .. }), "{error:?}");
+        assert!(error.to_string().contains("in use by another process"), "{error}");
+        drop(first);
+        JsonLinesSink::open(dir.file()).expect("free again");
+    }
+
+    fn key(byte: u8) -> CheckpointKey {
+        CheckpointKey::from_bytes(&[byte; 32]).expect("key")
+    }
+
+    /// A chain of `n` events signed with `key` every `every` records, dropped cleanly.
+    fn signed_chain(dir: &TempDir, n: usize, signer: Option<CheckpointKey>) {
+        let mut sink = JsonLinesSink::open(dir.file()).expect("open");
+        if let Some(signer) = signer {
+            sink = sink.with_checkpoints(signer, NonZeroU64::new(10).expect("10"));
+        }
+        for i in 0..n {
+            sink.record(event(i));
+        }
+    }
+
+    #[test]
+    fn checkpoints_vouch_for_the_chain_and_a_clean_drop_leaves_no_unsigned_tail() {
+        let dir = TempDir::new();
+        signed_chain(&dir, 25, Some(key(1)));
+        let summary = super::super::verify_file_signed(dir.file(), &key(1)).expect("valid");
+        // 25 events, checkpoints after the 10th and 20th, and one at drop.
+        assert_eq!((summary.lines, summary.checkpoints, summary.unsigned_tail), (28, 3, 0));
+        // Without the key the chain is still a chain; nothing vouches for it.
+        let plain = verify_file(dir.file()).expect("valid");
+        assert_eq!((plain.lines, plain.checkpoints, plain.unsigned_tail), (28, 0, 28));
+        // Reopened, the chain and its checkpoints go on.
+        signed_chain(&dir, 5, Some(key(1)));
+        let summary = super::super::verify_file_signed(dir.file(), &key(1)).expect("valid");
+        assert_eq!((summary.lines, summary.checkpoints, summary.unsigned_tail), (34, 4, 0));
+    }
+
+    #[test]
+    fn a_file_rewritten_without_the_key_is_detected() {
+        // Forged with another key: the first checkpoint fails.
+        let forged = TempDir::new();
+        signed_chain(&forged, 25, Some(key(2)));
+        let error = super::super::verify_file_signed(forged.file(), &key(1)).expect_err("forged");
+        let AuditError::Chain(error) = error else { panic!("{error:?}") };
+        assert_eq!(error.line, 11);
+        assert!(matches!(error.kind, ChainErrorKind::BadCheckpoint), "{error}");
+
+        // Forged without checkpoints: a valid chain that nothing vouches for.
+        let unsigned = TempDir::new();
+        signed_chain(&unsigned, 25, None);
+        let summary = super::super::verify_file_signed(unsigned.file(), &key(1)).expect("chain");
+        assert_eq!((summary.checkpoints, summary.unsigned_tail), (0, 25));
+    }
+
+    #[test]
+    fn a_cut_tail_shows_as_records_no_checkpoint_vouches_for() {
+        let dir = TempDir::new();
+        signed_chain(&dir, 25, Some(key(1)));
+        // Cut the final checkpoint (the last line) off.
+        let text = std::fs::read_to_string(dir.file()).expect("read");
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.pop();
+        std::fs::write(dir.file(), lines.join("\n") + "\n").expect("write");
+        let summary = super::super::verify_file_signed(dir.file(), &key(1)).expect("chain");
+        assert_eq!((summary.lines, summary.checkpoints, summary.unsigned_tail), (27, 2, 5));
     }
 }
