@@ -33,11 +33,12 @@
 //! | [`credential`] | where a key is read from, and what is refused before any lookup | [`CredentialSource`] (header, bearer, query parameter, WebSocket subprotocol) |
 //! | [`key`] | the key format and its digest | [`ApiKey`] (a secret key), [`KeyDigest`] (its SHA-256), [`KeyId`] (the public lookup handle), [`KeyPrefix`], [`KeyError`] |
 //! | [`registry`] | where keys are looked up, issued, rotated and revoked | [`KeyRegistry`] (the trait), [`InMemoryRegistry`], [`KeyRecord`] (what is stored of a key), [`KeyGrant`] (what a new key may do), [`IssuedKey`] (a new key, shown once), [`KeyStatus`], [`RegistryError`] |
-//! | — | who is calling | [`Principal`] (in the request extensions of admitted requests) |
+//! | — | who is calling | [`Principal`] (in the request extensions of admitted requests), [`CredentialKind`] (API key or JWT), [`TokenIdentity`] (what a token says) |
+//! | `jwt` (feature `jwt`) | JWT access tokens next to API keys: verifier, keys and JWKS, claims mapping, issuer | — |
 //! | [`limit`] | per-key rate limits, the failed-attempt limiter, rate-limit headers | [`RateLimit`] (the guard's limit), [`LimitBy`] (per principal or per key) |
 //! | [`require`] | checks for sub-routers behind the guard | [`Require`] (the layer), [`RequireScope`], [`RequireWorkspace`], [`RequirePolicy`] (write your own) |
 //! | [`audit`] | audit events and sinks, including a hash-chained JSON-lines file | [`AuditEvent`], [`AuditSink`], [`Outcome`] |
-//! | [`reject`] | every refusal and how it is rendered | [`Rejection`] (status, reason, headers), [`Malformed`], [`RenderRejection`] (pluggable rendering), [`JsonRejection`] (the default), [`EmptyRejection`] |
+//! | [`reject`] | every refusal and how it is rendered | [`Rejection`] (status, reason, headers), [`Malformed`], [`RenderRejection`] (pluggable rendering), [`JsonRejection`] (the default), [`EmptyRejection`], [`TokenMessageRejection`] (the token API's bodies) |
 //! | [`webhook`] | HMAC-SHA256 webhook signatures | — |
 //! | `redis` (feature `redis`) | limits and keys shared by the replicas of a service through one Redis server | `RedisRateLimit`, `RedisRegistry` |
 //! | — | the answer of every backend | [`BackendFuture`] (ready at once in memory, boxed over the network) |
@@ -75,6 +76,9 @@ pub mod axum;
 mod backend;
 pub mod credential;
 pub mod guard;
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub mod jwt;
 pub mod key;
 pub mod limit;
 mod principal;
@@ -94,11 +98,13 @@ pub use crate::{
     guard::{ApiKeyGuard, ApiKeyGuardBuilder, ApiKeyGuardService, BuildError, ClientAddr},
     key::{ApiKey, KeyDigest, KeyError, KeyId, KeyPrefix},
     limit::{LimitBy, RateLimit},
-    principal::Principal,
+    principal::{CredentialKind, Principal, TokenIdentity},
     registry::{
         InMemoryRegistry, IssuedKey, KeyGrant, KeyRecord, KeyRegistry, KeyStatus, RegistryError,
     },
-    reject::{EmptyRejection, JsonRejection, Malformed, Rejection, RenderRejection},
+    reject::{
+        EmptyRejection, JsonRejection, Malformed, Rejection, RenderRejection, TokenMessageRejection,
+    },
     require::{Require, RequirePolicy, RequireScope, RequireWorkspace},
 };
 

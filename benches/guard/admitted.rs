@@ -9,7 +9,10 @@
 //! - `guard+limiter+failed_attempts/generated_key`: the production setup of the examples,
 //!   which also reads the client address and checks its failures before the lookup;
 //! - `no_guard/client_addr`: the floor of the previous one, whose requests carry the
-//!   client address in their extensions.
+//!   client address in their extensions;
+//! - `guard+limiter/jwt_hs256` and `guard+limiter/jwt_eddsa` (with `--features jwt`): the
+//!   same guard, registry and limiter, also taking JWTs, admitting an HS256 or an EdDSA
+//!   access token from `Authorization: Bearer` (signature, claims, principal from claims).
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use http::StatusCode;
@@ -82,5 +85,93 @@ pub(crate) fn bench(c: &mut Criterion) {
         || request_from_client(Some(&keys.generated)),
     );
 
+    #[cfg(feature = "jwt")]
+    jwt::bench(&mut group, &registry);
+
     group.finish();
+}
+
+/// The admitted path with a token instead of a key.
+#[cfg(feature = "jwt")]
+mod jwt {
+    use std::{sync::Arc, time::Duration};
+
+    use criterion::{BenchmarkGroup, BenchmarkId, measurement::WallTime};
+    use http::{Request, StatusCode};
+    use keygate::{
+        ApiKeyGuard, InMemoryRegistry, RateLimit,
+        jwt::{HmacSecret, JwtIssuer, JwtKeySet, JwtVerifier, SigningKey, VerifyingKey},
+        limit::InMemoryRateLimit,
+    };
+    use serde_json::{Map, json};
+    use tower::Layer as _;
+
+    use crate::{
+        bench_calls,
+        fixtures::{expect_status, inner, request, tiers},
+    };
+
+    const ED_PRIVATE: &[u8] = include_bytes!("../../src/jwt/testdata/ed25519.pem");
+    const ED_PUBLIC: &[u8] = include_bytes!("../../src/jwt/testdata/ed25519.pub.pem");
+
+    /// [`request`] with `Authorization: Bearer <token>` instead of a key.
+    fn bearer(token: &str) -> Request<()> {
+        let mut request = request(None);
+        request.headers_mut().insert(
+            http::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("header value"),
+        );
+        request
+    }
+
+    pub(crate) fn bench(
+        group: &mut BenchmarkGroup<'_, WallTime>,
+        registry: &Arc<InMemoryRegistry>,
+    ) {
+        let secret = HmacSecret::new("a-bench-secret-of-at-least-32-bytes-long!!").unwrap();
+        let ed_keys =
+            JwtKeySet::new([VerifyingKey::ed25519_pem(ED_PUBLIC).unwrap().with_kid("ed")]);
+        let ed_issuer = JwtIssuer::new(SigningKey::ed25519_pem(ED_PRIVATE).unwrap()).key_id("ed");
+        let cases = [
+            (
+                "jwt_hs256",
+                JwtIssuer::hs256(&secret),
+                JwtVerifier::hs256(&secret).build(),
+            ),
+            (
+                "jwt_eddsa",
+                ed_issuer,
+                JwtVerifier::builder(ed_keys).build(),
+            ),
+        ];
+        for (name, issuer, verifier) in cases {
+            // Claims as a login would give them.
+            let claims = json!({"scope": "packs:read packs:write", "username": "alice"});
+            let token = issuer
+                .access_ttl(Duration::from_secs(3600))
+                .access(
+                    "user-15b8b56067c0e936",
+                    claims.as_object().cloned().unwrap_or_else(Map::new),
+                )
+                .unwrap()
+                .expose_secret()
+                .to_owned();
+            bench_calls(
+                group,
+                BenchmarkId::new("guard+limiter", name),
+                || {
+                    let guard = ApiKeyGuard::builder()
+                        .registry(Arc::clone(registry))
+                        .jwt(verifier)
+                        .rate_limit(RateLimit::new(InMemoryRateLimit::new(tiers())))
+                        .build()
+                        .unwrap();
+                    let mut service = guard.layer(inner());
+                    expect_status(&mut service, bearer(&token), StatusCode::OK);
+                    service
+                },
+                || bearer(&token),
+            );
+        }
+    }
 }

@@ -917,3 +917,39 @@ pub(crate) fn exit_code(result: Result<(), StartError>) -> ExitCode {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// JWT (the `api` example)
+
+/// The shortest `JWT_SECRET` the `api` example accepts, in characters.
+#[cfg(feature = "jwt")]
+pub(crate) const MIN_JWT_SECRET_CHARS: usize = 64;
+
+/// Reads the HS256 signing secret in `var`: required, at least [`MIN_JWT_SECRET_CHARS`]
+/// characters (e.g. `openssl rand -base64 64`). The message names the variable and never
+/// shows the value.
+#[cfg(feature = "jwt")]
+pub(crate) fn required_jwt_secret(
+    lookup: Lookup<'_>,
+    var: &'static str,
+) -> Result<keygate::jwt::HmacSecret, ConfigError> {
+    const HOW: &str = "generate one with `openssl rand -base64 64` and set the variable to it";
+    let value = lookup(var).ok_or(ConfigError::Missing { var, how: HOW })?;
+    let value = secrecy::SecretString::from(value);
+    let text = secrecy::ExposeSecret::expose_secret(&value).trim();
+    let chars = text.chars().count();
+    if chars < MIN_JWT_SECRET_CHARS {
+        return Err(ConfigError::Invalid {
+            var,
+            problem: format!(
+                "it is {chars} characters long; at least {MIN_JWT_SECRET_CHARS} are required"
+            ),
+            how: HOW,
+        });
+    }
+    keygate::jwt::HmacSecret::new(text).map_err(|error| ConfigError::Invalid {
+        var,
+        problem: error.to_string(),
+        how: HOW,
+    })
+}

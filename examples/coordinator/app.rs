@@ -473,9 +473,7 @@ impl AppState {
             None => Outcome::Succeeded,
             Some(_) => Outcome::Failed,
         };
-        let mut event = AuditEvent::new(action, outcome)
-            .with_principal_id(principal.id())
-            .with_key_id(principal.key_id());
+        let mut event = AuditEvent::new(action, outcome).with_principal(principal);
         if let Some(workspace) = workspace {
             event = event.with_workspace(workspace);
         }

@@ -278,9 +278,7 @@ impl AppState {
             None => Outcome::Succeeded,
             Some(_) => Outcome::Failed,
         };
-        let mut event = AuditEvent::new(action, outcome)
-            .with_principal_id(principal.id())
-            .with_key_id(principal.key_id());
+        let mut event = AuditEvent::new(action, outcome).with_principal(principal);
         // Only well-formed ids reach the log: the workspace comes from the client.
         if let Some(workspace) = workspace.filter(|w| common::is_valid_id(w)) {
             event = event.with_workspace(workspace);

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::key::KeyId;
+use crate::{CredentialKind, Principal, key::KeyId};
 
 /// How the audited decision or action ended.
 ///
@@ -65,7 +65,9 @@ impl fmt::Display for Outcome {
 ///
 /// # Serialized form
 ///
-/// A JSON object with the fields in declaration order; absent values are `null`.
+/// A JSON object with the fields in declaration order; absent values are `null`, except
+/// `token_id` and `credential`, which are left out when absent (records written before
+/// they existed read back the same).
 /// `timestamp` is RFC 3339 in UTC with exactly six fractional digits
 /// (`"2026-11-23T10:00:00.123456Z"`), so timestamps sort as strings. Deserializing
 /// accepts any RFC 3339 timestamp and converts it to UTC.
@@ -94,6 +96,13 @@ pub struct AuditEvent {
     pub principal_id: Option<String>,
     /// Which key was used, once known. Never the secret.
     pub key_id: Option<KeyId>,
+    /// Which token was used (its `jti`), for a caller that presented a JWT: where an API
+    /// key's id would go. Never the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// Which kind of credential was used (`api_key` or `jwt`), once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialKind>,
     /// The workspace the request or action concerns.
     pub workspace: Option<String>,
     /// What was attempted: method and path (`"POST /coordinator/jobs"`) or a name a
@@ -137,6 +146,8 @@ impl AuditEvent {
             request_id: None,
             principal_id: None,
             key_id: None,
+            token_id: None,
+            credential: None,
             workspace: None,
             action: action.into(),
             target: None,
@@ -173,6 +184,47 @@ impl AuditEvent {
     #[must_use]
     pub fn with_key_id(mut self, key_id: KeyId) -> Self {
         self.key_id = Some(key_id);
+        self
+    }
+
+    /// Sets the token id (`jti`) of a JWT caller, capped at 256 bytes.
+    #[must_use]
+    pub fn with_token_id(mut self, token_id: impl Into<String>) -> Self {
+        let mut token_id = token_id.into();
+        let kept = super::request::truncate(&token_id, super::request::MAX_FIELD).len();
+        token_id.truncate(kept);
+        self.token_id = Some(token_id);
+        self
+    }
+
+    /// Sets the kind of credential used.
+    #[must_use]
+    pub fn with_credential(mut self, kind: CredentialKind) -> Self {
+        self.credential = Some(kind);
+        self
+    }
+
+    /// Sets who was calling: the principal id, the kind of credential, and the key id of
+    /// an API key or the token id (`jti`) of a JWT.
+    ///
+    /// ```
+    /// use keygate::{AuditEvent, KeyDigest, KeyId, KeyRecord, Outcome, Principal};
+    ///
+    /// let record = KeyRecord::new(KeyId::generate()?, KeyDigest::of(b"..."), "coordinator-1");
+    /// let event = AuditEvent::new("job.create", Outcome::Succeeded)
+    ///     .with_principal(&Principal::new(record.into()));
+    /// assert_eq!(event.principal_id.as_deref(), Some("coordinator-1"));
+    /// assert!(event.key_id.is_some());
+    /// # Ok::<(), keygate::KeyError>(())
+    /// ```
+    #[must_use]
+    pub fn with_principal(mut self, principal: &Principal) -> Self {
+        self.principal_id = Some(principal.id().to_owned());
+        self.key_id = principal.key_id();
+        if let Some(token_id) = principal.token_id() {
+            self = self.with_token_id(token_id);
+        }
+        self.credential = Some(principal.credential_kind());
         self
     }
 

@@ -30,11 +30,11 @@ pub const DEFAULT_UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
 #[non_exhaustive]
 #[derive(thiserror::Error)]
 pub enum BuildError {
-    /// Neither a key nor a registry was configured.
+    /// Neither a key, a registry nor a JWT verifier was configured.
     #[error(
         "no API key or key registry configured: add a key with `.key(..)` (for example from \
-         an environment variable set to the output of `openssl rand -base64 32`) or a \
-         registry with `.registry(..)`"
+         an environment variable set to the output of `openssl rand -base64 32`), a \
+         registry with `.registry(..)`, or a JWT verifier with `.jwt(..)` (feature `jwt`)"
     )]
     NoKeySource,
     /// Every credential source was switched off.
@@ -147,6 +147,9 @@ struct Settings {
     trusted_proxies: usize,
     trusted_networks: Option<Vec<IpNet>>,
     unavailable_retry_after: Duration,
+    /// The JWT verifier, if tokens are accepted.
+    #[cfg(feature = "jwt")]
+    jwt: Option<crate::jwt::JwtVerifier>,
     /// The first misconfiguration met, reported by `build`.
     error: Option<BuildError>,
 }
@@ -170,6 +173,8 @@ impl ApiKeyGuardBuilder {
             trusted_proxies: 0,
             trusted_networks: None,
             unavailable_retry_after: DEFAULT_UNAVAILABLE_RETRY_AFTER,
+            #[cfg(feature = "jwt")]
+            jwt: None,
             error: None,
         };
         Self {
@@ -208,6 +213,35 @@ impl<R> ApiKeyGuardBuilder<R> {
     pub fn registry(mut self, registry: impl KeyRegistry) -> Self {
         self.settings.registry = Some(Arc::new(registry));
         self
+    }
+
+    /// Also accepts JWT access tokens, verified by `verifier` (feature `jwt`), and reads
+    /// credentials from `Authorization: Bearer` too (see [`crate::jwt`]).
+    ///
+    /// A guard may take API keys only, tokens only (no key or registry needed), or both.
+    /// With both, a credential shaped like a JWT (three base64url segments separated by
+    /// dots) is verified as a token and anything else is looked up as an API key; a guard
+    /// with tokens only refuses anything that is not a valid token (401
+    /// `invalid_credentials`). Credentials up to the verifier's
+    /// [`max_token_len`](crate::jwt::JwtVerifierBuilder::max_token_len) (default 8 KiB) are
+    /// read; API keys stay capped at [`max_credential_len`](Self::max_credential_len).
+    ///
+    /// ```
+    /// use keygate::{ApiKeyGuard, jwt::{HmacSecret, JwtVerifier}};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let secret = HmacSecret::new("a-secret-of-at-least-32-bytes-for-hs256!")?;
+    /// let guard = ApiKeyGuard::builder()
+    ///     .jwt(JwtVerifier::hs256(&secret).build())
+    ///     .public_path("/health")
+    ///     .build()?;
+    /// # let _ = guard; Ok(()) }
+    /// ```
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    pub fn jwt(mut self, verifier: crate::jwt::JwtVerifier) -> Self {
+        self.settings.jwt = Some(verifier);
+        self.bearer()
     }
 
     /// Reads the key from this header instead of `X-API-Key`.
@@ -259,7 +293,8 @@ impl<R> ApiKeyGuardBuilder<R> {
         self
     }
 
-    /// The longest credential accepted, in bytes (default 512).
+    /// The longest API key accepted, in bytes (default 512). Tokens have a cap of their
+    /// own, set on the JWT verifier.
     pub fn max_credential_len(mut self, max: usize) -> Self {
         self.settings.max_len = max;
         self
@@ -485,9 +520,16 @@ impl<R> ApiKeyGuardBuilder<R> {
         if settings.failed_attempts.is_some() && settings.client_ip.is_none() {
             return Err(BuildError::NoClientAddress);
         }
+        #[cfg(feature = "jwt")]
+        let tokens = settings.jwt.is_some();
+        #[cfg(not(feature = "jwt"))]
+        let tokens = false;
+        let api_keys = settings.registry.is_some() || !settings.keys.is_empty();
         let registry: Arc<dyn KeyRegistry> = match (settings.registry, settings.keys.is_empty()) {
             (Some(_), false) => return Err(BuildError::KeysAndRegistry),
             (Some(registry), true) => registry,
+            // Tokens only: an empty registry, never asked.
+            (None, true) if tokens => Arc::new(InMemoryRegistry::new()),
             (None, true) => return Err(BuildError::NoKeySource),
             (None, false) => {
                 let registry = InMemoryRegistry::new();
@@ -522,12 +564,26 @@ impl<R> ApiKeyGuardBuilder<R> {
             settings.public_paths.into_iter().map(Into::into).collect();
         public_paths.sort();
         public_paths.dedup();
+        #[cfg(feature = "jwt")]
+        let max_len = settings.jwt.as_ref().map_or(settings.max_len, |jwt| {
+            if api_keys {
+                settings.max_len.max(jwt.max_token_len())
+            } else {
+                jwt.max_token_len()
+            }
+        });
+        #[cfg(not(feature = "jwt"))]
+        let max_len = settings.max_len;
         Ok(ApiKeyGuard {
             config: Arc::new(GuardConfig {
                 registry,
+                api_keys,
+                max_key_len: settings.max_len,
+                #[cfg(feature = "jwt")]
+                jwt: settings.jwt,
                 credentials: Credentials {
                     sources: settings.sources,
-                    max_len: settings.max_len,
+                    max_len,
                 },
                 public_paths,
                 challenge,

@@ -63,6 +63,14 @@ pub enum AuditFailure {
 /// Everything the guard needs on the request path.
 pub(crate) struct GuardConfig {
     pub(crate) registry: Arc<dyn KeyRegistry>,
+    /// Whether API keys are accepted (keys or a registry were configured); a guard with
+    /// only a JWT verifier takes tokens only.
+    pub(crate) api_keys: bool,
+    /// The longest API key accepted; `credentials.max_len` may be larger for tokens.
+    pub(crate) max_key_len: usize,
+    /// The JWT verifier, if tokens are accepted.
+    #[cfg(feature = "jwt")]
+    pub(crate) jwt: Option<crate::jwt::JwtVerifier>,
     pub(crate) credentials: Credentials,
     /// Sorted, for binary search.
     pub(crate) public_paths: Vec<Box<str>>,
@@ -141,9 +149,14 @@ impl GuardConfig {
 
 impl fmt::Debug for GuardConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GuardConfig")
+        let f = &mut f.debug_struct("GuardConfig");
+        let f = f
             .field("registry", &self.registry)
-            .field("sources", &self.credentials.sources)
+            .field("api_keys", &self.api_keys)
+            .field("max_key_len", &self.max_key_len);
+        #[cfg(feature = "jwt")]
+        let f = f.field("jwt", &self.jwt);
+        f.field("sources", &self.credentials.sources)
             .field("max_credential_len", &self.credentials.max_len)
             .field("public_paths", &self.public_paths)
             .field("audit", &self.audit)

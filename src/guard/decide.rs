@@ -20,7 +20,8 @@ use time::OffsetDateTime;
 
 use super::{AuditFailure, GuardConfig};
 use crate::{
-    BackendFuture, KeyDigest, KeyRecord, KeyStatus, Outcome, Principal, RegistryError, Rejection,
+    BackendFuture, KeyDigest, KeyRecord, KeyStatus, Malformed, Outcome, Principal, RegistryError,
+    Rejection,
     audit::RequestFacts,
     key::parse_visible,
     limit::{ClientKey, LimitBy, LimitError, RateLimitDecision},
@@ -59,15 +60,19 @@ pub(crate) type Decision = Result<Admission, Refusal>;
 /// One decision in progress.
 #[derive(Debug)]
 pub(crate) struct Verification {
-    presented: KeyDigest,
     client: Option<ClientKey>,
     step: Step,
 }
 
 #[derive(Debug)]
 enum Step {
-    /// Stage 4: waiting for the registry.
-    Lookup(LookupFuture),
+    /// Stage 4: waiting for the registry, to compare the presented key's digest.
+    Lookup {
+        lookup: LookupFuture,
+        presented: KeyDigest,
+    },
+    /// Decided without waiting (a token verified, no rate limit configured).
+    Decided(Decision),
     /// Stage 5: the key verified; waiting for the limit backend.
     Limit {
         principal: Principal,
@@ -87,6 +92,11 @@ impl Verification {
     /// Starts the decision for a credential already pulled from the request (and checked
     /// to be visible ASCII). Refuses at once what needs no lookup: a client that failed
     /// too often (stage 3), a bad checksum or a key too short to be registered.
+    ///
+    /// With a JWT verifier (feature `jwt`), a credential shaped like a JWT (or any
+    /// credential, when the guard takes no API keys) is verified here, without a lookup,
+    /// and goes on to the rate limit like a verified key; anything else goes to the
+    /// registry.
     pub(crate) fn start(
         config: &GuardConfig,
         credential: &str,
@@ -103,6 +113,23 @@ impl Verification {
                 None => config.warn_no_client_address(),
             }
         }
+        #[cfg(feature = "jwt")]
+        if let Some(verifier) = &config.jwt
+            && (!config.api_keys || crate::jwt::is_jwt_shaped(credential))
+        {
+            return match verifier.verify(credential) {
+                Ok(principal) => Ok(Self {
+                    client,
+                    step: Self::admit(config, principal),
+                }),
+                Err(rejection @ Rejection::MalformedCredentials(_)) => Err(rejection.into()),
+                Err(rejection) => Err(failure(config, client, rejection, None)),
+            };
+        }
+        if credential.len() > config.max_key_len {
+            // Only a guard that also takes tokens extracts credentials longer than this.
+            return Err(Rejection::MalformedCredentials(Malformed::TooLong).into());
+        }
         let Ok(parsed) = parse_visible(credential.as_bytes()) else {
             // No lookup, no digest.
             return Err(failure(config, client, Rejection::InvalidCredentials, None));
@@ -113,9 +140,8 @@ impl Verification {
             None => config.registry.find_by_digest(&presented),
         };
         Ok(Self {
-            presented,
             client,
-            step: Step::Lookup(lookup),
+            step: Step::Lookup { lookup, presented },
         })
     }
 
@@ -138,16 +164,20 @@ impl Verification {
     ) -> Poll<Decision> {
         loop {
             match mem::replace(&mut self.step, Step::Done) {
-                Step::Lookup(mut lookup) => {
+                Step::Lookup {
+                    mut lookup,
+                    presented,
+                } => {
                     let Poll::Ready(found) = Pin::new(&mut lookup).poll(cx) else {
-                        self.step = Step::Lookup(lookup);
+                        self.step = Step::Lookup { lookup, presented };
                         return Poll::Pending;
                     };
-                    match self.verified(config, found) {
+                    match self.verified(config, &presented, found) {
                         Progress::Decided(decision) => return Poll::Ready(decision),
                         Progress::Next(step) => self.step = step,
                     }
                 }
+                Step::Decided(decision) => return Poll::Ready(decision),
                 Step::Limit {
                     principal,
                     mut check,
@@ -168,6 +198,7 @@ impl Verification {
     fn verified(
         &self,
         config: &GuardConfig,
+        presented: &KeyDigest,
         found: Result<Option<Arc<KeyRecord>>, RegistryError>,
     ) -> Progress {
         let found = match found {
@@ -178,7 +209,7 @@ impl Verification {
                 return Progress::Decided(Err(config.unavailable().into()));
             }
         };
-        let Some(record) = found.filter(|record| record.digest.ct_eq(&self.presented)) else {
+        let Some(record) = found.filter(|record| record.digest.ct_eq(presented)) else {
             return Progress::Decided(Err(failure(
                 config,
                 self.client,
@@ -197,9 +228,17 @@ impl Verification {
                 return Progress::Decided(Err(failure(config, self.client, rejection, principal)));
             }
         }
-        let principal = Principal::new(record);
+        match Self::admit(config, Principal::new(record)) {
+            Step::Decided(decision) => Progress::Decided(decision),
+            step => Progress::Next(step),
+        }
+    }
+
+    /// Stage 5 for a verified caller, whatever its credential: the rate-limit check, or
+    /// the admission when no limit is configured.
+    fn admit(config: &GuardConfig, principal: Principal) -> Step {
         let Some(limit) = &config.rate_limit else {
-            return Progress::Decided(Ok(Admission {
+            return Step::Decided(Ok(Admission {
                 principal,
                 rate: None,
                 limit_failed_open: false,
@@ -210,7 +249,7 @@ impl Verification {
             LimitBy::Key => principal.key_id_str(),
         };
         let check = limit.backend.check(key, principal.tier(), limit.cost);
-        Progress::Next(Step::Limit { principal, check })
+        Step::Limit { principal, check }
     }
 }
 
@@ -300,8 +339,7 @@ impl GuardConfig {
                 if let (Some(sink), Some(facts)) = (&self.audit, facts) {
                     let mut event = facts
                         .event(Outcome::Admitted)
-                        .with_principal_id(admission.principal.id())
-                        .with_key_id(admission.principal.key_id());
+                        .with_principal(&admission.principal);
                     if admission.limit_failed_open {
                         event = event.with_reason("rate_limit_unavailable_failed_open");
                     }
@@ -310,8 +348,9 @@ impl GuardConfig {
                         return Err(self.unavailable());
                     }
                 }
-                self.registry
-                    .mark_used(&admission.principal.key_id(), SystemTime::now());
+                if let Some(key_id) = admission.principal.key_id() {
+                    self.registry.mark_used(&key_id, SystemTime::now());
+                }
                 Ok(admission)
             }
             Err(refusal) => {
@@ -320,9 +359,7 @@ impl GuardConfig {
                         .event(Outcome::Refused)
                         .with_reason(refusal.rejection.reason());
                     if let Some(principal) = &refusal.principal {
-                        event = event
-                            .with_principal_id(principal.id())
-                            .with_key_id(principal.key_id());
+                        event = event.with_principal(principal);
                     }
                     sink.record(event);
                 }

@@ -15,7 +15,9 @@
 //!    configured).
 //! 4. **Verify**: a generated key's checksum first (no lookup for garbage), then the
 //!    registry; the stored digest is compared in constant time. Unknown, expired and
-//!    revoked keys are refused and counted against the client.
+//!    revoked keys are refused and counted against the client. With a JWT verifier
+//!    (feature `jwt`, [`ApiKeyGuardBuilder::jwt`]), a credential shaped like a JWT is
+//!    verified as an access token instead, with the same refusals and counting.
 //! 5. **Rate limit**: per principal (or per key), by the key's tier, for authenticated
 //!    callers only (when a [`RateLimit`] is configured).
 //! 6. **Admit**: the [`Principal`](crate::Principal) goes into the request extensions, an
@@ -157,8 +159,9 @@ impl<R> ApiKeyGuard<R> {
     }
 
     /// Runs stages 3 to 5 of the guard (failed attempts, verification, rate limit) on a key
-    /// presented outside the request headers, e.g. in a WebSocket message, and records the
-    /// decision in the audit sink under `action`, as the layer does.
+    /// (or, with a JWT verifier, a token) presented outside the request headers, e.g. in a
+    /// WebSocket message, and records the decision in the audit sink under `action`, as
+    /// the layer does.
     ///
     /// # Errors
     ///

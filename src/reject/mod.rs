@@ -16,7 +16,9 @@
 //!
 //! Rendering is pluggable through [`RenderRejection`]: [`JsonRejection`] (the default) works
 //! for any body that can be built from a `&'static str` and from a `String` (axum's `Body`,
-//! `Full<Bytes>`, `Bytes`, `String`, ...), [`EmptyRejection`] for any body that is `Default`, and any
+//! `Full<Bytes>`, `Bytes`, `String`, ...), [`EmptyRejection`] for any body that is `Default`,
+//! [`TokenMessageRejection`] for the bodies of a bearer-token API
+//! (`{"error":{"code":401,"message":"Missing authentication token"}}`), and any
 //! `Fn(&Rejection) -> Response<B>` closure for anything else. Whatever the renderer, the
 //! contract's headers are added when the renderer did not set them.
 //!
@@ -33,13 +35,17 @@
 
 mod body;
 mod render;
+mod token;
 
 use std::{borrow::Cow, fmt, time::Duration};
 
 use http::StatusCode;
 
 use self::body::Text;
-pub use self::render::{EmptyRejection, JsonRejection, REASON_HEADER, RenderRejection};
+pub use self::{
+    render::{EmptyRejection, JsonRejection, REASON_HEADER, RenderRejection},
+    token::TokenMessageRejection,
+};
 use crate::limit::RateLimitDecision;
 
 /// Why presented credentials were malformed.

@@ -17,9 +17,7 @@ pub(crate) fn audit_refusal<B>(
         .event(Outcome::Refused)
         .with_reason(rejection.reason());
     if let Some(principal) = request.extensions().get::<Principal>() {
-        event = event
-            .with_principal_id(principal.id())
-            .with_key_id(principal.key_id());
+        event = event.with_principal(principal);
     }
     if let Some(workspace) = workspace {
         event = event.with_workspace(crate::audit::truncate(workspace, crate::audit::MAX_FIELD));

@@ -91,7 +91,7 @@ async fn insufficient_scope_when_the_key_lacks_it() {
     assert_eq!(event.action, "GET /admin/keys");
     assert_eq!(event.reason.as_deref(), Some("insufficient_scope"));
     assert_eq!(event.principal_id.as_deref(), Some("reader"));
-    assert_eq!(event.key_id, Some(key_id));
+    assert_eq!(event.key_id, key_id);
     assert_eq!(event.request_id.as_deref(), Some("req-1"));
     assert_eq!(event.workspace, None);
 }

@@ -23,6 +23,8 @@ mod body_types;
 mod build;
 mod client_address;
 mod credentials;
+#[cfg(feature = "jwt")]
+mod jwt;
 mod lifecycle;
 mod public_routes;
 mod secrets;
@@ -80,7 +82,7 @@ async fn routes(request: Request<Body>) -> Result<Response<Body>, Infallible> {
 fn whoami(principal: &Principal) -> Value {
     json!({
         "id": principal.id(),
-        "key_id": principal.key_id().as_str(),
+        "key_id": principal.key_id().map(|id| id.as_str().to_owned()),
         "workspaces": principal.workspaces(),
         "scopes": principal.scopes(),
         "tier": principal.tier(),
