@@ -39,6 +39,11 @@ fn generated_key() -> ApiKey {
     ApiKey::generate(&KeyPrefix::default()).unwrap().0
 }
 
+/// A random opaque key (no key id: looked up by digest).
+fn opaque_key() -> ApiKey {
+    ApiKey::new(support::random_key()).unwrap()
+}
+
 /// Calls the guarded router in process, as client `ip`.
 async fn call(app: &Router, key: Option<&str>, ip: IpAddr) -> Response<Body> {
     let mut request = Request::get("/jobs");
@@ -230,7 +235,12 @@ async fn keys_of_one_principal_share_a_budget_unless_limited_per_key() {
 #[tokio::test]
 async fn too_many_failed_attempts_is_429_before_any_lookup() {
     let registry = Arc::new(CountingRegistry::default());
-    let valid = registry.issue(KeyGrant::new("p")).await.unwrap().key;
+    // An opaque key: from a blocked address, only generated keys may be looked up.
+    let valid = opaque_key();
+    registry
+        .register_key(&valid, KeyGrant::new("p"))
+        .await
+        .unwrap();
     let clock = Clock::manual();
     let guard = ApiKeyGuard::builder()
         .registry(registry.clone())
@@ -249,7 +259,8 @@ async fn too_many_failed_attempts_is_429_before_any_lookup() {
     }
     assert_eq!(registry.lookups(), 10);
 
-    // The 11th attempt, even with a valid key, is refused before the registry is asked.
+    // The 11th attempt, even with a valid opaque key, is refused before the registry is
+    // asked.
     let response = call(&app, Some(valid.expose_secret()), attacker).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     let retry_after: u64 = header(&response, "retry-after").parse().unwrap();
@@ -269,9 +280,101 @@ async fn too_many_failed_attempts_is_429_before_any_lookup() {
 }
 
 #[tokio::test]
+async fn a_key_that_verifies_gets_through_a_blocked_address_and_lookups_stay_bounded() {
+    let registry = Arc::new(CountingRegistry::default());
+    let honest = registry
+        .issue(KeyGrant::new("neighbour"))
+        .await
+        .unwrap()
+        .key;
+    let clock = Clock::manual();
+    let guard = ApiKeyGuard::builder()
+        .registry(registry.clone())
+        .failed_attempts(FailedAttemptLimiter::default().with_clock(clock.clone()))
+        .client_ip_from_extensions()
+        .build()
+        .unwrap();
+    let app = jobs_app(guard);
+    // One address for an attacker and an honest caller (a NAT).
+    let nat = IpAddr::from([203, 0, 113, 7]);
+    let status = |response: Response<Body>| response.status();
+
+    for _ in 0..10 {
+        let response = call(&app, Some(&"x".repeat(40)), nat).await;
+        assert_eq!(status(response), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(registry.lookups(), 10);
+
+    // A flood of made-up keys of the generated form (valid checksums): the default budget
+    // lets 10 be looked up, all refused 429 and counted, then none.
+    for _ in 0..100 {
+        let made_up = generated_key();
+        let response = call(&app, Some(made_up.expose_secret()), nat).await;
+        assert_eq!(status(response), StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert_eq!(registry.lookups(), 20, "the budget bounds the lookups");
+    // The budget is spent: the honest caller is refused too, before its lookup.
+    let response = call(&app, Some(honest.expose_secret()), nat).await;
+    assert_eq!(status(response), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(registry.lookups(), 20);
+
+    // A second later the budget has refilled: the honest key is looked up and admitted...
+    clock.advance(Duration::from_secs(1));
+    let response = call(&app, Some(honest.expose_secret()), nat).await;
+    assert_eq!(status(response), StatusCode::OK);
+    // ...and from then on goes straight to its lookup, however the flood goes on.
+    for _ in 0..100 {
+        let made_up = generated_key();
+        call(&app, Some(made_up.expose_secret()), nat).await;
+        let response = call(&app, Some(honest.expose_secret()), nat).await;
+        assert_eq!(status(response), StatusCode::OK);
+    }
+    // 21 as above; 9 made-up keys more (the refilled budget, less the honest key's
+    // first lookup) and 100 honest lookups.
+    assert_eq!(registry.lookups(), 130);
+
+    // The address itself is still blocked: an unknown opaque key never reaches the registry.
+    let response = call(&app, Some(&"y".repeat(40)), nat).await;
+    assert_eq!(status(response), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(registry.lookups(), 130);
+}
+
+#[tokio::test]
+async fn without_passage_a_blocked_address_is_refused_whatever_the_key() {
+    let registry = Arc::new(CountingRegistry::default());
+    let honest = registry
+        .issue(KeyGrant::new("neighbour"))
+        .await
+        .unwrap()
+        .key;
+    let guard = ApiKeyGuard::builder()
+        .registry(registry.clone())
+        .failed_attempts(
+            FailedAttemptLimiter::default()
+                .with_clock(Clock::manual())
+                .without_passage(),
+        )
+        .client_ip_from_extensions()
+        .build()
+        .unwrap();
+    let app = jobs_app(guard);
+    let nat = IpAddr::from([203, 0, 113, 7]);
+    for _ in 0..10 {
+        call(&app, Some(&"x".repeat(40)), nat).await;
+    }
+    let response = call(&app, Some(honest.expose_secret()), nat).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(registry.lookups(), 10);
+}
+
+#[tokio::test]
 async fn failures_from_one_ipv6_slash_64_count_together() {
     let registry = Arc::new(InMemoryRegistry::new());
-    let valid = registry.issue(KeyGrant::new("p")).await.unwrap().key;
+    let valid = opaque_key();
+    registry
+        .register_key(&valid, KeyGrant::new("p"))
+        .await
+        .unwrap();
     let guard = ApiKeyGuard::builder()
         .registry(registry)
         .failed_attempts(FailedAttemptLimiter::default().with_clock(Clock::manual()))
@@ -304,7 +407,11 @@ async fn failures_from_one_ipv6_slash_64_count_together() {
 #[tokio::test]
 async fn a_spoofed_leftmost_forwarded_for_does_not_escape_the_limit() {
     let registry = Arc::new(InMemoryRegistry::new());
-    let valid = registry.issue(KeyGrant::new("p")).await.unwrap().key;
+    let valid = opaque_key();
+    registry
+        .register_key(&valid, KeyGrant::new("p"))
+        .await
+        .unwrap();
     let guard = ApiKeyGuard::builder()
         .registry(registry)
         .failed_attempts(FailedAttemptLimiter::default().with_clock(Clock::manual()))
@@ -350,7 +457,11 @@ async fn a_spoofed_leftmost_forwarded_for_does_not_escape_the_limit() {
 #[tokio::test]
 async fn forwarded_for_is_honoured_only_from_trusted_proxy_networks() {
     let registry = Arc::new(InMemoryRegistry::new());
-    let valid = registry.issue(KeyGrant::new("p")).await.unwrap().key;
+    let valid = opaque_key();
+    registry
+        .register_key(&valid, KeyGrant::new("p"))
+        .await
+        .unwrap();
     let guard = ApiKeyGuard::builder()
         .registry(registry)
         .failed_attempts(FailedAttemptLimiter::default().with_clock(Clock::manual()))

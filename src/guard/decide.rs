@@ -13,7 +13,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, Waker},
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use time::OffsetDateTime;
@@ -61,6 +61,10 @@ pub(crate) type Decision = Result<Admission, Refusal>;
 #[derive(Debug)]
 pub(crate) struct Verification {
     client: Option<ClientKey>,
+    /// How long the client is still blocked by the failed-attempt limiter, when it is:
+    /// it came through only to have its key verified (see `Passage`), and any failure is
+    /// answered 429.
+    blocked: Option<Duration>,
     step: Step,
 }
 
@@ -91,7 +95,9 @@ enum Progress {
 impl Verification {
     /// Starts the decision for a credential already pulled from the request (and checked
     /// to be visible ASCII). Refuses at once what needs no lookup: a client that failed
-    /// too often (stage 3), a bad checksum or a key too short to be registered.
+    /// too often (stage 3; unless its credential may pass to be verified, see the
+    /// failed-attempt limiter's `Passage`), a bad checksum or a key too short to be
+    /// registered.
     ///
     /// With a JWT verifier (feature `jwt`), a credential shaped like a JWT (or any
     /// credential, when the guard takes no API keys) is verified here, without a lookup,
@@ -103,34 +109,61 @@ impl Verification {
         client_ip: Option<IpAddr>,
     ) -> Result<Self, Refusal> {
         let client = client_ip.map(ClientKey::from);
+        let mut blocked = None;
         if let Some(limiter) = &config.failed_attempts {
             match client {
-                Some(client) => {
-                    if let Err(retry_after) = limiter.check(client) {
-                        return Err(Rejection::TooManyFailedAttempts { retry_after }.into());
-                    }
-                }
+                Some(client) => blocked = limiter.check(client).err(),
                 None => config.warn_no_client_address(),
             }
         }
+        // From a blocked client, only a credential that can verify goes on.
+        let refuse_blocked = |retry_after| Rejection::TooManyFailedAttempts { retry_after };
+        let passage = config
+            .failed_attempts
+            .as_ref()
+            .and_then(|limiter| limiter.passage());
         #[cfg(feature = "jwt")]
         if let Some(verifier) = &config.jwt
             && (!config.api_keys || crate::jwt::is_jwt_shaped(credential))
         {
-            return match verifier.verify(credential) {
-                Ok(principal) => Ok(Self {
+            if let Some(retry_after) = blocked
+                && !passage.is_some_and(crate::limit::Passage::take_from_budget)
+            {
+                return Err(refuse_blocked(retry_after).into());
+            }
+            // A token needs no lookup: verifying it is the whole check.
+            return match (verifier.verify(credential), blocked) {
+                (Ok(principal), _) => Ok(Self {
                     client,
+                    blocked,
                     step: Self::admit(config, principal),
                 }),
-                Err(rejection @ Rejection::MalformedCredentials(_)) => Err(rejection.into()),
-                Err(rejection) => Err(failure(config, client, rejection, None)),
+                (Err(_), Some(retry_after)) => Err(refuse_blocked(retry_after).into()),
+                (Err(rejection @ Rejection::MalformedCredentials(_)), None) => {
+                    Err(rejection.into())
+                }
+                (Err(rejection), None) => Err(failure(config, client, rejection, None)),
             };
         }
         if credential.len() > config.max_key_len {
             // Only a guard that also takes tokens extracts credentials longer than this.
             return Err(Rejection::MalformedCredentials(Malformed::TooLong).into());
         }
-        let Ok(parsed) = parse_visible(credential.as_bytes()) else {
+        let parsed = parse_visible(credential.as_bytes());
+        if let Some(retry_after) = blocked {
+            // Only a generated key that passes (its key id verified lately, or the
+            // shared budget allows one more lookup) is looked up; nothing is counted.
+            let passes = parsed
+                .as_ref()
+                .ok()
+                .and_then(crate::key::ParsedKey::key_id)
+                .zip(passage)
+                .is_some_and(|(key_id, passage)| passage.may_pass(&key_id));
+            if !passes {
+                return Err(refuse_blocked(retry_after).into());
+            }
+        }
+        let Ok(parsed) = parsed else {
             // No lookup, no digest.
             return Err(failure(config, client, Rejection::InvalidCredentials, None));
         };
@@ -141,8 +174,25 @@ impl Verification {
         };
         Ok(Self {
             client,
+            blocked,
             step: Step::Lookup { lookup, presented },
         })
+    }
+
+    /// Counts a failure against the client and builds the refusal: `rejection`, or 429
+    /// `too_many_failed_attempts` for a blocked client that came through to have its key
+    /// verified.
+    fn failed(
+        &self,
+        config: &GuardConfig,
+        rejection: Rejection,
+        principal: Option<Principal>,
+    ) -> Refusal {
+        let rejection = match self.blocked {
+            Some(retry_after) => Rejection::TooManyFailedAttempts { retry_after },
+            None => rejection,
+        };
+        failure(config, self.client, rejection, principal)
     }
 
     /// Polls once without a waker to be woken: in-memory backends answer at once, so
@@ -210,9 +260,8 @@ impl Verification {
             }
         };
         let Some(record) = found.filter(|record| record.digest.ct_eq(presented)) else {
-            return Progress::Decided(Err(failure(
+            return Progress::Decided(Err(self.failed(
                 config,
-                self.client,
                 Rejection::InvalidCredentials,
                 None,
             )));
@@ -225,8 +274,18 @@ impl Verification {
             };
             if let Some(rejection) = refused {
                 let principal = Some(Principal::new(record));
-                return Progress::Decided(Err(failure(config, self.client, rejection, principal)));
+                return Progress::Decided(Err(self.failed(config, rejection, principal)));
             }
+        }
+        if self.blocked.is_some()
+            && let Some(passage) = config
+                .failed_attempts
+                .as_ref()
+                .and_then(|limiter| limiter.passage())
+        {
+            // Its neighbour failed; this caller's key verified: next time it goes straight
+            // to its lookup.
+            passage.note_passed(record.key_id);
         }
         match Self::admit(config, Principal::new(record)) {
             Step::Decided(decision) => Progress::Decided(decision),

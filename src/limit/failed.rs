@@ -29,6 +29,7 @@ use super::{
     ClientKey, Clock, Quota,
     allowance::{Allowance, Checked},
     housekeeping::{Sweep, SweepSchedule, worth_shrinking},
+    passage::{DEFAULT_PASSAGE_PER_SECOND, Passage},
 };
 
 /// The default number of clients tracked at once.
@@ -83,6 +84,21 @@ const FULL_SWEEP_INTERVAL: Nanos = Nanos::new(1_000_000_000);
 /// clients already tracked stay blocked and memory stays bounded. The table is also
 /// swept every few thousand failures, so stale entries do not linger.
 ///
+/// # Blocked addresses
+///
+/// Many callers can share one address (a NAT, a proxy, an IPv6 /64): one of them failing
+/// ten times must not lock the others out. So the guard still refuses, before any lookup,
+/// an opaque key or a malformed one from a blocked address, but lets a generated key
+/// (`kg_…`, which names its key id and whose checksum is checked first) be looked up
+/// when either its key id verified from a blocked address in the last ten minutes, or a
+/// budget shared by all blocked addresses allows one more lookup (default 10 per second,
+/// [`with_passage`](Self::with_passage); [`without_passage`](Self::without_passage)
+/// turns this off). A key that verifies is admitted; one that does not is refused with
+/// 429 `too_many_failed_attempts` and counted. A flood of made-up well-formed keys from
+/// blocked addresses thus causes at most the budget's lookups, and a caller whose key
+/// verified keeps working while its neighbour is blocked. JWTs (feature `jwt`) need no
+/// lookup: from a blocked address, one that verifies is admitted.
+///
 /// # How the guard uses it
 ///
 /// ```
@@ -123,6 +139,8 @@ pub struct FailedAttemptLimiter {
     last_full_sweep: AtomicU64,
     untracked: AtomicU64,
     warned_full: AtomicBool,
+    /// The way in for verified keys from blocked addresses; `None`: there is none.
+    passage: Option<Passage>,
 }
 
 impl FailedAttemptLimiter {
@@ -130,7 +148,12 @@ impl FailedAttemptLimiter {
     /// in a row), tracking up to 100,000 clients, on the [system clock](Clock::system).
     #[must_use]
     pub fn new(quota: Quota) -> Self {
-        Self::build(quota, DEFAULT_CAPACITY, Clock::system())
+        Self::build(
+            quota,
+            DEFAULT_CAPACITY,
+            Clock::system(),
+            NonZeroU32::new(DEFAULT_PASSAGE_PER_SECOND),
+        )
     }
 
     /// The same limiter, tracking at most `capacity` clients at once (`0` tracks none).
@@ -138,7 +161,38 @@ impl FailedAttemptLimiter {
     /// Meant for construction: failures recorded so far are dropped.
     #[must_use]
     pub fn with_capacity(self, capacity: usize) -> Self {
-        Self::build(self.quota, capacity, self.clock)
+        let passage = self.passage_per_second();
+        Self::build(self.quota, capacity, self.clock, passage)
+    }
+
+    /// The budget of lookups for keys presented from blocked addresses (default
+    /// [`DEFAULT_PASSAGE_PER_SECOND`](super::DEFAULT_PASSAGE_PER_SECOND), for all blocked
+    /// addresses together); see [Blocked addresses](#blocked-addresses).
+    ///
+    /// Meant for construction: failures recorded so far are dropped.
+    #[must_use]
+    pub fn with_passage(self, per_second: NonZeroU32) -> Self {
+        Self::build(self.quota, self.capacity, self.clock, Some(per_second))
+    }
+
+    /// No way in from a blocked address: every request from it is refused before any
+    /// lookup, valid key or not, until it is unblocked.
+    ///
+    /// Meant for construction: failures recorded so far are dropped.
+    #[must_use]
+    pub fn without_passage(self) -> Self {
+        Self::build(self.quota, self.capacity, self.clock, None)
+    }
+
+    fn passage_per_second(&self) -> Option<NonZeroU32> {
+        self.passage
+            .as_ref()
+            .and_then(|passage| NonZeroU32::new(passage.per_second()))
+    }
+
+    /// The way in for verified keys from blocked addresses, if there is one.
+    pub(crate) fn passage(&self) -> Option<&Passage> {
+        self.passage.as_ref()
     }
 
     /// The same limiter on `clock` (a [manual](Clock::manual) clock in tests).
@@ -146,17 +200,17 @@ impl FailedAttemptLimiter {
     /// Meant for construction: failures recorded so far are dropped.
     #[must_use]
     pub fn with_clock(self, clock: Clock) -> Self {
-        Self::build(self.quota, self.capacity, clock)
+        let passage = self.passage_per_second();
+        Self::build(self.quota, self.capacity, clock, passage)
     }
 
-    fn build(quota: Quota, capacity: usize, clock: Clock) -> Self {
+    fn build(quota: Quota, capacity: usize, clock: Clock, passage: Option<NonZeroU32>) -> Self {
         let tolerance = quota
             .cell_nanos()
             .saturating_mul(u64::from(quota.burst() - 1));
         Self {
             quota,
             tolerance,
-            clock,
             clients: DashMap::new(),
             capacity,
             entries: AtomicUsize::new(0),
@@ -165,6 +219,8 @@ impl FailedAttemptLimiter {
             last_full_sweep: AtomicU64::new(u64::MAX),
             untracked: AtomicU64::new(0),
             warned_full: AtomicBool::new(false),
+            passage: passage.map(|per_second| Passage::new(per_second, clock.clone())),
+            clock,
         }
     }
 
@@ -353,6 +409,7 @@ impl fmt::Debug for FailedAttemptLimiter {
             .field("len", &self.len())
             .field("untracked", &self.untracked())
             .field("clock", &self.clock)
+            .field("passage", &self.passage)
             .finish_non_exhaustive()
     }
 }

@@ -185,7 +185,20 @@ async fn bad_tokens_count_as_failed_attempts() {
             .await
             .assert_refusal(401, "invalid_credentials");
     }
-    // Refused before any verification, even with a valid token.
+    // From the blocked address a token is verified while the shared budget lasts
+    // (default 10 per second): a valid one is admitted (a neighbour behind the same NAT),
+    // a bad one refused 429.
+    fixture
+        .send(from_client(bearer("/whoami", &token("user-1"))))
+        .await
+        .assert_ok();
+    for _ in 0..9 {
+        fixture
+            .send(from_client(bearer("/whoami", "not.a.jwt")))
+            .await
+            .assert_refusal(429, "too_many_failed_attempts");
+    }
+    // The budget is spent: refused before any verification, even a valid token.
     fixture
         .send(from_client(bearer("/whoami", &token("user-1"))))
         .await
