@@ -37,6 +37,7 @@ use std::{
     path::{Path, PathBuf},
     process::ExitCode,
     sync::Arc,
+    time::Duration,
 };
 
 use axum::{
@@ -766,20 +767,121 @@ pub(crate) fn api_defaults(router: Router) -> Router {
 // ---------------------------------------------------------------------------------------
 // Running
 
-/// Serves `router` on `listener` until `shutdown` completes, with the peer address in each
-/// request (which [`connect_info_ip`] reads for the guard).
+/// What a server holds open for its clients, so that slow or idle ones cannot exhaust it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ConnectionLimits {
+    /// How long a client may take to send a request's headers, and how long a kept-alive
+    /// connection may sit idle before its next request: then the connection is closed.
+    pub(crate) header_read_timeout: Duration,
+    /// How many connections are served at once; beyond, new ones wait in the listen
+    /// backlog until one closes.
+    pub(crate) max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    /// 10 seconds to send the headers (or to start the next request), 1,024 connections.
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Serves `router` on `listener` with the default [`ConnectionLimits`] until `shutdown`
+/// completes.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(StartError::Serve)
+    serve_with(listener, router, ConnectionLimits::default(), shutdown).await
+}
+
+/// Serves `router` on `listener` until `shutdown` completes: HTTP/1.1 with upgrades
+/// (WebSocket), the peer address in each request as `ConnectInfo<SocketAddr>` (which
+/// [`connect_info_ip`] reads for the guard), and `limits` on slow, idle and numerous
+/// connections. On shutdown it stops accepting and lets open connections finish their
+/// requests (for at most `header_read_timeout`).
+///
+/// `axum::serve` has no timers: a client that sends half a request holds its connection
+/// (and a file descriptor) forever, and enough of them stop the server. Hence hyper's own
+/// connection builder here, with a timer.
+pub(crate) async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    use hyper::server::conn::http1;
+    use hyper_util::{
+        rt::{TokioIo, TokioTimer},
+        service::TowerToHyperService,
+    };
+    use tokio::sync::{Semaphore, watch};
+    use tower::ServiceExt as _;
+
+    let max = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let slots = Arc::new(Semaphore::new(max as usize));
+    let (stop, stopping) = watch::channel(false);
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        // Wait for a free slot before accepting: beyond the cap, clients wait in the
+        // backlog instead of taking a file descriptor each.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.map_err(|_| {
+                StartError::Serve(std::io::Error::other("connection slots closed"))
+            })?,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // A connection that failed before it was accepted (reset, out of file
+                // descriptors): keep serving the others.
+                Err(error) => {
+                    tracing::warn!(%error, "could not accept a connection");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        ));
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stopping = stopping.clone();
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = async { drop(stopping.wait_for(|stop| *stop).await) } => {
+                    // Finish the request in flight, then close.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            // An error here is the client's: a timeout, a reset, a malformed request.
+            if let Err(error) = result {
+                tracing::debug!(%error, %peer, "connection closed");
+            }
+            drop(slot);
+        });
+    }
+    // Let open connections finish what they are doing, but not forever.
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(limits.header_read_timeout, slots.acquire_many(max)).await;
+    Ok(())
 }
 
 /// Binds `addr`, prints `<name>: listening on http://<bound address>` (so that port 0

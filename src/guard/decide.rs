@@ -127,7 +127,7 @@ impl Verification {
             && (!config.api_keys || crate::jwt::is_jwt_shaped(credential))
         {
             if let Some(retry_after) = blocked
-                && !passage.is_some_and(crate::limit::Passage::take_from_budget)
+                && !passage.is_some_and(crate::limit::passage::Passage::take_from_budget)
             {
                 return Err(refuse_blocked(retry_after).into());
             }

@@ -66,7 +66,7 @@ mod failed;
 mod headers;
 mod housekeeping;
 mod in_memory;
-mod passage;
+pub(crate) mod passage;
 mod quota;
 mod rate_limit;
 
@@ -76,7 +76,6 @@ pub use clock::Clock;
 pub use failed::{DEFAULT_CAPACITY, FailedAttemptLimiter};
 pub use headers::{RATELIMIT, RATELIMIT_POLICY, RateLimitHeaders, retry_after_secs};
 pub use in_memory::InMemoryRateLimit;
-pub(crate) use passage::Passage;
 pub use passage::{DEFAULT_PASSAGE_PER_SECOND, DEFAULT_PASSED_KEYS, PASSED_KEY_LIFETIME};
 pub use quota::{DEFAULT_POLICY, InvalidPolicyName, Quota, Tiers};
 pub use rate_limit::{LimitBy, RateLimit};
