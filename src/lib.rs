@@ -32,7 +32,7 @@
 //! | [`guard`] | the layer and its builder: the request path, stages 1 to 6 | [`ApiKeyGuard`] (the layer), [`ApiKeyGuardBuilder`] (its configuration), [`ApiKeyGuardService`] (the service it makes), [`BuildError`] (what `build()` refuses), [`ClientAddr`] (a peer address handed to the guard) |
 //! | [`credential`] | where a key is read from, and what is refused before any lookup | [`CredentialSource`] (header, bearer, query parameter, WebSocket subprotocol) |
 //! | [`key`] | the key format and its digest | [`ApiKey`] (a secret key), [`KeyDigest`] (its SHA-256), [`KeyId`] (the public lookup handle), [`KeyPrefix`], [`KeyError`] |
-//! | [`registry`] | where keys are looked up, issued, rotated and revoked | [`KeyRegistry`] (the trait), [`InMemoryRegistry`], [`KeyRecord`] (what is stored of a key), [`KeyGrant`] (what a new key may do), [`IssuedKey`] (a new key, shown once), [`KeyStatus`], [`RegistryError`] |
+//! | [`registry`] | where keys are looked up, issued, rotated and revoked | [`KeyLookup`] (what the guard asks), [`KeyRegistry`] (management), [`KeyUpdate`], [`InMemoryRegistry`], [`KeyRecord`] (what is stored of a key), [`KeyGrant`] (what a new key may do), [`IssuedKey`] (a new key, shown once), [`KeyStatus`], [`RegistryError`] |
 //! | — | who is calling | [`Principal`] (in the request extensions of admitted requests) |
 //! | [`limit`] | per-key rate limits, the failed-attempt limiter, rate-limit headers | [`RateLimit`] (the guard's limit), [`LimitBy`] (per principal or per key) |
 //! | [`require`] | checks for sub-routers behind the guard | [`Require`] (the layer), [`RequireScope`], [`RequireWorkspace`], [`RequirePolicy`] (write your own) |
@@ -94,7 +94,8 @@ pub use crate::{
     limit::{LimitBy, RateLimit},
     principal::Principal,
     registry::{
-        InMemoryRegistry, IssuedKey, KeyGrant, KeyRecord, KeyRegistry, KeyStatus, RegistryError,
+        InMemoryRegistry, IssuedKey, KeyGrant, KeyLookup, KeyRecord, KeyRegistry, KeyStatus,
+        KeyUpdate, RegistryError,
     },
     reject::{EmptyRejection, JsonRejection, Malformed, Rejection, RenderRejection},
     require::{Require, RequirePolicy, RequireScope, RequireWorkspace},

@@ -20,7 +20,8 @@ use std::{
 use axum::{Router, body::Body};
 use http::{Request, Response, StatusCode};
 use keygate::{
-    ApiKey, ApiKeyGuard, KeyGrant, KeyId, KeyPrefix, KeyRegistry, RateLimit, RegistryError,
+    ApiKey, ApiKeyGuard, KeyGrant, KeyId, KeyLookup, KeyPrefix, KeyRegistry, RateLimit,
+    RegistryError,
     audit::{MemorySink, Outcome},
     limit::{Clock, InMemoryRateLimit, LimitError, Quota, RateLimitBackend, Tiers},
     redis::{RedisRateLimit, RedisRegistry},

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 
 use super::{ApiKeyGuard, ClientIpFn, GuardConfig};
 use crate::{
-    ApiKey, AuditSink, InMemoryRegistry, JsonRejection, KeyError, KeyGrant, KeyRegistry,
+    ApiKey, AuditSink, InMemoryRegistry, JsonRejection, KeyError, KeyGrant, KeyLookup,
     RegistryError,
     credential::{CredentialSource, Credentials, DEFAULT_HEADER, DEFAULT_MAX_CREDENTIAL_LEN},
     limit::{FailedAttemptLimiter, RateLimit, parse_network},
@@ -115,7 +115,7 @@ pub struct ApiKeyGuardBuilder<R = JsonRejection> {
 
 /// What the builder collected, apart from the renderer.
 struct Settings {
-    registry: Option<Arc<dyn KeyRegistry>>,
+    registry: Option<Arc<dyn KeyLookup>>,
     keys: Vec<(ApiKey, KeyGrant)>,
     sources: Vec<CredentialSource>,
     max_len: usize,
@@ -182,10 +182,11 @@ impl<R> ApiKeyGuardBuilder<R> {
         }
     }
 
-    /// Looks keys up in `registry`. A registry shared with the rest of the application
-    /// (e.g. an admin API that issues and revokes keys) is passed as an `Arc`, which
-    /// implements [`KeyRegistry`] too.
-    pub fn registry(mut self, registry: impl KeyRegistry) -> Self {
+    /// Looks keys up in `registry`: any [`KeyLookup`], e.g. a
+    /// [`KeyRegistry`](crate::KeyRegistry). A registry shared with the rest of the
+    /// application (e.g. an admin API that issues and revokes keys) is passed as an `Arc`,
+    /// which implements [`KeyLookup`] too.
+    pub fn registry(mut self, registry: impl KeyLookup) -> Self {
         self.settings.registry = Some(Arc::new(registry));
         self
     }
@@ -411,7 +412,7 @@ impl<R> ApiKeyGuardBuilder<R> {
         if settings.sources.is_empty() {
             return Err(BuildError::NoCredentialSource);
         }
-        let registry: Arc<dyn KeyRegistry> = match (settings.registry, settings.keys.is_empty()) {
+        let registry: Arc<dyn KeyLookup> = match (settings.registry, settings.keys.is_empty()) {
             (Some(_), false) => return Err(BuildError::KeysAndRegistry),
             (Some(registry), true) => registry,
             (None, true) => return Err(BuildError::NoKeySource),

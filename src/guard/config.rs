@@ -11,7 +11,7 @@ use std::{
 use http::{HeaderName, HeaderValue, Request, header};
 
 use crate::{
-    AuditSink, KeyRegistry,
+    AuditSink, KeyLookup,
     credential::Credentials,
     limit::{FailedAttemptLimiter, RateLimit, client_ip, client_ip_in_networks},
 };
@@ -33,7 +33,7 @@ pub struct ClientAddr(pub IpAddr);
 
 /// Everything the guard needs on the request path.
 pub(crate) struct GuardConfig {
-    pub(crate) registry: Arc<dyn KeyRegistry>,
+    pub(crate) registry: Arc<dyn KeyLookup>,
     pub(crate) credentials: Credentials,
     /// Sorted, for binary search.
     pub(crate) public_paths: Vec<Box<str>>,
