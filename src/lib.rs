@@ -40,6 +40,7 @@
 //! | [`reject`] | every refusal and how it is rendered | [`Rejection`] (status, reason, headers), [`Malformed`], [`RenderRejection`] (pluggable rendering), [`JsonRejection`] (the default), [`EmptyRejection`] |
 //! | [`webhook`] | HMAC-SHA256 webhook signatures | — |
 //! | `redis` (feature `redis`) | limits and keys shared by the replicas of a service through one Redis server | `RedisRateLimit`, `RedisRegistry` |
+//! | `sql` (features `sqlite`, `postgres`) | keys in SQLite (one host) or PostgreSQL (shared by replicas) | `SqlRegistry` |
 //! | — | the answer of every backend | [`BackendFuture`] (ready at once in memory, boxed over the network) |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -81,10 +82,14 @@ pub mod redis;
 pub mod registry;
 pub mod reject;
 pub mod require;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod sql;
 pub mod webhook;
 
 #[cfg(feature = "redis")]
 pub use crate::redis::{RedisRateLimit, RedisRegistry};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use crate::sql::SqlRegistry;
 pub use crate::{
     audit::{AuditEvent, AuditSink, Outcome},
     backend::BackendFuture,

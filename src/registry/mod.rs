@@ -6,7 +6,7 @@
 //! (generated keys) or by digest (opaque keys) and compares digests itself, in constant
 //! time.
 
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "sqlite", feature = "postgres"))]
 pub(crate) mod cache;
 mod grant;
 mod lookup;
