@@ -154,8 +154,7 @@ impl PostgresServer {
     pub(crate) fn restart(&mut self) {
         assert!(!self.running, "postgres is already running");
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c full_page_writes=off",
             self.port,
             self.dir.display()
         );
