@@ -966,6 +966,37 @@ async fn a_key_revoked_through_one_replica_is_refused_by_the_other_within_a_seco
     r.finish().await;
 }
 
+/// Redis restarted without its data: the configured keys are registered again by the
+/// running replicas (no restart needed), so they are not locked out.
+#[tokio::test]
+async fn configured_keys_come_back_after_redis_restarts_empty() {
+    let mut redis = RedisServer::start();
+    let r = Replicas::start(&redis).await;
+    create_job(&r.b, &r.key, "ws-a").await.assert_status(201);
+    redis.stop();
+    redis.restart();
+
+    let registry = RedisRegistry::connect(redis.url()).await.unwrap();
+    let digest = ApiKey::new(r.key.clone()).unwrap().digest();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while registry.find_by_digest(&digest).await.unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the configured key was not registered again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let admin = ApiKey::new(r.admin.clone()).unwrap().digest();
+    while registry.find_by_digest(&admin).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the admin key was not registered again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    create_job(&r.a, &r.key, "ws-a").await.assert_status(201);
+    create_job(&r.b, &r.key, "ws-a").await.assert_status(201);
+    register_coordinator(&r.a, &r.admin, "coordinator-c", &["ws-c"]).await;
+    r.finish().await;
+}
+
 #[tokio::test]
 async fn a_replica_refuses_to_start_with_a_key_registered_for_another_principal() {
     let redis = RedisServer::start();

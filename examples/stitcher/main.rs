@@ -29,7 +29,7 @@ async fn main() -> std::process::ExitCode {
         "stitcher",
         || app::Config::from_lookup(common::env_var),
         |config| &config.server,
-        |config| async { app::router(config) },
+        app::router,
     )
     .await
 }

@@ -29,7 +29,7 @@ async fn main() -> std::process::ExitCode {
         "websocket",
         || app::Config::from_lookup(common::env_var),
         |config| &config.server,
-        |config| async { app::router(config, app::Hub::default()) },
+        |config| app::router(config, app::Hub::default()),
     )
     .await
 }
