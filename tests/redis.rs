@@ -991,8 +991,15 @@ async fn configured_keys_come_back_after_redis_restarts_empty() {
         assert!(Instant::now() < deadline, "the admin key was not registered again");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    create_job(&r.a, &r.key, "ws-a").await.assert_status(201);
-    create_job(&r.b, &r.key, "ws-a").await.assert_status(201);
+    // The first request of a replica's rate-limit connection after the restart may find
+    // it broken (503, and it reconnects); then the key is admitted.
+    for replica in [&r.a, &r.b] {
+        let mut reply = create_job(replica, &r.key, "ws-a").await;
+        if reply.status == 503 {
+            reply = create_job(replica, &r.key, "ws-a").await;
+        }
+        reply.assert_status(201);
+    }
     register_coordinator(&r.a, &r.admin, "coordinator-c", &["ws-c"]).await;
     r.finish().await;
 }
