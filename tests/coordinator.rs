@@ -994,6 +994,46 @@ fn redis_url_without_the_redis_feature_is_refused_with_the_fix() {
     assert!(!error.contains("hunter2-secret"), "{error}");
 }
 
+/// `DATABASE_URL`: default `sqlite://keygate.db`; empty or of an unknown scheme refused;
+/// `postgres://` refused without the `postgres` feature, with the fix and without the
+/// password; an unreachable database refused at start.
+#[tokio::test]
+async fn database_url_is_read_and_checked() {
+    let (key, admin) = (random_key(), random_key());
+    let config = app::Config::from_lookup(env(&key, &admin).unset("DATABASE_URL").lookup())
+        .unwrap();
+    assert_eq!(config.server.database_url.expose(), "sqlite://keygate.db");
+    for bad in ["", "  ", "mysql://u@localhost/db"] {
+        let error = app::Config::from_lookup(env(&key, &admin).set("DATABASE_URL", bad).lookup())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("DATABASE_URL"), "{error}");
+    }
+    let postgres = env(&key, &admin).set(
+        "DATABASE_URL",
+        "postgres://keygate:hunter2-secret@127.0.0.1:1/db",
+    );
+    match app::Config::from_lookup(postgres.lookup()) {
+        Ok(config) => {
+            assert!(cfg!(feature = "postgres"));
+            assert!(!format!("{config:?}").contains("hunter2-secret"));
+            // Nothing listens on port 1: refused at start, the password hidden.
+            let error = app::router(config).await.err().unwrap().to_string();
+            assert!(error.contains("DATABASE_URL"), "{error}");
+            assert!(!error.contains("hunter2-secret"), "{error}");
+        }
+        Err(error) => {
+            assert!(cfg!(not(feature = "postgres")));
+            let error = error.to_string();
+            assert!(
+                error.contains("DATABASE_URL") && error.contains("--features postgres"),
+                "{error}"
+            );
+            assert!(!error.contains("hunter2-secret"), "{error}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_built_binary_refuses_bad_keys_serves_and_verifies_its_audit_log() {
     use std::process::{Command, Stdio};

@@ -15,9 +15,11 @@
 //!
 //! # One process or several replicas
 //!
-//! Without `REDIS_URL`, keys and rate limits live in this process's memory. With
-//! `REDIS_URL` (and the crate built with `--features redis`), several copies of the
-//! coordinator can run behind one address and share, through that Redis server:
+//! Without `REDIS_URL`, keys live in the database of `DATABASE_URL` (an SQLite file by
+//! default, so they survive restarts; on PostgreSQL, shared by every replica, revocations
+//! announced with `NOTIFY`) and rate limits in this process's memory. With `REDIS_URL`
+//! (and the crate built with `--features redis`), several copies of the coordinator can
+//! run behind one address and share, through that Redis server:
 //!
 //! - **keys** ([`RedisRegistry`](keygate::redis::RedisRegistry)): a coordinator registered,
 //!   or a key rotated, through one replica works on every replica at once, and a key
@@ -28,8 +30,9 @@
 //!
 //! The configured keys (`COORDINATOR_API_KEY`, `ADMIN_API_KEY`) are registered by the
 //! first replica; the others find them registered and accept them if the registry has
-//! them for the same principal (see [`ConfiguredKey`]). A revoked configured key stays
-//! revoked when a replica restarts.
+//! them for the same principal (see [`ConfiguredKey`]); on Redis they are registered again
+//! every 2 s, in case Redis restarted empty. A revoked configured key stays revoked when a
+//! replica restarts.
 //!
 //! What is **not** shared:
 //!
@@ -208,8 +211,9 @@ fn max_jobs_per_workspace(lookup: Lookup<'_>) -> Result<NonZeroUsize, ConfigErro
 // ---------------------------------------------------------------------------------------
 // The router
 
-/// The coordinator's router, guarded: keys and rate limits in memory, or on the Redis
-/// server of `config.redis_url`, shared with the other replicas (see the module docs).
+/// The coordinator's router, guarded: keys in the database of `DATABASE_URL` and rate
+/// limits in memory, or both on the Redis server of `config.redis_url`, shared with the
+/// other replicas (see the module docs).
 /// The configured keys are registered (or, on Redis, found registered by another
 /// replica), the admin routes add to the registry, and every decision and action goes
 /// to the audit log at `config.server.audit_log`.
