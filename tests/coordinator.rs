@@ -1000,8 +1000,8 @@ fn redis_url_without_the_redis_feature_is_refused_with_the_fix() {
 #[tokio::test]
 async fn database_url_is_read_and_checked() {
     let (key, admin) = (random_key(), random_key());
-    let config = app::Config::from_lookup(env(&key, &admin).unset("DATABASE_URL").lookup())
-        .unwrap();
+    let config =
+        app::Config::from_lookup(env(&key, &admin).unset("DATABASE_URL").lookup()).unwrap();
     assert_eq!(config.server.database_url.expose(), "sqlite://keygate.db");
     for bad in ["", "  ", "mysql://u@localhost/db"] {
         let error = app::Config::from_lookup(env(&key, &admin).set("DATABASE_URL", bad).lookup())
@@ -1013,24 +1013,24 @@ async fn database_url_is_read_and_checked() {
         "DATABASE_URL",
         "postgres://keygate:hunter2-secret@127.0.0.1:1/db",
     );
-    match app::Config::from_lookup(postgres.lookup()) {
-        Ok(config) => {
-            assert!(cfg!(feature = "postgres"));
-            assert!(!format!("{config:?}").contains("hunter2-secret"));
-            // Nothing listens on port 1: refused at start, the password hidden.
-            let error = app::router(config).await.err().unwrap().to_string();
-            assert!(error.contains("DATABASE_URL"), "{error}");
-            assert!(!error.contains("hunter2-secret"), "{error}");
-        }
-        Err(error) => {
-            assert!(cfg!(not(feature = "postgres")));
-            let error = error.to_string();
-            assert!(
-                error.contains("DATABASE_URL") && error.contains("--features postgres"),
-                "{error}"
-            );
-            assert!(!error.contains("hunter2-secret"), "{error}");
-        }
+    let result = app::Config::from_lookup(postgres.lookup());
+    #[cfg(feature = "postgres")]
+    {
+        let config = result.unwrap();
+        assert!(!format!("{config:?}").contains("hunter2-secret"));
+        // Nothing listens on port 1: refused at start, the password hidden.
+        let error = app::router(config).await.err().unwrap().to_string();
+        assert!(error.contains("DATABASE_URL"), "{error}");
+        assert!(!error.contains("hunter2-secret"), "{error}");
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let error = result.unwrap_err().to_string();
+        assert!(
+            error.contains("DATABASE_URL") && error.contains("--features postgres"),
+            "{error}"
+        );
+        assert!(!error.contains("hunter2-secret"), "{error}");
     }
 }
 
@@ -1396,11 +1396,15 @@ async fn a_registered_coordinator_key_survives_a_restart() {
     let first = serve(&env).await;
     let (registered, _) =
         examples_common::register_coordinator(&first, &admin, "coordinator-b", &["ws-b"]).await;
-    create_job_with(&first, &registered).await.assert_status(201);
+    create_job_with(&first, &registered)
+        .await
+        .assert_status(201);
     first.finish().await;
 
     let second = serve(&env).await;
-    create_job_with(&second, &registered).await.assert_status(201);
+    create_job_with(&second, &registered)
+        .await
+        .assert_status(201);
     // The configured keys work too, and the name is still taken.
     second
         .get("/coordinator/jobs/none")

@@ -988,7 +988,10 @@ async fn configured_keys_come_back_after_redis_restarts_empty() {
     }
     let admin = ApiKey::new(r.admin.clone()).unwrap().digest();
     while registry.find_by_digest(&admin).await.unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the admin key was not registered again");
+        assert!(
+            Instant::now() < deadline,
+            "the admin key was not registered again"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The first request of a replica's rate-limit connection after the restart may find

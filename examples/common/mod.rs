@@ -53,8 +53,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use keygate::{
-    ApiKey, ApiKeyGuard, ApiKeyGuardBuilder, AuditSink, BuildError, KeyError, KeyGrant,
-    KeyRecord, KeyRegistry, KeyStatus, RateLimit, RegistryError, Rejection,
+    ApiKey, ApiKeyGuard, ApiKeyGuardBuilder, AuditSink, BuildError, KeyError, KeyGrant, KeyRecord,
+    KeyRegistry, KeyStatus, RateLimit, RegistryError, Rejection,
     audit::{AuditError, JsonLinesSink},
     limit::{Clock, FailedAttemptLimiter, InMemoryRateLimit, Quota, Tiers},
 };
@@ -523,7 +523,10 @@ impl ConfiguredKey {
                  configure a new key"
             );
         }
-        if !same_set(&record.workspaces, self.workspaces.iter().map(String::as_str)) {
+        if !same_set(
+            &record.workspaces,
+            self.workspaces.iter().map(String::as_str),
+        ) {
             eprintln!(
                 "warning: {var} is registered with the workspaces {:?}, which apply, not the \
                  configured {:?} (to change them, configure a new key)",
@@ -627,7 +630,12 @@ impl ServerConfig {
             Some(audit_log),
             Some(failed_attempts_per_minute),
             Some(database_url),
-        ) = (listen_addr, audit_log, failed_attempts_per_minute, database_url)
+        ) = (
+            listen_addr,
+            audit_log,
+            failed_attempts_per_minute,
+            database_url,
+        )
         else {
             return Err(problems.into_error());
         };

@@ -70,8 +70,7 @@ use axum::{
 };
 use keygate::{
     ApiKey, AuditEvent, AuditSink, IssuedKey, KeyGrant, KeyId, KeyRegistry, KeyStatus, Outcome,
-    Principal, RateLimit, RegistryError, Rejection,
-    require::RequireScope,
+    Principal, RateLimit, RegistryError, Rejection, require::RequireScope,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -28,8 +28,7 @@ use axum::{
     routing::{get, post},
 };
 use keygate::{
-    ApiKey, AuditEvent, AuditSink, Outcome, Principal, Rejection,
-    webhook::WebhookVerifier,
+    ApiKey, AuditEvent, AuditSink, Outcome, Principal, Rejection, webhook::WebhookVerifier,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};

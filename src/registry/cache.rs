@@ -1,10 +1,7 @@
 //! The local cache of key records that the network registries (Redis, SQL) serve lookups
 //! from: bounded, short-lived, and invalidated by messages from the store.
 // SQLite alone gets no invalidation messages: their parsing is unused then.
-#![cfg_attr(
-    not(any(feature = "redis", feature = "postgres")),
-    allow(dead_code)
-)]
+#![cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
 
 use std::{
     collections::HashMap,

@@ -62,7 +62,10 @@ impl Pending {
     /// How many keys are waiting to be written.
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.used.lock().unwrap_or_else(PoisonError::into_inner).len()
+        self.used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 

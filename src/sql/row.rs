@@ -17,10 +17,16 @@ macro_rules! columns {
     };
 }
 
-pub(super) const SELECT_BY_ID: &str =
-    concat!("SELECT ", columns!(), " FROM keygate_keys WHERE key_id = $1");
-pub(super) const SELECT_BY_DIGEST: &str =
-    concat!("SELECT ", columns!(), " FROM keygate_keys WHERE digest = $1");
+pub(super) const SELECT_BY_ID: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM keygate_keys WHERE key_id = $1"
+);
+pub(super) const SELECT_BY_DIGEST: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM keygate_keys WHERE digest = $1"
+);
 pub(super) const SELECT_BY_PRINCIPAL: &str = concat!(
     "SELECT ",
     columns!(),

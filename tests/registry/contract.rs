@@ -116,14 +116,20 @@ pub(crate) async fn revocation(registry: &impl KeyRegistry) {
     let issued = registry.issue(KeyGrant::new("p")).await.unwrap();
     let key_id = issued.record.key_id;
     // Looked up first, so that a cache holds the active record.
-    assert_eq!(by_id(registry, &key_id).await.status_at(now()), KeyStatus::Active);
+    assert_eq!(
+        by_id(registry, &key_id).await.status_at(now()),
+        KeyStatus::Active
+    );
     let digest = issued.key.digest();
     let _ = registry.find_by_digest(&digest).await.unwrap();
 
     let at = now() - time::Duration::seconds(5);
     let revoked = registry.revoke(&key_id, at).await.unwrap();
     assert_eq!(status(&revoked), KeyStatus::Revoked);
-    assert_eq!(by_id(registry, &key_id).await.status_at(now()), KeyStatus::Revoked);
+    assert_eq!(
+        by_id(registry, &key_id).await.status_at(now()),
+        KeyStatus::Revoked
+    );
     let found = registry.find_by_digest(&digest).await.unwrap().unwrap();
     assert_eq!(status(&found), KeyStatus::Revoked);
 
@@ -143,21 +149,28 @@ pub(crate) async fn revocation(registry: &impl KeyRegistry) {
 pub(crate) async fn expiry(registry: &impl KeyRegistry) {
     let issued = registry.issue(KeyGrant::new("p")).await.unwrap();
     let key_id = issued.record.key_id;
-    assert_eq!(by_id(registry, &key_id).await.status_at(now()), KeyStatus::Active);
+    assert_eq!(
+        by_id(registry, &key_id).await.status_at(now()),
+        KeyStatus::Active
+    );
 
     let past = now() - time::Duration::minutes(1);
     let expired = registry.set_expiry(&key_id, Some(past)).await.unwrap();
     assert_eq!(status(&expired), KeyStatus::Expired);
-    assert_eq!(by_id(registry, &key_id).await.status_at(now()), KeyStatus::Expired);
+    assert_eq!(
+        by_id(registry, &key_id).await.status_at(now()),
+        KeyStatus::Expired
+    );
 
     let cleared = registry.set_expiry(&key_id, None).await.unwrap();
     assert_eq!(cleared.expires_at, None);
-    assert_eq!(by_id(registry, &key_id).await.status_at(now()), KeyStatus::Active);
+    assert_eq!(
+        by_id(registry, &key_id).await.status_at(now()),
+        KeyStatus::Active
+    );
 
     assert!(matches!(
-        registry
-            .set_expiry(&KeyId::generate().unwrap(), None)
-            .await,
+        registry.set_expiry(&KeyId::generate().unwrap(), None).await,
         Err(RegistryError::UnknownKey(_))
     ));
 }
@@ -184,7 +197,11 @@ pub(crate) async fn rotation(registry: &impl KeyRegistry) {
     assert!(rotated.key.expose_secret().starts_with("cx_"));
     let new = by_id(registry, &rotated.record.key_id).await;
     assert_eq!(
-        (new.workspaces.as_slice(), new.scopes.as_slice(), new.tier.as_str()),
+        (
+            new.workspaces.as_slice(),
+            new.scopes.as_slice(),
+            new.tier.as_str()
+        ),
         (&["ws-1".to_owned()][..], &["jobs".to_owned()][..], "gold")
     );
     let old = by_id(registry, &old_id).await;
@@ -225,7 +242,10 @@ pub(crate) async fn update(registry: &impl KeyRegistry) {
     let _ = by_id(registry, &key_id).await;
 
     let updated = registry
-        .update(&key_id, KeyUpdate::new().scopes(["jobs", "admin"]).tier("gold"))
+        .update(
+            &key_id,
+            KeyUpdate::new().scopes(["jobs", "admin"]).tier("gold"),
+        )
         .await
         .unwrap();
     assert_eq!(updated.scopes, ["jobs", "admin"]);
@@ -283,7 +303,13 @@ pub(crate) async fn delete(registry: &impl KeyRegistry) {
         registry.delete(&key_id).await,
         Err(RegistryError::UnknownKey(id)) if id == key_id
     ));
-    assert!(registry.find_by_id(&kept.record.key_id).await.unwrap().is_some());
+    assert!(
+        registry
+            .find_by_id(&kept.record.key_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     registry
         .register_key(&issued.key, KeyGrant::new("back"))
@@ -370,7 +396,12 @@ pub(crate) async fn unavailable_while_down(registry: &impl KeyRegistry) {
             "expected Unavailable"
         );
     };
-    unavailable(registry.find_by_id(&KeyId::generate().unwrap()).await.map(drop));
+    unavailable(
+        registry
+            .find_by_id(&KeyId::generate().unwrap())
+            .await
+            .map(drop),
+    );
     unavailable(
         registry
             .find_by_digest(&KeyDigest::of(b"any key"))

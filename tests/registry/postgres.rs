@@ -15,7 +15,9 @@ use crate::postgres_server::PostgresServer;
 static SERVER: Mutex<Weak<PostgresServer>> = Mutex::new(Weak::new());
 
 fn server() -> Arc<PostgresServer> {
-    let mut shared = SERVER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut shared = SERVER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(server) = shared.upgrade() {
         return server;
     }
@@ -28,7 +30,11 @@ fn server() -> Arc<PostgresServer> {
 async fn database(server: &PostgresServer) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let name = format!("kg_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let name = format!(
+        "kg_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
     let mut admin = sqlx::PgConnection::connect(&server.url()).await.unwrap();
     sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
         .execute(&mut admin)
@@ -87,7 +93,9 @@ async fn changes_through_one_replica_reach_the_other_within_a_second() {
     assert!(until_status(&b, &key_id, KeyStatus::Active, Duration::ZERO).await);
     assert!(b.cached() > 0);
 
-    a.revoke(&key_id, time::OffsetDateTime::now_utc()).await.unwrap();
+    a.revoke(&key_id, time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
     assert!(
         until_status(&b, &key_id, KeyStatus::Revoked, Duration::from_secs(1)).await,
         "the revocation did not reach the other replica within a second"
@@ -99,7 +107,10 @@ async fn changes_through_one_replica_reach_the_other_within_a_second() {
     a.delete(&second_id).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(1);
     while b.find_by_id(&second_id).await.unwrap().is_some() {
-        assert!(Instant::now() < deadline, "the deletion did not reach the other replica");
+        assert!(
+            Instant::now() < deadline,
+            "the deletion did not reach the other replica"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -120,7 +131,10 @@ async fn outage_is_unavailable_and_the_registry_recovers() {
     server.stop();
     let deadline = Instant::now() + Duration::from_secs(10);
     while registry.is_listening() {
-        assert!(Instant::now() < deadline, "the replica did not notice the outage");
+        assert!(
+            Instant::now() < deadline,
+            "the replica did not notice the outage"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     crate::contract::unavailable_while_down(&registry).await;
@@ -128,7 +142,10 @@ async fn outage_is_unavailable_and_the_registry_recovers() {
     server.restart();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !registry.is_listening() {
-        assert!(Instant::now() < deadline, "the replica did not listen again");
+        assert!(
+            Instant::now() < deadline,
+            "the replica did not listen again"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let found = registry

@@ -74,7 +74,9 @@ async fn last_use_is_written_in_batches() {
     }
     let listed = registry.list_keys("p").await.unwrap();
     assert_eq!(
-        listed[0].last_used_at.map(time::OffsetDateTime::unix_timestamp),
+        listed[0]
+            .last_used_at
+            .map(time::OffsetDateTime::unix_timestamp),
         Some(1_800_000_000)
     );
     registry.flush_last_used().await.unwrap();
@@ -84,7 +86,9 @@ async fn last_use_is_written_in_batches() {
     let reopened = SqlRegistry::connect(&dir.url()).await.unwrap();
     let listed = reopened.list_keys("p").await.unwrap();
     assert_eq!(
-        listed[0].last_used_at.map(time::OffsetDateTime::unix_timestamp),
+        listed[0]
+            .last_used_at
+            .map(time::OffsetDateTime::unix_timestamp),
         Some(1_800_000_000)
     );
 }
@@ -92,9 +96,14 @@ async fn last_use_is_written_in_batches() {
 /// A URL of a scheme keygate does not know is refused with a message naming the schemes.
 #[tokio::test]
 async fn unknown_schemes_are_refused() {
-    let error = SqlRegistry::connect("mysql://localhost/db").await.unwrap_err();
+    let error = SqlRegistry::connect("mysql://localhost/db")
+        .await
+        .unwrap_err();
     let text = error.to_string();
-    assert!(text.contains("mysql") && text.contains("sqlite://"), "{text}");
+    assert!(
+        text.contains("mysql") && text.contains("sqlite://"),
+        "{text}"
+    );
     #[cfg(not(feature = "postgres"))]
     {
         let error = SqlRegistry::connect("postgres://u:secret@localhost/db")

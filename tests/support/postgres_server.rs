@@ -162,7 +162,9 @@ impl PostgresServer {
         let data = self.data().display().to_string();
         let out = self.run(
             "pg_ctl",
-            &["-D", &data, "-l", &log, "-o", &options, "-w", "-t", "30", "start"],
+            &[
+                "-D", &data, "-l", &log, "-o", &options, "-w", "-t", "30", "start",
+            ],
         );
         assert!(
             out.status.success(),
