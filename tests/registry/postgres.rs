@@ -138,6 +138,13 @@ async fn outage_is_unavailable_and_the_registry_recovers() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     crate::contract::unavailable_while_down(&registry).await;
+    // The guard in front of it answers 503 auth_unavailable, never 401.
+    let registry = Arc::new(registry);
+    let (unknown, _) = keygate::ApiKey::generate(&keygate::KeyPrefix::default()).unwrap();
+    assert_eq!(
+        guarded_status(&registry, unknown.expose_secret()).await,
+        503
+    );
 
     server.restart();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -154,4 +161,27 @@ async fn outage_is_unavailable_and_the_registry_recovers() {
         .unwrap()
         .unwrap();
     assert_eq!(found.key_id, issued.record.key_id);
+    assert_eq!(
+        guarded_status(&registry, issued.key.expose_secret()).await,
+        200
+    );
+}
+
+/// The status a guard on `registry` answers a request with `key`.
+async fn guarded_status(registry: &Arc<SqlRegistry>, key: &str) -> u16 {
+    use tower::{Layer as _, ServiceExt as _};
+
+    let guard = keygate::ApiKeyGuard::builder()
+        .registry(Arc::clone(registry))
+        .build()
+        .unwrap();
+    let inner = tower::service_fn(|_: http::Request<String>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+    });
+    let request = http::Request::get("/jobs")
+        .header("x-api-key", key)
+        .body(String::new())
+        .unwrap();
+    let response = guard.layer(inner).oneshot(request).await.unwrap();
+    response.status().as_u16()
 }
