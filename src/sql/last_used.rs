@@ -37,16 +37,27 @@ impl Pending {
         }
     }
 
-    /// Everything noted so far, as UTC times; the map is left empty.
-    pub(super) fn take(&self) -> Vec<(KeyId, OffsetDateTime)> {
-        let used = std::mem::take(&mut *self.used.lock().unwrap_or_else(PoisonError::into_inner));
-        used.into_iter()
-            .filter_map(|(key_id, secs)| {
-                OffsetDateTime::from_unix_timestamp(secs)
-                    .ok()
-                    .map(|at| (key_id, at))
-            })
+    /// Everything noted so far, as Unix seconds. The entries stay until
+    /// [`written`](Self::written) (so that listings see them while they are being written,
+    /// and a failed write is retried at the next flush).
+    pub(super) fn snapshot(&self) -> Vec<(KeyId, i64)> {
+        self.used
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(key_id, secs)| (*key_id, *secs))
             .collect()
+    }
+
+    /// Forgets the uses of `snapshot`, now in the database, unless a later one was noted
+    /// meanwhile.
+    pub(super) fn written(&self, snapshot: &[(KeyId, i64)]) {
+        let mut used = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        for (key_id, secs) in snapshot {
+            if used.get(key_id).is_some_and(|latest| latest <= secs) {
+                used.remove(key_id);
+            }
+        }
     }
 
     /// The latest use of `key_id` not written yet.
@@ -83,9 +94,13 @@ mod tests {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         pending.note(&id, t + Duration::from_secs(5));
         pending.note(&id, t);
-        let taken = pending.take();
-        assert_eq!(taken.len(), 1);
-        assert_eq!(taken[0].1.unix_timestamp(), 1_800_000_005);
+        let snapshot = pending.snapshot();
+        assert_eq!(snapshot, [(id, 1_800_000_005)]);
+        // A later use noted while the snapshot is written stays for the next flush.
+        pending.note(&id, t + Duration::from_secs(9));
+        pending.written(&snapshot);
+        assert_eq!(pending.len(), 1);
+        pending.written(&pending.snapshot());
         assert_eq!(pending.len(), 0);
         for _ in 0..MAX_PENDING + 10 {
             pending.note(&KeyId::generate().unwrap(), t);

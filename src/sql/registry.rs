@@ -136,7 +136,7 @@ impl SqlRegistry {
     /// # Errors
     ///
     /// [`RegistryError::Unavailable`] if the database cannot be written in time (the uses
-    /// are then dropped: last use is best effort).
+    /// are kept for the next flush).
     pub async fn flush_last_used(&self) -> Result<(), RegistryError> {
         flush(&self.pool, &self.pending, self.timeout).await
     }
@@ -233,14 +233,17 @@ pub(super) async fn flush(
     pending: &Pending,
     timeout: Duration,
 ) -> Result<(), RegistryError> {
-    let used = pending.take();
+    let used = pending.snapshot();
     if used.is_empty() {
         return Ok(());
     }
     within(timeout, async {
         on_pool!(pool, db => {
             let mut tx = db.begin().await.map_err(unavailable)?;
-            for (key_id, at) in used {
+            for (key_id, secs) in &used {
+                let Ok(at) = OffsetDateTime::from_unix_timestamp(*secs) else {
+                    continue;
+                };
                 sqlx::query(row::MARK_USED)
                     .bind(key_id.as_str().to_owned())
                     .bind(row::utc(at))
@@ -251,7 +254,9 @@ pub(super) async fn flush(
             tx.commit().await.map_err(unavailable)
         })
     })
-    .await
+    .await?;
+    pending.written(&used);
+    Ok(())
 }
 
 impl KeyLookup for SqlRegistry {
