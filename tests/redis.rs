@@ -396,6 +396,69 @@ async fn buckets_expire_when_full_and_the_script_survives_a_flush() {
 // ---------------------------------------------------------------------------------------
 // Registry
 
+/// An update or a deletion through one replica reaches the other's cache within a second,
+/// as a revocation does (the cache would otherwise serve the old record for 5 minutes).
+#[tokio::test]
+async fn updates_and_deletions_through_one_replica_reach_the_other_within_a_second() {
+    let server = RedisServer::start();
+    let admin = RedisRegistry::connect(server.url()).await.unwrap();
+    let replica = RedisRegistry::builder()
+        .cache_ttl(Duration::from_secs(300))
+        .connect(server.url())
+        .await
+        .unwrap();
+    until_listening(&replica).await;
+    let issued = admin.issue(KeyGrant::new("coordinator")).await.unwrap();
+    let key_id = issued.record.key_id;
+    assert!(
+        replica
+            .find_by_id(&key_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .scopes
+            .is_empty()
+    );
+
+    admin
+        .update(&key_id, keygate::KeyUpdate::new().scopes(["admin"]))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while replica
+        .find_by_id(&key_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .scopes
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the update did not reach the other replica"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    admin.delete(&key_id).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while replica.find_by_id(&key_id).await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the deletion did not reach the other replica"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        replica
+            .find_by_digest(&issued.key.digest())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(admin.list_principals().await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn revocation_through_one_replica_is_refused_by_the_other_within_a_second() {
     let server = RedisServer::start();
