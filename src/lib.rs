@@ -32,7 +32,7 @@
 //! | [`guard`] | the layer and its builder: the request path, stages 1 to 6 | [`ApiKeyGuard`] (the layer), [`ApiKeyGuardBuilder`] (its configuration), [`ApiKeyGuardService`] (the service it makes), [`BuildError`] (what `build()` refuses), [`ClientAddr`] (a peer address handed to the guard) |
 //! | [`credential`] | where a key is read from, and what is refused before any lookup | [`CredentialSource`] (header, bearer, query parameter, WebSocket subprotocol) |
 //! | [`key`] | the key format and its digest | [`ApiKey`] (a secret key), [`KeyDigest`] (its SHA-256), [`KeyId`] (the public lookup handle), [`KeyPrefix`], [`KeyError`] |
-//! | [`registry`] | where keys are looked up, issued, rotated and revoked | [`KeyRegistry`] (the trait), [`InMemoryRegistry`], [`KeyRecord`] (what is stored of a key), [`KeyGrant`] (what a new key may do), [`IssuedKey`] (a new key, shown once), [`KeyStatus`], [`RegistryError`] |
+//! | [`registry`] | where keys are looked up, issued, rotated and revoked | [`KeyLookup`] (what the guard asks), [`KeyRegistry`] (management), [`KeyUpdate`], [`InMemoryRegistry`], [`KeyRecord`] (what is stored of a key), [`KeyGrant`] (what a new key may do), [`IssuedKey`] (a new key, shown once), [`KeyStatus`], [`RegistryError`] |
 //! | — | who is calling | [`Principal`] (in the request extensions of admitted requests), [`CredentialKind`] (API key or JWT), [`TokenIdentity`] (what a token says) |
 //! | `jwt` (feature `jwt`) | JWT access tokens next to API keys: verifier, keys and JWKS, claims mapping, issuer | — |
 //! | [`limit`] | per-key rate limits, the failed-attempt limiter, rate-limit headers | [`RateLimit`] (the guard's limit), [`LimitBy`] (per principal or per key) |
@@ -41,6 +41,7 @@
 //! | [`reject`] | every refusal and how it is rendered | [`Rejection`] (status, reason, headers), [`Malformed`], [`RenderRejection`] (pluggable rendering), [`JsonRejection`] (the default), [`EmptyRejection`], [`TokenMessageRejection`] (the token API's bodies) |
 //! | [`webhook`] | HMAC-SHA256 webhook signatures | — |
 //! | `redis` (feature `redis`) | limits and keys shared by the replicas of a service through one Redis server | `RedisRateLimit`, `RedisRegistry` |
+//! | `sql` (features `sqlite`, `postgres`) | keys in SQLite (one host) or PostgreSQL (shared by replicas) | `SqlRegistry` |
 //! | — | the answer of every backend | [`BackendFuture`] (ready at once in memory, boxed over the network) |
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -87,10 +88,14 @@ pub mod redis;
 pub mod registry;
 pub mod reject;
 pub mod require;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod sql;
 pub mod webhook;
 
 #[cfg(feature = "redis")]
 pub use crate::redis::{RedisRateLimit, RedisRegistry};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use crate::sql::SqlRegistry;
 pub use crate::{
     audit::{AuditEvent, AuditSink, Outcome},
     backend::BackendFuture,
@@ -100,7 +105,8 @@ pub use crate::{
     limit::{LimitBy, RateLimit},
     principal::{CredentialKind, Principal, TokenIdentity},
     registry::{
-        InMemoryRegistry, IssuedKey, KeyGrant, KeyRecord, KeyRegistry, KeyStatus, RegistryError,
+        InMemoryRegistry, IssuedKey, KeyGrant, KeyLookup, KeyRecord, KeyRegistry, KeyStatus,
+        KeyUpdate, RegistryError,
     },
     reject::{
         EmptyRejection, JsonRejection, Malformed, Rejection, RenderRejection, TokenMessageRejection,

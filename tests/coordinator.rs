@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use keygate::limit::Clock;
 
-use examples_common::{Env, Reply, TestServer, actions, random_key, temp_audit_log};
+use examples_common::{
+    Env, Reply, TestServer, actions, random_key, temp_audit_log, temp_database_url,
+};
 use serde_json::{Value, json};
 
 /// A running coordinator and the keys it was configured with.
@@ -34,6 +36,7 @@ fn env(coordinator_key: &str, admin_key: &str) -> Env {
             "AUDIT_LOG",
             temp_audit_log("coordinator").display().to_string(),
         )
+        .set("DATABASE_URL", temp_database_url("coordinator"))
         // The refusal tests fail more often than a real client may; one test keeps the
         // default.
         .set("FAILED_ATTEMPTS_PER_MINUTE", "1000")
@@ -991,6 +994,46 @@ fn redis_url_without_the_redis_feature_is_refused_with_the_fix() {
     assert!(!error.contains("hunter2-secret"), "{error}");
 }
 
+/// `DATABASE_URL`: default `sqlite://keygate.db`; empty or of an unknown scheme refused;
+/// `postgres://` refused without the `postgres` feature, with the fix and without the
+/// password; an unreachable database refused at start.
+#[tokio::test]
+async fn database_url_is_read_and_checked() {
+    let (key, admin) = (random_key(), random_key());
+    let config =
+        app::Config::from_lookup(env(&key, &admin).unset("DATABASE_URL").lookup()).unwrap();
+    assert_eq!(config.server.database_url.expose(), "sqlite://keygate.db");
+    for bad in ["", "  ", "mysql://u@localhost/db"] {
+        let error = app::Config::from_lookup(env(&key, &admin).set("DATABASE_URL", bad).lookup())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("DATABASE_URL"), "{error}");
+    }
+    let postgres = env(&key, &admin).set(
+        "DATABASE_URL",
+        "postgres://keygate:hunter2-secret@127.0.0.1:1/db",
+    );
+    let result = app::Config::from_lookup(postgres.lookup());
+    #[cfg(feature = "postgres")]
+    {
+        let config = result.unwrap();
+        assert!(!format!("{config:?}").contains("hunter2-secret"));
+        // Nothing listens on port 1: refused at start, the password hidden.
+        let error = app::router(config).await.err().unwrap().to_string();
+        assert!(error.contains("DATABASE_URL"), "{error}");
+        assert!(!error.contains("hunter2-secret"), "{error}");
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let error = result.unwrap_err().to_string();
+        assert!(
+            error.contains("DATABASE_URL") && error.contains("--features postgres"),
+            "{error}"
+        );
+        assert!(!error.contains("hunter2-secret"), "{error}");
+    }
+}
+
 #[tokio::test]
 async fn the_built_binary_refuses_bad_keys_serves_and_verifies_its_audit_log() {
     use std::process::{Command, Stdio};
@@ -1026,12 +1069,14 @@ async fn the_built_binary_refuses_bad_keys_serves_and_verifies_its_audit_log() {
 
     // Valid configuration on port 0: it prints the bound address, without secrets.
     let audit = audit_log.display().to_string();
+    let database = temp_database_url("coordinator-binary");
     let mut child = tokio::process::Command::from(command(&[
         ("COORDINATOR_API_KEY", &key),
         ("ADMIN_API_KEY", &admin),
         ("COORDINATOR_WORKSPACES", "ws-a"),
         ("LISTEN_ADDR", "127.0.0.1:0"),
         ("AUDIT_LOG", &audit),
+        ("DATABASE_URL", &database),
     ]))
     .stdout(Stdio::piped())
     .kill_on_drop(true)
@@ -1114,6 +1159,7 @@ async fn the_built_binary_logs_keygate_errors_with_rust_log_unset() {
     // says so through `tracing`, which must reach the terminal without RUST_LOG.
     let binary = examples_common::built_example("coordinator");
     let (key, admin) = (random_key(), random_key());
+    let database = temp_database_url("coordinator-binary");
     let mut child = tokio::process::Command::new(&binary)
         .env_clear()
         .envs([
@@ -1122,6 +1168,7 @@ async fn the_built_binary_logs_keygate_errors_with_rust_log_unset() {
             ("COORDINATOR_WORKSPACES", "ws-a"),
             ("LISTEN_ADDR", "127.0.0.1:0"),
             ("AUDIT_LOG", "/dev/full"),
+            ("DATABASE_URL", &database),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1312,4 +1359,113 @@ fn max_jobs_per_workspace_is_read_and_checked() {
             &["MAX_JOBS_PER_WORKSPACE", "LISTEN_ADDR"],
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Keys in a database
+
+/// Serves the coordinator configured by `env` (its own audit log), rate limits on a clock
+/// that stands still.
+async fn serve(env: &Env) -> TestServer {
+    let audit_log = temp_audit_log("coordinator-db");
+    let env = env
+        .clone()
+        .set("AUDIT_LOG", audit_log.display().to_string());
+    let mut config = app::Config::from_lookup(env.lookup()).unwrap();
+    config.server.clock = Clock::manual();
+    TestServer::start(app::router(config).await.unwrap(), audit_log).await
+}
+
+async fn create_job_with(server: &TestServer, key: &str) -> Reply {
+    server
+        .post("/coordinator/jobs")
+        .key(key)
+        .json(&json!({ "workspaceId": "ws-b", "type": "stitch" }))
+        .send()
+        .await
+}
+
+/// Keys live in the database of `DATABASE_URL` (an SQLite file): a coordinator registered
+/// through the admin route still works after a restart, and the configured keys are
+/// registered again without complaint.
+#[tokio::test]
+async fn a_registered_coordinator_key_survives_a_restart() {
+    let (key, admin) = (random_key(), random_key());
+    let env = env(&key, &admin).set("DATABASE_URL", temp_database_url("coordinator-restart"));
+
+    let first = serve(&env).await;
+    let (registered, _) =
+        examples_common::register_coordinator(&first, &admin, "coordinator-b", &["ws-b"]).await;
+    create_job_with(&first, &registered)
+        .await
+        .assert_status(201);
+    first.finish().await;
+
+    let second = serve(&env).await;
+    create_job_with(&second, &registered)
+        .await
+        .assert_status(201);
+    // The configured keys work too, and the name is still taken.
+    second
+        .get("/coordinator/jobs/none")
+        .key(&key)
+        .send()
+        .await
+        .assert_error(404, "not_found");
+    second
+        .post("/admin/coordinators")
+        .key(&admin)
+        .json(&json!({ "name": "coordinator-b", "workspaces": ["ws-c"] }))
+        .send()
+        .await
+        .assert_error(409, "conflict");
+    second.finish().await;
+}
+
+#[cfg(feature = "postgres")]
+#[path = "support/postgres_server.rs"]
+mod postgres_server;
+
+/// Two coordinator replicas on one PostgreSQL database: a coordinator registered through
+/// one works on the other, and its key revoked through one is refused by the other within
+/// a second (`NOTIFY`).
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn replicas_on_postgres_see_each_others_revocations_within_a_second() {
+    use std::time::Instant;
+
+    let postgres = postgres_server::PostgresServer::start();
+    let (key, admin) = (random_key(), random_key());
+    let env = env(&key, &admin).set("DATABASE_URL", postgres.url());
+    let a = serve(&env).await;
+    // The second replica finds the configured keys registered by the first.
+    let b = serve(&env).await;
+
+    let (registered, key_id) =
+        examples_common::register_coordinator(&a, &admin, "coordinator-b", &["ws-b"]).await;
+    // b caches the record.
+    create_job_with(&b, &registered).await.assert_status(201);
+    create_job_with(&b, &registered).await.assert_status(201);
+
+    a.delete(&format!("/admin/keys/{key_id}"))
+        .key(&admin)
+        .send()
+        .await
+        .assert_status(200);
+    let started = Instant::now();
+    loop {
+        let reply = create_job_with(&b, &registered).await;
+        if reply.status == 401 {
+            reply.assert_error(401, "revoked_credentials");
+            break;
+        }
+        reply.assert_status(201);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still admitted a second after the revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a.finish().await;
+    b.finish().await;
 }

@@ -20,7 +20,8 @@ use std::{
 use axum::{Router, body::Body};
 use http::{Request, Response, StatusCode};
 use keygate::{
-    ApiKey, ApiKeyGuard, KeyGrant, KeyId, KeyPrefix, KeyRegistry, RateLimit, RegistryError,
+    ApiKey, ApiKeyGuard, KeyGrant, KeyId, KeyLookup, KeyPrefix, KeyRegistry, RateLimit,
+    RegistryError,
     audit::{MemorySink, Outcome},
     limit::{Clock, InMemoryRateLimit, LimitError, Quota, RateLimitBackend, Tiers},
     redis::{RedisRateLimit, RedisRegistry},
@@ -394,6 +395,69 @@ async fn buckets_expire_when_full_and_the_script_survives_a_flush() {
 
 // ---------------------------------------------------------------------------------------
 // Registry
+
+/// An update or a deletion through one replica reaches the other's cache within a second,
+/// as a revocation does (the cache would otherwise serve the old record for 5 minutes).
+#[tokio::test]
+async fn updates_and_deletions_through_one_replica_reach_the_other_within_a_second() {
+    let server = RedisServer::start();
+    let admin = RedisRegistry::connect(server.url()).await.unwrap();
+    let replica = RedisRegistry::builder()
+        .cache_ttl(Duration::from_secs(300))
+        .connect(server.url())
+        .await
+        .unwrap();
+    until_listening(&replica).await;
+    let issued = admin.issue(KeyGrant::new("coordinator")).await.unwrap();
+    let key_id = issued.record.key_id;
+    assert!(
+        replica
+            .find_by_id(&key_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .scopes
+            .is_empty()
+    );
+
+    admin
+        .update(&key_id, keygate::KeyUpdate::new().scopes(["admin"]))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while replica
+        .find_by_id(&key_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .scopes
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the update did not reach the other replica"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    admin.delete(&key_id).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while replica.find_by_id(&key_id).await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the deletion did not reach the other replica"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        replica
+            .find_by_digest(&issued.key.digest())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(admin.list_principals().await.unwrap().is_empty());
+}
 
 #[tokio::test]
 async fn revocation_through_one_replica_is_refused_by_the_other_within_a_second() {
@@ -962,6 +1026,47 @@ async fn a_key_revoked_through_one_replica_is_refused_by_the_other_within_a_seco
         .assert_error(401, "revoked_credentials");
     register_coordinator(&c, &r.admin, "coordinator-c", &["ws-c"]).await;
     c.finish().await;
+    r.finish().await;
+}
+
+/// Redis restarted without its data: the configured keys are registered again by the
+/// running replicas (no restart needed), so they are not locked out.
+#[tokio::test]
+async fn configured_keys_come_back_after_redis_restarts_empty() {
+    let mut redis = RedisServer::start();
+    let r = Replicas::start(&redis).await;
+    create_job(&r.b, &r.key, "ws-a").await.assert_status(201);
+    redis.stop();
+    redis.restart();
+
+    let registry = RedisRegistry::connect(redis.url()).await.unwrap();
+    let digest = ApiKey::new(r.key.clone()).unwrap().digest();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while registry.find_by_digest(&digest).await.unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the configured key was not registered again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let admin = ApiKey::new(r.admin.clone()).unwrap().digest();
+    while registry.find_by_digest(&admin).await.unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the admin key was not registered again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The first request of a replica's rate-limit connection after the restart may find
+    // it broken (503, and it reconnects); then the key is admitted.
+    for replica in [&r.a, &r.b] {
+        let mut reply = create_job(replica, &r.key, "ws-a").await;
+        if reply.status == 503 {
+            reply = create_job(replica, &r.key, "ws-a").await;
+        }
+        reply.assert_status(201);
+    }
+    register_coordinator(&r.a, &r.admin, "coordinator-c", &["ws-c"]).await;
     r.finish().await;
 }
 

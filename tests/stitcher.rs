@@ -39,6 +39,10 @@ fn env(key: &str) -> Env {
             "AUDIT_LOG",
             temp_audit_log("stitcher").display().to_string(),
         )
+        .set(
+            "DATABASE_URL",
+            examples_common::temp_database_url("stitcher"),
+        )
         .set("FAILED_ATTEMPTS_PER_MINUTE", "1000")
 }
 
@@ -52,7 +56,7 @@ impl Stitcher {
         let mut config = app::Config::from_lookup(change(env(&key)).lookup()).unwrap();
         config.server.clock = Clock::manual();
         let audit_log = config.server.audit_log.clone();
-        let router = app::router(config).unwrap();
+        let router = app::router(config).await.unwrap();
         Self {
             server: TestServer::start(router, audit_log).await,
             key,

@@ -54,11 +54,13 @@ struct WsServer {
 async fn start(overrides: &[(&str, &str)]) -> WsServer {
     let dir = TempDir::new("websocket-test");
     let audit_log = dir.0.join("audit.jsonl");
+    let database = format!("sqlite://{}", dir.0.join("keys.db").display());
     let vars: HashMap<String, String> = [
         ("WS_API_KEY", KEY),
         ("WS_WORKSPACES", "ws-1,ws-2"),
         ("LISTEN_ADDR", "127.0.0.1:0"),
         ("AUDIT_LOG", audit_log.to_str().unwrap()),
+        ("DATABASE_URL", database.as_str()),
     ]
     .into_iter()
     .chain(overrides.iter().copied())
@@ -68,7 +70,7 @@ async fn start(overrides: &[(&str, &str)]) -> WsServer {
     let listener = TcpListener::bind(config.server.listen_addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hub = app::Hub::default();
-    let router = app::router(config, hub.clone()).unwrap();
+    let router = app::router(config, hub.clone()).await.unwrap();
     tokio::spawn(async move {
         common::serve(listener, router, std::future::pending())
             .await

@@ -13,6 +13,9 @@
 //! - `guard+limiter/jwt_hs256` and `guard+limiter/jwt_eddsa` (with `--features jwt`): the
 //!   same guard, registry and limiter, also taking JWTs, admitting an HS256 or an EdDSA
 //!   access token from `Authorization: Bearer` (signature, claims, principal from claims).
+//! - `guard+limiter+sqlite/generated_key` (feature `sqlite`): the first row with the SQL
+//!   registry on an SQLite file instead of the in-memory one, its cache warm (what almost
+//!   every request of a running service finds).
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use http::StatusCode;
@@ -87,6 +90,8 @@ pub(crate) fn bench(c: &mut Criterion) {
 
     #[cfg(feature = "jwt")]
     jwt::bench(&mut group, &registry);
+    #[cfg(feature = "sqlite")]
+    sqlite(&mut group);
 
     group.finish();
 }
@@ -174,4 +179,42 @@ mod jwt {
             );
         }
     }
+}
+
+/// The admitted path with an [`SqlRegistry`](keygate::sql::SqlRegistry) on an SQLite
+/// file, its cache warm.
+#[cfg(feature = "sqlite")]
+fn sqlite(group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    use std::sync::Arc;
+
+    use keygate::{KeyGrant, KeyLookup, KeyRegistry, sql::SqlRegistry};
+
+    // The registry's background task (last use, written every few seconds) runs here.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = std::env::temp_dir().join(format!("keygate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("keys.db").display());
+    let (registry, key) = runtime.block_on(async {
+        let registry = Arc::new(SqlRegistry::connect(&url).await.unwrap());
+        let issued = registry
+            .issue(KeyGrant::new("coordinator-1").workspaces(["ws-1"]))
+            .await
+            .unwrap();
+        // The cache warm: lookups are answered without a query.
+        registry.find_by_id(&issued.record.key_id).await.unwrap();
+        (registry, issued.key.expose_secret().to_owned())
+    });
+    bench_calls(
+        group,
+        BenchmarkId::new("guard+limiter+sqlite", "generated_key"),
+        || {
+            let mut service = guard(&registry, Stages::limited()).layer(inner());
+            expect_status(&mut service, request(Some(&key)), StatusCode::OK);
+            service
+        },
+        || request(Some(&key)),
+    );
+    drop(registry);
+    drop(runtime);
+    let _ = std::fs::remove_dir_all(&dir);
 }

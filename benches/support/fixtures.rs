@@ -19,8 +19,8 @@ use futures_util::FutureExt as _;
 use governor::{clock::QuantaInstant, middleware::NoOpMiddleware};
 use http::{HeaderValue, Request, Response, StatusCode};
 use keygate::{
-    ApiKey, ApiKeyGuard, ClientAddr, InMemoryRegistry, KeyDigest, KeyGrant, KeyId, KeyPrefix,
-    KeyRecord, RateLimit,
+    ApiKey, ApiKeyGuard, ClientAddr, InMemoryRegistry, KeyDigest, KeyGrant, KeyId, KeyLookup,
+    KeyPrefix, KeyRecord, RateLimit,
     limit::{ClientKey, FailedAttemptLimiter, InMemoryRateLimit, Quota, Tiers},
 };
 use tower::{Service, ServiceBuilder, ServiceExt as _, service_fn, util::ServiceFn};
@@ -164,7 +164,7 @@ impl Stages {
 }
 
 /// A guard on `registry` with `stages`, rendering refusals as JSON (the default).
-pub(crate) fn guard(registry: &Arc<InMemoryRegistry>, stages: Stages) -> ApiKeyGuard {
+pub(crate) fn guard<R: KeyLookup>(registry: &Arc<R>, stages: Stages) -> ApiKeyGuard {
     let mut builder = ApiKeyGuard::builder().registry(Arc::clone(registry));
     if stages.rate_limit {
         builder = builder.rate_limit(RateLimit::new(InMemoryRateLimit::new(tiers())));

@@ -6,8 +6,9 @@
 //! `crate::common::...`. It holds:
 //!
 //! - **Configuration**: [`ServerConfig`] (`LISTEN_ADDR`, `AUDIT_LOG`,
-//!   `FAILED_ATTEMPTS_PER_MINUTE`), [`required_key`], [`id_list`], [`redis_url`] (`REDIS_URL`,
-//!   shown with its password redacted); every value is read
+//!   `FAILED_ATTEMPTS_PER_MINUTE`, `DATABASE_URL`), [`required_key`], [`id_list`],
+//!   [`redis_url`] (`REDIS_URL`; URLs are shown with their passwords redacted); every value
+//!   is read
 //!   through a lookup function (`|name| std::env::var(name).ok()` in `main`, a map in the
 //!   tests), and every [`ConfigError`] names the variable and says how to fix it.
 //! - **The guard**: [`guard_builder`], an [`ApiKeyGuard`] builder with what every example
@@ -15,6 +16,9 @@
 //!   the failed-attempt limiter, the audit sink); the example adds its keys and public
 //!   paths. [`guard_builder_with`] takes the request limit from the caller (e.g. one
 //!   shared by several replicas on Redis).
+//! - **Keys**: [`open_registry`] (the keys in the database of `DATABASE_URL`, or on the
+//!   Redis server of `REDIS_URL` when it is set) and [`ConfiguredKey`] (the keys from the
+//!   environment, registered idempotently at every start, and again if Redis lost them).
 //! - **Errors**: [`ApiError`], every error as the guard's JSON shape
 //!   `{"error":{"code":..,"reason":..,"message":..}}`, and the extractors [`JsonBody`] and
 //!   [`PathParam`], which refuse bad input with it instead of axum's plain text, and
@@ -50,8 +54,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use keygate::{
-    ApiKey, ApiKeyGuard, ApiKeyGuardBuilder, AuditSink, BuildError, KeyError, RateLimit,
-    RegistryError, Rejection,
+    ApiKey, ApiKeyGuard, ApiKeyGuardBuilder, AuditSink, BuildError, KeyError, KeyGrant, KeyRecord,
+    KeyRegistry, KeyStatus, RateLimit, RegistryError, Rejection,
     audit::{AuditError, JsonLinesSink},
     limit::{Clock, FailedAttemptLimiter, InMemoryRateLimit, Quota, Tiers},
 };
@@ -199,17 +203,24 @@ pub(crate) fn id_list(
     Ok(Some(ids))
 }
 
-/// How [`RedisUrl`] shows what it hides.
+/// How [`SecretUrl`] shows what it hides.
 const REDACTED: &str = "[REDACTED]";
 
 /// The URL of a Redis server (`REDIS_URL`), e.g. `redis://:password@10.0.0.5:6379/0`.
+pub(crate) type RedisUrl = SecretUrl;
+
+/// The URL of the key database (`DATABASE_URL`), e.g. `sqlite://keygate.db` or
+/// `postgres://keygate:password@10.0.0.5/app`.
+pub(crate) type DatabaseUrl = SecretUrl;
+
+/// A URL that may carry a password.
 ///
 /// `Debug` and `Display` show it with its password replaced by `[REDACTED]`, so that a
 /// configuration can be printed; [`expose`](Self::expose) gives the URL itself, to connect.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct RedisUrl(String);
+pub(crate) struct SecretUrl(String);
 
-impl RedisUrl {
+impl SecretUrl {
     /// Wraps `url`. It is not checked here: connecting reports a malformed URL.
     pub(crate) fn new(url: impl Into<String>) -> Self {
         Self(url.into())
@@ -290,14 +301,14 @@ impl RedisUrl {
     }
 }
 
-impl fmt::Debug for RedisUrl {
+impl fmt::Debug for SecretUrl {
     /// The URL with its password redacted.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("RedisUrl").field(&self.redacted()).finish()
+        f.debug_tuple("SecretUrl").field(&self.redacted()).finish()
     }
 }
 
-impl fmt::Display for RedisUrl {
+impl fmt::Display for SecretUrl {
     /// The URL with its password redacted.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
@@ -337,6 +348,208 @@ pub(crate) fn redis_url(lookup: Lookup<'_>) -> Result<Option<RedisUrl>, ConfigEr
     Ok(Some(RedisUrl::new(value)))
 }
 
+/// The default of `DATABASE_URL`: a file in the working directory, created on first start.
+pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://keygate.db";
+
+/// Reads `DATABASE_URL`, the database that holds the keys (default
+/// [`DEFAULT_DATABASE_URL`]). Refused when empty, or when its scheme needs a feature this
+/// build lacks (`postgres://` without `--features postgres`).
+pub(crate) fn database_url(lookup: Lookup<'_>) -> Result<DatabaseUrl, ConfigError> {
+    const HOW: &str = "set it to sqlite://<file> (e.g. DATABASE_URL=sqlite://keygate.db) or, \
+                       built with `--features postgres`, to postgres://user:password@host/db; \
+                       or unset it for sqlite://keygate.db";
+    let Some(value) = lookup("DATABASE_URL") else {
+        return Ok(SecretUrl::new(DEFAULT_DATABASE_URL));
+    };
+    let value = value.trim();
+    let scheme = value.split_once(':').map_or("", |(scheme, _)| scheme);
+    let problem = match scheme.to_ascii_lowercase().as_str() {
+        _ if value.is_empty() => "it is empty",
+        "sqlite" => return Ok(SecretUrl::new(value)),
+        "postgres" | "postgresql" if cfg!(feature = "postgres") => {
+            return Ok(SecretUrl::new(value));
+        }
+        "postgres" | "postgresql" => "this build has no PostgreSQL support (`--features postgres`)",
+        _ => "its scheme is neither sqlite nor postgres",
+    };
+    Err(ConfigError::Invalid {
+        var: "DATABASE_URL",
+        problem: problem.to_owned(),
+        how: HOW,
+    })
+}
+
+/// Opens the key registry: on the Redis server of `redis` when it is set (shared by every
+/// replica on that server; `DATABASE_URL` is then not used for keys), otherwise in the
+/// database of `database`.
+pub(crate) async fn open_registry(
+    database: &DatabaseUrl,
+    redis: Option<&RedisUrl>,
+) -> Result<Arc<dyn KeyRegistry>, StartError> {
+    if let Some(url) = redis {
+        return open_redis_registry(url).await;
+    }
+    let registry = keygate::sql::SqlRegistry::connect(database.expose())
+        .await
+        .map_err(|source| StartError::Database {
+            url: database.clone(),
+            source: source.into(),
+        })?;
+    Ok(Arc::new(registry))
+}
+
+#[cfg(feature = "redis")]
+async fn open_redis_registry(url: &RedisUrl) -> Result<Arc<dyn KeyRegistry>, StartError> {
+    let registry = keygate::redis::RedisRegistry::connect(url.expose())
+        .await
+        .map_err(|source| StartError::Redis {
+            url: url.clone(),
+            source: source.into(),
+        })?;
+    Ok(Arc::new(registry))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn open_redis_registry(_: &RedisUrl) -> Result<Arc<dyn KeyRegistry>, StartError> {
+    Err(redis_unsupported().into())
+}
+
+/// How often the configured keys are registered again on Redis (see
+/// [`ConfiguredKey::keep_registered`]).
+pub(crate) const REREGISTER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A key from the configuration and what it is for.
+///
+/// Registering it is idempotent: at every start (and, on Redis, again whenever Redis lost
+/// it, see [`ConfiguredKey::keep_registered`]) it is registered unless the registry has
+/// it, by digest, for the same principal; another replica starting at the same moment may
+/// be first. A process refuses to start when the registry has it for another principal,
+/// or when another key has its key id. The stored record is what counts: a revoked key
+/// stays revoked, and workspaces or scopes configured differently than at its
+/// registration are not applied (both are reported on stderr).
+#[derive(Clone)]
+pub(crate) struct ConfiguredKey {
+    /// The variable the key came from.
+    pub(crate) var: &'static str,
+    pub(crate) key: ApiKey,
+    pub(crate) principal: &'static str,
+    pub(crate) workspaces: Vec<String>,
+    pub(crate) scopes: Vec<&'static str>,
+}
+
+impl ConfiguredKey {
+    /// Registers `keys`, or accepts them as registered. Checks them all first, so that a
+    /// refusal leaves none of them registered.
+    pub(crate) async fn register_all(
+        registry: &dyn KeyRegistry,
+        keys: &[ConfiguredKey],
+    ) -> Result<(), StartError> {
+        let mut registered = Vec::with_capacity(keys.len());
+        for key in keys {
+            registered.push(key.registered(registry).await?);
+        }
+        for (key, registered) in keys.iter().zip(registered) {
+            if registered {
+                continue;
+            }
+            match registry.register_key(&key.key, key.grant()).await {
+                Ok(_) => {}
+                // Another replica, starting at the same moment, was first.
+                Err(RegistryError::Duplicate) => {
+                    if !key.registered(registry).await? {
+                        return Err(key.taken(None));
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers `keys` again every `every`, for a registry that can lose them while the
+    /// process runs (Redis restarted without persistence): the configured keys work again
+    /// as soon as Redis is back, without restarting the replicas. Stops with the runtime.
+    pub(crate) fn keep_registered(
+        registry: Arc<dyn KeyRegistry>,
+        keys: Vec<ConfiguredKey>,
+        every: std::time::Duration,
+    ) {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                if let Err(error) = Self::register_all(registry.as_ref(), &keys).await {
+                    tracing::warn!(%error, "configured keys not registered again yet");
+                }
+            }
+        });
+    }
+
+    fn grant(&self) -> KeyGrant {
+        KeyGrant::new(self.principal)
+            .workspaces(&self.workspaces)
+            .scopes(self.scopes.iter().copied())
+            .label(self.var)
+    }
+
+    /// Whether the registry has the key for its principal already; an error if it has
+    /// it for another one.
+    async fn registered(&self, registry: &dyn KeyRegistry) -> Result<bool, StartError> {
+        let Some(record) = registry.find_by_digest(&self.key.digest()).await? else {
+            return Ok(false);
+        };
+        if record.principal_id != self.principal {
+            return Err(self.taken(Some(record.principal_id.clone())));
+        }
+        self.report_differences(&record);
+        Ok(true)
+    }
+
+    fn taken(&self, registered_to: Option<String>) -> StartError {
+        StartError::KeyTaken {
+            var: self.var,
+            principal: self.principal,
+            registered_to,
+        }
+    }
+
+    /// Says on stderr where the registered record, which is what counts, differs from
+    /// the configuration.
+    fn report_differences(&self, record: &KeyRecord) {
+        let var = self.var;
+        if record.status_at(time::OffsetDateTime::now_utc()) != KeyStatus::Active {
+            eprintln!(
+                "warning: {var} is revoked or expired in the key registry and stays refused; \
+                 configure a new key"
+            );
+        }
+        if !same_set(
+            &record.workspaces,
+            self.workspaces.iter().map(String::as_str),
+        ) {
+            eprintln!(
+                "warning: {var} is registered with the workspaces {:?}, which apply, not the \
+                 configured {:?} (to change them, configure a new key)",
+                record.workspaces, self.workspaces
+            );
+        }
+        if !same_set(&record.scopes, self.scopes.iter().copied()) {
+            eprintln!(
+                "warning: {var} is registered with the scopes {:?}, which apply, not {:?} \
+                 (to change them, configure a new key)",
+                record.scopes, self.scopes
+            );
+        }
+    }
+}
+
+/// Whether `stored` and `configured` hold the same ids, in any order.
+fn same_set<'a>(stored: &[String], configured: impl Iterator<Item = &'a str> + Clone) -> bool {
+    configured.clone().all(|id| stored.iter().any(|s| s == id))
+        && stored.iter().all(|s| configured.clone().any(|id| id == s))
+}
+
 /// The settings every example server has.
 #[derive(Clone)]
 pub(crate) struct ServerConfig {
@@ -348,6 +561,9 @@ pub(crate) struct ServerConfig {
     /// `FAILED_ATTEMPTS_PER_MINUTE`, default 10: how many failed authentications a client
     /// address may make per minute (all of them in a row) before it is refused with 429.
     pub(crate) failed_attempts_per_minute: NonZeroU32,
+    /// `DATABASE_URL`, default `sqlite://keygate.db` (created in the working directory on
+    /// first start): the database that holds the keys, so that they survive restarts.
+    pub(crate) database_url: DatabaseUrl,
     /// The clock of the rate limits: the system clock (not configurable; tests stand it
     /// still with `Clock::manual()` so that timing cannot change their outcome).
     pub(crate) clock: Clock,
@@ -363,6 +579,7 @@ impl fmt::Debug for ServerConfig {
                 "failed_attempts_per_minute",
                 &self.failed_attempts_per_minute,
             )
+            .field("database_url", &self.database_url)
             .finish()
     }
 }
@@ -378,7 +595,7 @@ impl ServerConfig {
         None => NonZeroU32::MIN,
     };
 
-    /// Reads `LISTEN_ADDR`, `AUDIT_LOG` and `FAILED_ATTEMPTS_PER_MINUTE`.
+    /// Reads `LISTEN_ADDR`, `AUDIT_LOG`, `FAILED_ATTEMPTS_PER_MINUTE` and `DATABASE_URL`.
     pub(crate) fn from_lookup(lookup: Lookup<'_>) -> Result<Self, ConfigError> {
         let mut problems = Problems::default();
         let listen_addr = problems.check(match lookup("LISTEN_ADDR") {
@@ -408,8 +625,18 @@ impl ServerConfig {
                     how: "set it to a positive whole number, or unset it for 10",
                 }),
             });
-        let (Some(listen_addr), Some(audit_log), Some(failed_attempts_per_minute)) =
-            (listen_addr, audit_log, failed_attempts_per_minute)
+        let database_url = problems.check(database_url(lookup));
+        let (
+            Some(listen_addr),
+            Some(audit_log),
+            Some(failed_attempts_per_minute),
+            Some(database_url),
+        ) = (
+            listen_addr,
+            audit_log,
+            failed_attempts_per_minute,
+            database_url,
+        )
         else {
             return Err(problems.into_error());
         };
@@ -417,6 +644,7 @@ impl ServerConfig {
             listen_addr,
             audit_log,
             failed_attempts_per_minute,
+            database_url,
             clock: Clock::system(),
         })
     }
@@ -511,11 +739,12 @@ pub(crate) enum StartError {
     /// A configured key could not be registered.
     #[error("cannot register the configured keys")]
     Registry(#[from] RegistryError),
-    /// A configured key is registered already, in the key registry that replicas share,
-    /// for another principal (or its key id is another key's).
+    /// A configured key is registered already, in the key registry (the database or
+    /// Redis), for another principal (or its key id is another key's).
     #[error(
-        "{var} is registered already in the shared key registry (REDIS_URL), for {}, not for \
-         principal `{principal}`; configure a key of its own for each principal",
+        "{var} is registered already in the key registry (DATABASE_URL, or REDIS_URL when \
+         set), for {}, not for principal `{principal}`; configure a key of its own for each \
+         principal",
         owner(registered_to.as_deref())
     )]
     KeyTaken {
@@ -526,6 +755,15 @@ pub(crate) enum StartError {
         /// The principal the shared registry has the key for (`None`: another key has
         /// its key id).
         registered_to: Option<String>,
+    },
+    /// The key database of `DATABASE_URL` could not be opened.
+    #[error("cannot open the key database {url}; check DATABASE_URL")]
+    Database {
+        /// The URL, shown with its password redacted.
+        url: DatabaseUrl,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The Redis server of `REDIS_URL` could not be reached.
     #[error("cannot connect to Redis at {url}; check REDIS_URL and that the server is running")]

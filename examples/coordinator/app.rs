@@ -15,9 +15,11 @@
 //!
 //! # One process or several replicas
 //!
-//! Without `REDIS_URL`, keys and rate limits live in this process's memory. With
-//! `REDIS_URL` (and the crate built with `--features redis`), several copies of the
-//! coordinator can run behind one address and share, through that Redis server:
+//! Without `REDIS_URL`, keys live in the database of `DATABASE_URL` (an SQLite file by
+//! default, so they survive restarts; on PostgreSQL, shared by every replica, revocations
+//! announced with `NOTIFY`) and rate limits in this process's memory. With `REDIS_URL`
+//! (and the crate built with `--features redis`), several copies of the coordinator can
+//! run behind one address and share, through that Redis server:
 //!
 //! - **keys** ([`RedisRegistry`](keygate::redis::RedisRegistry)): a coordinator registered,
 //!   or a key rotated, through one replica works on every replica at once, and a key
@@ -28,8 +30,9 @@
 //!
 //! The configured keys (`COORDINATOR_API_KEY`, `ADMIN_API_KEY`) are registered by the
 //! first replica; the others find them registered and accept them if the registry has
-//! them for the same principal (see [`ConfiguredKey`]). A revoked configured key stays
-//! revoked when a replica restarts.
+//! them for the same principal (see [`ConfiguredKey`]); on Redis they are registered again
+//! every 2 s, in case Redis restarted empty. A revoked configured key stays revoked when a
+//! replica restarts.
 //!
 //! What is **not** shared:
 //!
@@ -66,17 +69,16 @@ use axum::{
     routing::{delete, get, patch, post},
 };
 use keygate::{
-    ApiKey, AuditEvent, AuditSink, InMemoryRegistry, IssuedKey, KeyGrant, KeyId, KeyRecord,
-    KeyRegistry, KeyStatus, Outcome, Principal, RateLimit, RegistryError, Rejection,
-    require::RequireScope,
+    ApiKey, AuditEvent, AuditSink, IssuedKey, KeyGrant, KeyId, KeyRegistry, KeyStatus, Outcome,
+    Principal, RateLimit, RegistryError, Rejection, require::RequireScope,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::common::{
-    self, ApiError, ConfigError, JsonBody, Lookup, PathParam, Problems, RedisUrl, ServerConfig,
-    StartError,
+    self, ApiError, ConfigError, ConfiguredKey, JsonBody, Lookup, PathParam, Problems, RedisUrl,
+    ServerConfig, StartError,
 };
 
 /// The principal id of the coordinator whose key is configured in the environment.
@@ -208,31 +210,43 @@ fn max_jobs_per_workspace(lookup: Lookup<'_>) -> Result<NonZeroUsize, ConfigErro
 // ---------------------------------------------------------------------------------------
 // The router
 
-/// The coordinator's router, guarded: keys and rate limits in memory, or on the Redis
-/// server of `config.redis_url`, shared with the other replicas (see the module docs).
+/// The coordinator's router, guarded: keys in the database of `DATABASE_URL` and rate
+/// limits in memory, or both on the Redis server of `config.redis_url`, shared with the
+/// other replicas (see the module docs).
 /// The configured keys are registered (or, on Redis, found registered by another
 /// replica), the admin routes add to the registry, and every decision and action goes
 /// to the audit log at `config.server.audit_log`.
 pub(crate) async fn router(config: Config) -> Result<Router, StartError> {
     let audit: Arc<dyn AuditSink> = common::open_audit_log(&config.server.audit_log)?;
-    let Store { registry, requests } = Store::open(&config).await?;
-    let configured = [
+    let registry =
+        common::open_registry(&config.server.database_url, config.redis_url.as_ref()).await?;
+    let requests = request_limit(&config).await?;
+    let configured = vec![
         ConfiguredKey {
             var: "COORDINATOR_API_KEY",
-            key: &config.coordinator_key,
+            key: config.coordinator_key.clone(),
             principal: FIRST_COORDINATOR,
-            workspaces: &config.coordinator_workspaces,
-            scopes: &[],
+            workspaces: config.coordinator_workspaces.clone(),
+            scopes: Vec::new(),
         },
         ConfiguredKey {
             var: "ADMIN_API_KEY",
-            key: &config.admin_key,
+            key: config.admin_key.clone(),
             principal: ADMIN,
-            workspaces: &[],
-            scopes: &[ADMIN_SCOPE],
+            workspaces: Vec::new(),
+            scopes: vec![ADMIN_SCOPE],
         },
     ];
     ConfiguredKey::register_all(registry.as_ref(), &configured).await?;
+    if config.redis_url.is_some() {
+        // Redis runs without persistence here: if it restarts empty, the configured keys
+        // come back within seconds.
+        ConfiguredKey::keep_registered(
+            Arc::clone(&registry),
+            configured,
+            common::REREGISTER_INTERVAL,
+        );
+    }
 
     let guard = common::guard_builder_with(&config.server, Arc::clone(&audit), requests)
         .registry(Arc::clone(&registry))
@@ -263,167 +277,34 @@ pub(crate) async fn router(config: Config) -> Result<Router, StartError> {
     Ok(common::api_defaults(jobs.merge(admin).with_state(state)).layer(guard))
 }
 
-/// Where keys and the request limit live.
-struct Store {
-    registry: Arc<dyn KeyRegistry>,
-    /// 100 requests per minute per principal.
-    requests: RateLimit,
+/// The request limit: in this process's memory without `REDIS_URL`; with it, on its
+/// Redis server, shared by every replica. It counts in the Redis server's time, or in
+/// `server.clock` when that is a manual clock (tests).
+async fn request_limit(config: &Config) -> Result<RateLimit, StartError> {
+    match &config.redis_url {
+        None => Ok(common::in_memory_requests(&config.server)),
+        Some(url) => redis_limit(url, &config.server).await,
+    }
 }
 
-impl Store {
-    /// In this process's memory without `REDIS_URL`; with it, on its Redis server, shared
-    /// by every replica.
-    async fn open(config: &Config) -> Result<Self, StartError> {
-        match &config.redis_url {
-            None => Ok(Self {
-                registry: Arc::new(InMemoryRegistry::new()),
-                requests: common::in_memory_requests(&config.server),
-            }),
-            Some(url) => Self::redis(url, &config.server).await,
-        }
-    }
-
-    /// The registry and the request limit on Redis. The limit counts in the Redis
-    /// server's time, or in `server.clock` when that is a manual clock (tests).
-    #[cfg(feature = "redis")]
-    async fn redis(url: &RedisUrl, server: &ServerConfig) -> Result<Self, StartError> {
-        use keygate::{
-            limit::Tiers,
-            redis::{RedisError, RedisRateLimit, RedisRegistry},
-        };
-        let unreachable = |source: RedisError| StartError::Redis {
+#[cfg(feature = "redis")]
+async fn redis_limit(url: &RedisUrl, server: &ServerConfig) -> Result<RateLimit, StartError> {
+    use keygate::{limit::Tiers, redis::RedisRateLimit};
+    let requests = RedisRateLimit::connect(url.expose(), Tiers::default())
+        .await
+        .map_err(|source| StartError::Redis {
             url: url.clone(),
             source: source.into(),
-        };
-        let registry = RedisRegistry::connect(url.expose())
-            .await
-            .map_err(unreachable)?;
-        let requests = RedisRateLimit::connect(url.expose(), Tiers::default())
-            .await
-            .map_err(unreachable)?
-            .with_clock(server.clock.clone());
-        Ok(Self {
-            registry: Arc::new(registry),
-            requests: RateLimit::new(requests),
-        })
-    }
-
-    /// Without the `redis` feature, a configuration cannot name a Redis server
-    /// ([`Config::from_lookup`] refuses `REDIS_URL`).
-    #[cfg(not(feature = "redis"))]
-    async fn redis(_: &RedisUrl, _: &ServerConfig) -> Result<Self, StartError> {
-        Err(common::redis_unsupported().into())
-    }
+        })?
+        .with_clock(server.clock.clone());
+    Ok(RateLimit::new(requests))
 }
 
-/// A key from the configuration and what it is for.
-///
-/// Registering it is idempotent across replicas: the first replica to start registers
-/// it; the next ones find it registered (`Duplicate`) and accept that when the registry
-/// has it, by digest, for the same principal. They refuse to start when it has it for
-/// another principal, or when another key has its key id. The stored record is what
-/// counts: a revoked key stays revoked, and workspaces or scopes configured differently
-/// than at its registration are not applied (both are reported on stderr).
-struct ConfiguredKey<'a> {
-    /// The variable the key came from.
-    var: &'static str,
-    key: &'a ApiKey,
-    principal: &'static str,
-    workspaces: &'a [String],
-    scopes: &'a [&'static str],
-}
-
-impl ConfiguredKey<'_> {
-    /// Registers `keys`, or accepts them as registered. Checks them all first, so that a
-    /// refusal leaves none of them registered.
-    async fn register_all(
-        registry: &dyn KeyRegistry,
-        keys: &[ConfiguredKey<'_>],
-    ) -> Result<(), StartError> {
-        let mut registered = Vec::with_capacity(keys.len());
-        for key in keys {
-            registered.push(key.registered(registry).await?);
-        }
-        for (key, registered) in keys.iter().zip(registered) {
-            if registered {
-                continue;
-            }
-            match registry.register_key(key.key, key.grant()).await {
-                Ok(_) => {}
-                // Another replica, starting at the same moment, was first.
-                Err(RegistryError::Duplicate) => {
-                    if !key.registered(registry).await? {
-                        return Err(key.taken(None));
-                    }
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Ok(())
-    }
-
-    fn grant(&self) -> KeyGrant {
-        KeyGrant::new(self.principal)
-            .workspaces(self.workspaces)
-            .scopes(self.scopes.iter().copied())
-            .label(self.var)
-    }
-
-    /// Whether the registry has the key for its principal already; an error if it has
-    /// it for another one.
-    async fn registered(&self, registry: &dyn KeyRegistry) -> Result<bool, StartError> {
-        let Some(record) = registry.find_by_digest(&self.key.digest()).await? else {
-            return Ok(false);
-        };
-        if record.principal_id != self.principal {
-            return Err(self.taken(Some(record.principal_id.clone())));
-        }
-        self.report_differences(&record);
-        Ok(true)
-    }
-
-    fn taken(&self, registered_to: Option<String>) -> StartError {
-        StartError::KeyTaken {
-            var: self.var,
-            principal: self.principal,
-            registered_to,
-        }
-    }
-
-    /// Says on stderr where the registered record, which is what counts, differs from
-    /// the configuration.
-    fn report_differences(&self, record: &KeyRecord) {
-        let var = self.var;
-        if record.status_at(OffsetDateTime::now_utc()) != KeyStatus::Active {
-            eprintln!(
-                "coordinator: warning: {var} is revoked or expired in the shared key registry \
-                 and stays refused; configure a new key"
-            );
-        }
-        if !same_set(
-            &record.workspaces,
-            self.workspaces.iter().map(String::as_str),
-        ) {
-            eprintln!(
-                "coordinator: warning: {var} is registered with the workspaces {:?}, which \
-                 apply, not the configured {:?} (to change them, configure a new key)",
-                record.workspaces, self.workspaces
-            );
-        }
-        if !same_set(&record.scopes, self.scopes.iter().copied()) {
-            eprintln!(
-                "coordinator: warning: {var} is registered with the scopes {:?}, which \
-                 apply, not {:?} (to change them, configure a new key)",
-                record.scopes, self.scopes
-            );
-        }
-    }
-}
-
-/// Whether `stored` and `configured` hold the same ids, in any order.
-fn same_set<'a>(stored: &[String], configured: impl Iterator<Item = &'a str> + Clone) -> bool {
-    configured.clone().all(|id| stored.iter().any(|s| s == id))
-        && stored.iter().all(|s| configured.clone().any(|id| id == s))
+/// Without the `redis` feature, a configuration cannot name a Redis server
+/// ([`Config::from_lookup`] refuses `REDIS_URL`).
+#[cfg(not(feature = "redis"))]
+async fn redis_limit(_: &RedisUrl, _: &ServerConfig) -> Result<RateLimit, StartError> {
+    Err(common::redis_unsupported().into())
 }
 
 #[derive(Clone)]
@@ -431,7 +312,8 @@ struct AppState {
     /// The jobs, kept in memory for the example (a real service keeps them in a
     /// database), at most `MAX_JOBS_PER_WORKSPACE` per workspace.
     jobs: Arc<Mutex<Jobs>>,
-    /// In memory, or on Redis and shared with the other replicas.
+    /// In the database of `DATABASE_URL`, or on Redis; shared with the other replicas
+    /// (PostgreSQL or Redis).
     registry: Arc<dyn KeyRegistry>,
     audit: Arc<dyn AuditSink>,
     /// Serializes the admin routes' read-then-write registry updates (within this

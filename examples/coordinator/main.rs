@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! COORDINATOR_API_KEY=$(openssl rand -base64 32) ADMIN_API_KEY=$(openssl rand -base64 32) \
-//!     COORDINATOR_WORKSPACES=ws-1 cargo run --example coordinator
+//!     COORDINATOR_WORKSPACES=ws-1 cargo run --features sqlite --example coordinator
 //! ```
 //!
 //! Configured only from the environment:
@@ -15,21 +15,23 @@
 //! | `LISTEN_ADDR` | default `127.0.0.1:8080`; port 0 picks a free port |
 //! | `AUDIT_LOG` | default `audit.jsonl`: the hash-chained audit trail |
 //! | `FAILED_ATTEMPTS_PER_MINUTE` | default 10, per client address (per replica) |
-//! | `REDIS_URL` | unset: keys and rate limits in memory; set (e.g. `redis://:password@10.0.0.5:6379/0`, needs `--features redis`): shared with every replica using the same Redis |
+//! | `DATABASE_URL` | default `sqlite://keygate.db` (created in the working directory): the keys, kept across restarts; `postgres://user:password@host/db` (needs `--features postgres`): shared with every replica on that database |
+//! | `REDIS_URL` | unset: rate limits in memory, keys in `DATABASE_URL`; set (e.g. `redis://:password@10.0.0.5:6379/0`, needs `--features redis`): keys and rate limits shared with every replica using the same Redis (`DATABASE_URL` is then not used) |
 //!
 //! `coordinator --verify-audit <file>` checks an audit log's hash chain instead.
 //! See `app.rs` for the routes.
 //!
 //! # Several replicas
 //!
-//! With `REDIS_URL`, copies of the coordinator behind one address share their keys and
-//! the limit of 100 requests per minute per principal; jobs stay in each process's
+//! With a `postgres://` `DATABASE_URL`, copies of the coordinator behind one address share
+//! their keys; with `REDIS_URL`, they share their keys and the limit of 100 requests per
+//! minute per principal; jobs stay in each process's
 //! memory (a real service keeps them in a database), and each writes its own audit log.
 //! Two replicas on one machine, sharing a throwaway Redis (Redis 6 or later):
 //!
 //! ```sh
 //! redis-server --port 6390 --save "" --appendonly no &
-//! cargo build --features redis --example coordinator
+//! cargo build --features sqlite,redis --example coordinator
 //! export REDIS_URL=redis://127.0.0.1:6390/ COORDINATOR_WORKSPACES=ws-1 \
 //!     COORDINATOR_API_KEY=$(openssl rand -base64 32) ADMIN_API_KEY=$(openssl rand -base64 32)
 //! LISTEN_ADDR=127.0.0.1:8081 AUDIT_LOG=audit-1.jsonl target/debug/examples/coordinator &
@@ -37,7 +39,8 @@
 //! ```
 //!
 //! Every replica gets the same keys: the first registers them, the others find them
-//! registered. Built without `--features redis`, a set `REDIS_URL` is refused at start.
+//! registered (and on Redis they are registered again if Redis loses them). Built without
+//! `--features redis`, a set `REDIS_URL` is refused at start.
 
 mod app;
 #[path = "../common/mod.rs"]

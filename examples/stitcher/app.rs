@@ -28,8 +28,7 @@ use axum::{
     routing::{get, post},
 };
 use keygate::{
-    ApiKey, AuditEvent, AuditSink, KeyGrant, Outcome, Principal, Rejection,
-    webhook::WebhookVerifier,
+    ApiKey, AuditEvent, AuditSink, Outcome, Principal, Rejection, webhook::WebhookVerifier,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -114,15 +113,22 @@ impl Config {
 // The router
 
 /// The stitcher's router, guarded, auditing every decision and action to
-/// `config.server.audit_log`.
-pub(crate) fn router(config: Config) -> Result<Router, StartError> {
+/// `config.server.audit_log`. Its key is registered (idempotently) in the key database of
+/// `DATABASE_URL`.
+pub(crate) async fn router(config: Config) -> Result<Router, StartError> {
     let audit: Arc<dyn AuditSink> = common::open_audit_log(&config.server.audit_log)?;
     let restrict_workspaces = config.workspaces.is_some();
-    let grant = KeyGrant::new(STITCHER)
-        .workspaces(config.workspaces.unwrap_or_default())
-        .label("STITCHER_API_KEY");
+    let registry = common::open_registry(&config.server.database_url, None).await?;
+    let configured = [common::ConfiguredKey {
+        var: "STITCHER_API_KEY",
+        key: config.stitcher_key,
+        principal: STITCHER,
+        workspaces: config.workspaces.unwrap_or_default(),
+        scopes: Vec::new(),
+    }];
+    common::ConfiguredKey::register_all(registry.as_ref(), &configured).await?;
     let guard = common::guard_builder(&config.server, Arc::clone(&audit))
-        .key(config.stitcher_key, grant)
+        .registry(registry)
         .public_path("/stitcher/health")
         .build()?;
     let state = AppState {

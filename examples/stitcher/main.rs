@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! STITCHER_API_KEY=$(openssl rand -base64 32) \
-//!     STITCHER_WEBHOOK_SECRETS=$(openssl rand -base64 32) cargo run --example stitcher
+//!     STITCHER_WEBHOOK_SECRETS=$(openssl rand -base64 32) cargo run --features sqlite --example stitcher
 //! ```
 //!
 //! Configured only from the environment:
@@ -15,6 +15,7 @@
 //! | `LISTEN_ADDR` | default `127.0.0.1:8080`; port 0 picks a free port |
 //! | `AUDIT_LOG` | default `audit.jsonl`: the hash-chained audit trail |
 //! | `FAILED_ATTEMPTS_PER_MINUTE` | default 10, per client address |
+//! | `DATABASE_URL` | default `sqlite://keygate.db` (created in the working directory): where the key is registered |
 //!
 //! `stitcher --verify-audit <file>` checks an audit log's hash chain instead.
 //! See `app.rs` for the routes and the signature format.
@@ -29,7 +30,7 @@ async fn main() -> std::process::ExitCode {
         "stitcher",
         || app::Config::from_lookup(common::env_var),
         |config| &config.server,
-        |config| async { app::router(config) },
+        app::router,
     )
     .await
 }

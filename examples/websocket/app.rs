@@ -73,7 +73,7 @@ use futures_util::{
     stream::{self, BoxStream, SelectAll},
 };
 use keygate::{
-    ApiKey, ApiKeyGuard, AuditEvent, AuditSink, KeyGrant, Outcome, Principal, Rejection,
+    ApiKey, ApiKeyGuard, AuditEvent, AuditSink, Outcome, Principal, Rejection,
     limit::{InMemoryRateLimit, Quota, RateLimitBackend, Tiers},
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -209,14 +209,21 @@ impl Config {
 /// The websocket server's router: `GET /ws` authenticates its connections itself (the key
 /// may arrive as the first message, so the HTTP layer must let it through); everything
 /// else is behind the guard. Every decision and action goes to the audit log at
-/// `config.server.audit_log`; job updates go through `hub`.
-pub(crate) fn router(config: Config, hub: Hub) -> Result<Router, StartError> {
+/// `config.server.audit_log`; job updates go through `hub`. The key is registered
+/// (idempotently) in the key database of `DATABASE_URL`.
+pub(crate) async fn router(config: Config, hub: Hub) -> Result<Router, StartError> {
     let audit: Arc<dyn AuditSink> = common::open_audit_log(&config.server.audit_log)?;
-    let grant = KeyGrant::new(CLIENT)
-        .workspaces(config.workspaces)
-        .label("WS_API_KEY");
+    let registry = common::open_registry(&config.server.database_url, None).await?;
+    let configured = [common::ConfiguredKey {
+        var: "WS_API_KEY",
+        key: config.key,
+        principal: CLIENT,
+        workspaces: config.workspaces,
+        scopes: Vec::new(),
+    }];
+    common::ConfiguredKey::register_all(registry.as_ref(), &configured).await?;
     let guard = common::guard_builder(&config.server, Arc::clone(&audit))
-        .key(config.key, grant)
+        .registry(registry)
         .bearer()
         .query("token")
         .websocket_protocol()

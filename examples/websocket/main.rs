@@ -1,7 +1,7 @@
 //! The websocket server: job updates over WebSocket, guarded by keygate.
 //!
 //! ```sh
-//! WS_API_KEY=$(openssl rand -base64 32) WS_WORKSPACES=ws-1 cargo run --example websocket
+//! WS_API_KEY=$(openssl rand -base64 32) WS_WORKSPACES=ws-1 cargo run --features sqlite --example websocket
 //! ```
 //!
 //! Configured only from the environment:
@@ -15,6 +15,7 @@
 //! | `LISTEN_ADDR` | default `127.0.0.1:8080`; port 0 picks a free port |
 //! | `AUDIT_LOG` | default `audit.jsonl`: the hash-chained audit trail |
 //! | `FAILED_ATTEMPTS_PER_MINUTE` | default 10, per client address |
+//! | `DATABASE_URL` | default `sqlite://keygate.db` (created in the working directory): where the key is registered |
 //!
 //! `websocket --verify-audit <file>` checks an audit log's hash chain instead.
 //! See `app.rs` for the routes and the protocol.
@@ -29,7 +30,7 @@ async fn main() -> std::process::ExitCode {
         "websocket",
         || app::Config::from_lookup(common::env_var),
         |config| &config.server,
-        |config| async { app::router(config, app::Hub::default()) },
+        |config| app::router(config, app::Hub::default()),
     )
     .await
 }

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 
 use super::{ApiKeyGuard, AuditFailure, ClientIpFn, GuardConfig};
 use crate::{
-    ApiKey, AuditSink, InMemoryRegistry, JsonRejection, KeyError, KeyGrant, KeyRegistry,
+    ApiKey, AuditSink, InMemoryRegistry, JsonRejection, KeyError, KeyGrant, KeyLookup,
     RegistryError,
     credential::{CredentialSource, Credentials, DEFAULT_HEADER, DEFAULT_MAX_CREDENTIAL_LEN},
     limit::{FailedAttemptLimiter, RateLimit, parse_network},
@@ -133,7 +133,7 @@ pub struct ApiKeyGuardBuilder<R = JsonRejection> {
 
 /// What the builder collected, apart from the renderer.
 struct Settings {
-    registry: Option<Arc<dyn KeyRegistry>>,
+    registry: Option<Arc<dyn KeyLookup>>,
     keys: Vec<(ApiKey, KeyGrant)>,
     sources: Vec<CredentialSource>,
     max_len: usize,
@@ -207,10 +207,11 @@ impl<R> ApiKeyGuardBuilder<R> {
         }
     }
 
-    /// Looks keys up in `registry`. A registry shared with the rest of the application
-    /// (e.g. an admin API that issues and revokes keys) is passed as an `Arc`, which
-    /// implements [`KeyRegistry`] too.
-    pub fn registry(mut self, registry: impl KeyRegistry) -> Self {
+    /// Looks keys up in `registry`: any [`KeyLookup`], e.g. a
+    /// [`KeyRegistry`](crate::KeyRegistry). A registry shared with the rest of the
+    /// application (e.g. an admin API that issues and revokes keys) is passed as an `Arc`,
+    /// which implements [`KeyLookup`] too.
+    pub fn registry(mut self, registry: impl KeyLookup) -> Self {
         self.settings.registry = Some(Arc::new(registry));
         self
     }
@@ -525,7 +526,7 @@ impl<R> ApiKeyGuardBuilder<R> {
         #[cfg(not(feature = "jwt"))]
         let tokens = false;
         let api_keys = settings.registry.is_some() || !settings.keys.is_empty();
-        let registry: Arc<dyn KeyRegistry> = match (settings.registry, settings.keys.is_empty()) {
+        let registry: Arc<dyn KeyLookup> = match (settings.registry, settings.keys.is_empty()) {
             (Some(_), false) => return Err(BuildError::KeysAndRegistry),
             (Some(registry), true) => registry,
             // Tokens only: an empty registry, never asked.

@@ -14,7 +14,7 @@ use std::{
 use http::{HeaderName, HeaderValue, Request, header};
 
 use crate::{
-    AuditSink, KeyRegistry,
+    AuditSink, KeyLookup,
     credential::Credentials,
     limit::{FailedAttemptLimiter, RateLimit, client_ip, client_ip_in_networks},
 };
@@ -62,7 +62,7 @@ pub enum AuditFailure {
 
 /// Everything the guard needs on the request path.
 pub(crate) struct GuardConfig {
-    pub(crate) registry: Arc<dyn KeyRegistry>,
+    pub(crate) registry: Arc<dyn KeyLookup>,
     /// Whether API keys are accepted (keys or a registry were configured); a guard with
     /// only a JWT verifier takes tokens only.
     pub(crate) api_keys: bool,

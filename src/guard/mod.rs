@@ -61,7 +61,7 @@ pub use self::{
 use self::decide::Verification;
 #[doc(hidden)]
 pub use crate::limit::{LimitBy, RateLimit};
-use crate::{JsonRejection, KeyRegistry, audit::RequestFacts};
+use crate::{JsonRejection, KeyLookup, audit::RequestFacts};
 
 /// The guard layer. Build it with [`ApiKeyGuard::builder`]; cloning is cheap (one `Arc`).
 ///
@@ -106,9 +106,10 @@ impl ApiKeyGuard {
 }
 
 impl<R> ApiKeyGuard<R> {
-    /// The registry the guard looks keys up in (to issue, rotate or revoke keys at run time).
+    /// Where the guard looks keys up. (To issue, rotate or revoke keys at run time, keep
+    /// an `Arc` of the registry given to the builder.)
     #[must_use]
-    pub fn registry(&self) -> &Arc<dyn KeyRegistry> {
+    pub fn registry(&self) -> &Arc<dyn KeyLookup> {
         &self.config.registry
     }
 

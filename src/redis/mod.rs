@@ -70,9 +70,8 @@
 //! | `keygate:registry:key:<key id>` | the key's [`KeyRecord`](crate::KeyRecord) as JSON (SHA-256 digest, never the key) |
 //! | `keygate:registry:digest:<digest hex>` | the same record, for opaque keys |
 //! | `keygate:registry:principal:<principal id>` | the set of the principal's key ids |
-//! | channel `keygate:registry:changes` | `<key id>:<digest hex>` of every revoked or changed key |
+//! | channel `keygate:registry:changes` | `<key id>:<digest hex>` of every revoked, changed or deleted key |
 
-mod cache;
 mod rate_limit;
 mod registry;
 

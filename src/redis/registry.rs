@@ -14,14 +14,14 @@ use ::redis::{
 };
 use time::OffsetDateTime;
 
-use super::{
-    DEFAULT_TIMEOUT, arg_from_parts,
-    cache::{Cache, CacheKey, message},
-    eval, evalsha, manager_config, send,
-};
+use super::{DEFAULT_TIMEOUT, arg_from_parts, eval, evalsha, manager_config, send};
 use crate::{
-    BackendFuture, KeyDigest, KeyId, KeyRecord, KeyRegistry, RegistryError, limit::Clock,
-    registry::LookupFuture,
+    BackendFuture, KeyDigest, KeyId, KeyLookup, KeyRecord, KeyRegistry, KeyUpdate, RegistryError,
+    limit::Clock,
+    registry::{
+        LookupFuture,
+        cache::{Cache, CacheKey, message},
+    },
 };
 
 /// The prefix of the registry's keys and channel unless another is configured.
@@ -68,12 +68,28 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 ";
 
+/// Removes a record if it is still the one read, and tells every replica in the same
+/// atomic step.
+///
+/// KEYS: record by key id, record by digest, the principal's set of key ids.
+/// ARGV: the record as read, the key id, the channel, the message.
+/// Returns 1, or 0 if the record changed meanwhile.
+const DELETE: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+";
+
 /// A [`KeyRegistry`] on Redis, shared by every replica: records (SHA-256 digests, never
 /// keys) live in Redis, lookups are served from a bounded local cache, and revocations
 /// and rotations reach every replica's cache at once.
 ///
-/// * **Lookups** ([`find_by_id`](KeyRegistry::find_by_id),
-///   [`find_by_digest`](KeyRegistry::find_by_digest)) are answered from the cache when
+/// * **Lookups** ([`find_by_id`](KeyLookup::find_by_id),
+///   [`find_by_digest`](KeyLookup::find_by_digest)) are answered from the cache when
 ///   it holds the record (no allocation, no round trip), otherwise with one `GET`. A
 ///   record is cached for at most the [cache lifetime](RedisRegistryBuilder::cache_ttl)
 ///   (default 10 s), at most [`cache_capacity`](RedisRegistryBuilder::cache_capacity)
@@ -93,7 +109,7 @@ return 1
 ///   lifetime thus bounds how long any replica can miss a revocation.
 ///
 /// Every round trip is bounded by the [timeout](RedisRegistryBuilder::timeout). Last
-/// use is not recorded ([`mark_used`](KeyRegistry::mark_used) does nothing): it would
+/// use is not recorded ([`mark_used`](KeyLookup::mark_used) does nothing): it would
 /// cost a write per request.
 ///
 /// ```no_run
@@ -118,6 +134,7 @@ pub struct RedisRegistry {
     names: Names,
     register: Script,
     update: Script,
+    delete: Script,
     timeout: Duration,
 }
 
@@ -319,7 +336,7 @@ impl RedisRegistry {
     }
 
     /// Changes a record with compare-and-set, publishing the change.
-    async fn update(
+    async fn change(
         &self,
         key_id: KeyId,
         change: impl Fn(&mut KeyRecord),
@@ -356,7 +373,40 @@ impl RedisRegistry {
     }
 }
 
-impl KeyRegistry for RedisRegistry {
+impl RedisRegistry {
+    /// Deletes a record with compare-and-set, publishing the change.
+    async fn remove(&self, key_id: KeyId) -> Result<Arc<KeyRecord>, RegistryError> {
+        let mut connection = self.connection.clone();
+        let by_id = self.names.by_id(&key_id);
+        let mut read = Cmd::new();
+        read.arg("GET").arg(&by_id);
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let old: Option<Vec<u8>> = query(&mut connection, &read).await.map_err(unavailable)?;
+            let old = old.ok_or(RegistryError::UnknownKey(key_id))?;
+            let record: KeyRecord = serde_json::from_slice(&old).map_err(unavailable)?;
+            let mut cmd = evalsha(&self.delete, 3, (4, old.len() + 256));
+            cmd.arg(&by_id)
+                .arg(self.names.by_digest(&record.digest))
+                .arg(self.names.principal(&record.principal_id))
+                .arg(&old)
+                .arg(key_id.as_str())
+                .arg(&self.names.channel)
+                .arg(message(record.key_id, &record.digest));
+            let applied: i64 = run(&mut connection, &self.delete, &cmd)
+                .await
+                .map_err(unavailable)?;
+            if applied == 1 {
+                self.cache.invalidate(record.key_id, record.digest);
+                return Ok(Arc::new(record));
+            }
+        }
+        Err(unavailable(
+            "the key kept changing concurrently; giving up after 16 attempts",
+        ))
+    }
+}
+
+impl KeyLookup for RedisRegistry {
     fn find_by_id(&self, key_id: &KeyId) -> LookupFuture {
         self.find(CacheKey::Id(*key_id), |names| names.get_by_id(key_id))
     }
@@ -366,7 +416,9 @@ impl KeyRegistry for RedisRegistry {
             names.get_by_digest(digest)
         })
     }
+}
 
+impl KeyRegistry for RedisRegistry {
     fn register(&self, record: KeyRecord) -> BackendFuture<'_, Result<(), RegistryError>> {
         BackendFuture::new(async move {
             let json = serde_json::to_vec(&record).map_err(unavailable)?;
@@ -393,7 +445,7 @@ impl KeyRegistry for RedisRegistry {
         at: OffsetDateTime,
     ) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
         let key_id = *key_id;
-        BackendFuture::new(self.update(key_id, move |record| {
+        BackendFuture::new(self.change(key_id, move |record| {
             record.revoke_at(at);
         }))
     }
@@ -404,7 +456,21 @@ impl KeyRegistry for RedisRegistry {
         expires_at: Option<OffsetDateTime>,
     ) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
         let key_id = *key_id;
-        BackendFuture::new(self.update(key_id, move |record| record.expires_at = expires_at))
+        BackendFuture::new(self.change(key_id, move |record| record.expires_at = expires_at))
+    }
+
+    fn update(
+        &self,
+        key_id: &KeyId,
+        change: KeyUpdate,
+    ) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
+        let key_id = *key_id;
+        BackendFuture::new(self.change(key_id, move |record| change.apply(record)))
+    }
+
+    fn delete(&self, key_id: &KeyId) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
+        let key_id = *key_id;
+        BackendFuture::new(self.remove(key_id))
     }
 
     fn list_keys(
@@ -444,6 +510,52 @@ impl KeyRegistry for RedisRegistry {
                 .collect()
         })
     }
+
+    fn list_principals(&self) -> BackendFuture<'_, Result<Vec<String>, RegistryError>> {
+        BackendFuture::new(async move {
+            let mut connection = self.connection.clone();
+            let start = self.names.prefix.len() + "principal:".len();
+            let pattern = [glob_escape(&self.names.prefix).as_str(), "principal:*"].concat();
+            let mut cursor = 0u64;
+            let mut principals = Vec::new();
+            loop {
+                let mut scan = Cmd::new();
+                scan.arg("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let (next, names): (u64, Vec<Vec<u8>>) =
+                    query(&mut connection, &scan).await.map_err(unavailable)?;
+                principals.extend(
+                    names
+                        .iter()
+                        .filter_map(|name| name.get(start..))
+                        .map(|id| String::from_utf8_lossy(id).into_owned()),
+                );
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            principals.sort_unstable();
+            principals.dedup();
+            Ok(principals)
+        })
+    }
+}
+
+/// `text` with the characters special to Redis' glob patterns escaped.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 impl fmt::Debug for RedisRegistry {
@@ -534,6 +646,7 @@ impl RedisRegistryBuilder {
             names,
             register: Script::new(REGISTER),
             update: Script::new(UPDATE),
+            delete: Script::new(DELETE),
             timeout: self.timeout,
         })
     }

@@ -12,7 +12,7 @@ use std::{
 use foldhash::fast::RandomState;
 use time::OffsetDateTime;
 
-use super::{KeyRecord, KeyRegistry, LookupFuture, RegistryError};
+use super::{KeyLookup, KeyRecord, KeyRegistry, KeyUpdate, LookupFuture, RegistryError};
 use crate::{BackendFuture, KeyDigest, KeyId};
 
 /// A thread-safe registry kept in memory: the embedded default for one process.
@@ -123,7 +123,7 @@ impl InMemoryRegistry {
         self.tables.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn update(
+    fn change(
         &self,
         key_id: &KeyId,
         change: impl FnOnce(&mut KeyRecord),
@@ -151,25 +151,6 @@ impl InMemoryRegistry {
 }
 
 impl KeyRegistry for InMemoryRegistry {
-    fn find_by_id(&self, key_id: &KeyId) -> LookupFuture {
-        let found = self
-            .read()
-            .by_id
-            .get(key_id)
-            .map(|entry| Arc::clone(&entry.record));
-        BackendFuture::ready(Ok(found))
-    }
-
-    fn find_by_digest(&self, digest: &KeyDigest) -> LookupFuture {
-        let tables = self.read();
-        let found = tables
-            .by_digest
-            .get(digest)
-            .and_then(|id| tables.by_id.get(id))
-            .map(|entry| Arc::clone(&entry.record));
-        BackendFuture::ready(Ok(found))
-    }
-
     fn register(&self, record: KeyRecord) -> BackendFuture<'_, Result<(), RegistryError>> {
         BackendFuture::ready(self.insert(record))
     }
@@ -179,7 +160,7 @@ impl KeyRegistry for InMemoryRegistry {
         key_id: &KeyId,
         at: OffsetDateTime,
     ) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
-        BackendFuture::ready(self.update(key_id, |record| {
+        BackendFuture::ready(self.change(key_id, |record| {
             record.revoke_at(at);
         }))
     }
@@ -189,7 +170,31 @@ impl KeyRegistry for InMemoryRegistry {
         key_id: &KeyId,
         expires_at: Option<OffsetDateTime>,
     ) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
-        BackendFuture::ready(self.update(key_id, |record| record.expires_at = expires_at))
+        BackendFuture::ready(self.change(key_id, |record| record.expires_at = expires_at))
+    }
+
+    fn update(
+        &self,
+        key_id: &KeyId,
+        change: KeyUpdate,
+    ) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
+        BackendFuture::ready(self.change(key_id, |record| change.apply(record)))
+    }
+
+    fn delete(&self, key_id: &KeyId) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
+        let mut tables = self.write();
+        let Some(entry) = tables.by_id.remove(key_id) else {
+            return BackendFuture::ready(Err(RegistryError::UnknownKey(*key_id)));
+        };
+        let record = Self::snapshot(&entry);
+        tables.by_digest.remove(&record.digest);
+        if let Some(ids) = tables.by_principal.get_mut(&record.principal_id) {
+            ids.retain(|id| id != key_id);
+            if ids.is_empty() {
+                tables.by_principal.remove(&record.principal_id);
+            }
+        }
+        BackendFuture::ready(Ok(record))
     }
 
     fn list_keys(
@@ -208,6 +213,33 @@ impl KeyRegistry for InMemoryRegistry {
             })
             .unwrap_or_default();
         BackendFuture::ready(Ok(keys))
+    }
+
+    fn list_principals(&self) -> BackendFuture<'_, Result<Vec<String>, RegistryError>> {
+        let mut principals: Vec<String> = self.read().by_principal.keys().cloned().collect();
+        principals.sort_unstable();
+        BackendFuture::ready(Ok(principals))
+    }
+}
+
+impl KeyLookup for InMemoryRegistry {
+    fn find_by_id(&self, key_id: &KeyId) -> LookupFuture {
+        let found = self
+            .read()
+            .by_id
+            .get(key_id)
+            .map(|entry| Arc::clone(&entry.record));
+        BackendFuture::ready(Ok(found))
+    }
+
+    fn find_by_digest(&self, digest: &KeyDigest) -> LookupFuture {
+        let tables = self.read();
+        let found = tables
+            .by_digest
+            .get(digest)
+            .and_then(|id| tables.by_id.get(id))
+            .map(|entry| Arc::clone(&entry.record));
+        BackendFuture::ready(Ok(found))
     }
 
     fn mark_used(&self, key_id: &KeyId, at: SystemTime) {

@@ -1,23 +1,29 @@
-//! Where keys are kept: the [`KeyRegistry`] trait, [`KeyRecord`], and the
-//! [`InMemoryRegistry`].
+//! Where keys are kept: the [`KeyLookup`] trait (what the request path needs), the
+//! [`KeyRegistry`] trait (management), [`KeyRecord`], and the [`InMemoryRegistry`].
 //!
 //! A registry stores [`KeyRecord`]s: a key's SHA-256 digest (never the key), its principal,
 //! workspaces, scopes, quota tier and lifetime. The guard asks it for a record by key id
 //! (generated keys) or by digest (opaque keys) and compares digests itself, in constant
 //! time.
 
+#[cfg(any(feature = "redis", feature = "sqlite", feature = "postgres"))]
+pub(crate) mod cache;
 mod grant;
+mod lookup;
 mod memory;
 mod record;
+mod update;
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use time::OffsetDateTime;
 
 pub use self::grant::{IssuedKey, KeyGrant};
+pub use self::lookup::{KeyLookup, LookupFuture};
 pub use self::memory::InMemoryRegistry;
 pub use self::record::{DEFAULT_TIER, KeyRecord, KeyStatus};
-use crate::{ApiKey, BackendFuture, KeyDigest, KeyError, KeyId};
+pub use self::update::KeyUpdate;
+use crate::{ApiKey, BackendFuture, KeyError, KeyId};
 
 /// Why a registry operation failed. Never contains key material.
 #[non_exhaustive]
@@ -40,15 +46,14 @@ pub enum RegistryError {
     Key(#[from] KeyError),
 }
 
-/// The answer of a lookup.
-pub type LookupFuture = BackendFuture<'static, Result<Option<Arc<KeyRecord>>, RegistryError>>;
-
-/// Where keys are kept.
+/// Where keys are kept, and how they are managed: on top of the lookups of
+/// [`KeyLookup`], register, revoke, set an expiry, update, delete and list keys, and
+/// (provided) issue, register a key made elsewhere, and rotate.
 ///
 /// ```
 /// use std::time::Duration;
 ///
-/// use keygate::{InMemoryRegistry, KeyGrant, KeyRegistry};
+/// use keygate::{InMemoryRegistry, KeyGrant, KeyLookup, KeyRegistry};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let registry = InMemoryRegistry::new();
@@ -66,19 +71,9 @@ pub type LookupFuture = BackendFuture<'static, Result<Option<Arc<KeyRecord>>, Re
 /// # Ok(()) }
 /// ```
 ///
-/// Lookups return a `'static` [`BackendFuture`] (ready at once for in-memory registries),
-/// so the guard never boxes on the in-memory path. Management operations borrow the
-/// registry.
-///
-/// Implementations store digests only, answer "not found" with `Ok(None)` and an outage
-/// with [`RegistryError::Unavailable`] (a registry outage must never look like a bad key).
-pub trait KeyRegistry: Send + Sync + fmt::Debug + 'static {
-    /// The record of the generated key with this id.
-    fn find_by_id(&self, key_id: &KeyId) -> LookupFuture;
-
-    /// The record of the key with this digest (opaque keys are looked up this way).
-    fn find_by_digest(&self, digest: &KeyDigest) -> LookupFuture;
-
+/// Management operations borrow the registry. Implementations store digests only and
+/// answer an outage with [`RegistryError::Unavailable`].
+pub trait KeyRegistry: KeyLookup {
     /// Adds a record. Fails with [`RegistryError::Duplicate`] if its id or digest is known.
     fn register(&self, record: KeyRecord) -> BackendFuture<'_, Result<(), RegistryError>>;
 
@@ -96,19 +91,26 @@ pub trait KeyRegistry: Send + Sync + fmt::Debug + 'static {
         expires_at: Option<OffsetDateTime>,
     ) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>>;
 
+    /// Changes a key's scopes, workspaces or tier (what `change` names) and returns the
+    /// new record. Fails with [`RegistryError::UnknownKey`] if no key has this id.
+    fn update(
+        &self,
+        key_id: &KeyId,
+        change: KeyUpdate,
+    ) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>>;
+
+    /// Removes a key for good and returns its last record (revoking keeps the record;
+    /// deleting forgets it). Fails with [`RegistryError::UnknownKey`] if no key has this id.
+    fn delete(&self, key_id: &KeyId) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>>;
+
     /// Every key of a principal, active or not.
     fn list_keys(
         &self,
         principal_id: &str,
     ) -> BackendFuture<'_, Result<Vec<Arc<KeyRecord>>, RegistryError>>;
 
-    /// Notes that a key was admitted at `at`. Best effort, called on the request path of
-    /// every admitted request: it must be cheap and must not block (a plain
-    /// [`SystemTime`](std::time::SystemTime), so that the guard need not turn the clock
-    /// into a calendar date on every request). The default does nothing.
-    fn mark_used(&self, key_id: &KeyId, at: std::time::SystemTime) {
-        let _ = (key_id, at);
-    }
+    /// Every principal holding at least one key (of any status), sorted, each once.
+    fn list_principals(&self) -> BackendFuture<'_, Result<Vec<String>, RegistryError>>;
 
     /// Generates a new key for `grant` and registers its digest. The key is in the
     /// returned [`IssuedKey`], to be shown once.
@@ -166,12 +168,6 @@ pub trait KeyRegistry: Send + Sync + fmt::Debug + 'static {
 }
 
 impl<R: KeyRegistry + ?Sized> KeyRegistry for Arc<R> {
-    fn find_by_id(&self, key_id: &KeyId) -> LookupFuture {
-        (**self).find_by_id(key_id)
-    }
-    fn find_by_digest(&self, digest: &KeyDigest) -> LookupFuture {
-        (**self).find_by_digest(digest)
-    }
     fn register(&self, record: KeyRecord) -> BackendFuture<'_, Result<(), RegistryError>> {
         (**self).register(record)
     }
@@ -189,13 +185,40 @@ impl<R: KeyRegistry + ?Sized> KeyRegistry for Arc<R> {
     ) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
         (**self).set_expiry(key_id, expires_at)
     }
+    fn update(
+        &self,
+        key_id: &KeyId,
+        change: KeyUpdate,
+    ) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
+        (**self).update(key_id, change)
+    }
+    fn delete(&self, key_id: &KeyId) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
+        (**self).delete(key_id)
+    }
     fn list_keys(
         &self,
         principal_id: &str,
     ) -> BackendFuture<'_, Result<Vec<Arc<KeyRecord>>, RegistryError>> {
         (**self).list_keys(principal_id)
     }
-    fn mark_used(&self, key_id: &KeyId, at: std::time::SystemTime) {
-        (**self).mark_used(key_id, at);
+    fn list_principals(&self) -> BackendFuture<'_, Result<Vec<String>, RegistryError>> {
+        (**self).list_principals()
+    }
+    fn issue(&self, grant: KeyGrant) -> BackendFuture<'_, Result<IssuedKey, RegistryError>> {
+        (**self).issue(grant)
+    }
+    fn register_key(
+        &self,
+        key: &ApiKey,
+        grant: KeyGrant,
+    ) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
+        (**self).register_key(key, grant)
+    }
+    fn rotate(
+        &self,
+        key_id: &KeyId,
+        overlap: Duration,
+    ) -> BackendFuture<'_, Result<IssuedKey, RegistryError>> {
+        (**self).rotate(key_id, overlap)
     }
 }

@@ -30,8 +30,15 @@ pub(crate) use crate::support::random_key;
 /// not, and a binary left from an older build would test old code: so ask cargo to build
 /// it (a no-op when it is fresh) and to say where it is.
 pub(crate) fn built_example(name: &str) -> PathBuf {
+    // The examples need `sqlite`; the others as this test was built, so that nothing is
+    // built twice.
+    let mut features = vec!["sqlite"];
+    features.extend(cfg!(feature = "redis").then_some("redis"));
+    features.extend(cfg!(feature = "postgres").then_some("postgres"));
+    let features = features.join(",");
     let output = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--example", name, "--message-format=json"])
+        .args(["build", "--example", name, "--features", &features])
+        .arg("--message-format=json")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
@@ -92,6 +99,15 @@ pub(crate) fn assert_names_every_variable(error: &str, vars: &[&str]) {
 /// A fresh path for an audit log under the system temp dir.
 pub(crate) fn temp_audit_log(name: &str) -> PathBuf {
     crate::support::temp_path(name, ".jsonl")
+}
+
+/// A fresh `DATABASE_URL` for an SQLite file under the system temp dir (never
+/// `keygate.db` in the working directory).
+pub(crate) fn temp_database_url(name: &str) -> String {
+    format!(
+        "sqlite://{}",
+        crate::support::temp_path(name, ".db").display()
+    )
 }
 
 /// An environment for `Config::from_lookup`.

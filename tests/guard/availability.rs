@@ -6,12 +6,11 @@ use std::{sync::Arc, time::Duration};
 use futures_util::future::join_all;
 use http::header::RETRY_AFTER;
 use keygate::{
-    ApiKey, ApiKeyGuard, BackendFuture, InMemoryRegistry, KeyDigest, KeyGrant, KeyId, KeyRecord,
-    KeyRegistry, RegistryError,
+    ApiKey, ApiKeyGuard, BackendFuture, InMemoryRegistry, KeyDigest, KeyGrant, KeyId, KeyLookup,
+    RegistryError,
     audit::{AuditEvent, MemorySink, Outcome},
     registry::LookupFuture,
 };
-use time::OffsetDateTime;
 
 use crate::{app, get, opaque_key, support::oneshot, tampered, unregistered_key};
 
@@ -35,31 +34,11 @@ impl FailingRegistry {
     }
 }
 
-impl KeyRegistry for FailingRegistry {
+impl KeyLookup for FailingRegistry {
     fn find_by_id(&self, _: &KeyId) -> LookupFuture {
         self.outage()
     }
     fn find_by_digest(&self, _: &KeyDigest) -> LookupFuture {
-        self.outage()
-    }
-    fn register(&self, _: KeyRecord) -> BackendFuture<'_, Result<(), RegistryError>> {
-        self.outage()
-    }
-    fn revoke(
-        &self,
-        _: &KeyId,
-        _: OffsetDateTime,
-    ) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
-        self.outage()
-    }
-    fn set_expiry(
-        &self,
-        _: &KeyId,
-        _: Option<OffsetDateTime>,
-    ) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
-        self.outage()
-    }
-    fn list_keys(&self, _: &str) -> BackendFuture<'_, Result<Vec<Arc<KeyRecord>>, RegistryError>> {
         self.outage()
     }
 }
@@ -72,7 +51,7 @@ struct DelayedRegistry {
     delay: Duration,
 }
 
-impl KeyRegistry for DelayedRegistry {
+impl KeyLookup for DelayedRegistry {
     fn find_by_id(&self, key_id: &KeyId) -> LookupFuture {
         let (inner, key_id, delay) = (Arc::clone(&self.inner), *key_id, self.delay);
         BackendFuture::new(async move {
@@ -86,29 +65,6 @@ impl KeyRegistry for DelayedRegistry {
             tokio::time::sleep(delay).await;
             inner.find_by_digest(&digest).await
         })
-    }
-    fn register(&self, record: KeyRecord) -> BackendFuture<'_, Result<(), RegistryError>> {
-        self.inner.register(record)
-    }
-    fn revoke(
-        &self,
-        key_id: &KeyId,
-        at: OffsetDateTime,
-    ) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
-        self.inner.revoke(key_id, at)
-    }
-    fn set_expiry(
-        &self,
-        key_id: &KeyId,
-        expires_at: Option<OffsetDateTime>,
-    ) -> BackendFuture<'_, Result<Arc<KeyRecord>, RegistryError>> {
-        self.inner.set_expiry(key_id, expires_at)
-    }
-    fn list_keys(
-        &self,
-        principal_id: &str,
-    ) -> BackendFuture<'_, Result<Vec<Arc<KeyRecord>>, RegistryError>> {
-        self.inner.list_keys(principal_id)
     }
 }
 

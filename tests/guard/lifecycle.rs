@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use http::header::WWW_AUTHENTICATE;
-use keygate::{ApiKey, ApiKeyGuard, KeyGrant, KeyPrefix, KeyRegistry};
+use keygate::{ApiKey, ApiKeyGuard, KeyGrant, KeyLookup, KeyPrefix, KeyRegistry};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 

@@ -23,7 +23,7 @@ use axum::{ServiceExt as _, body::Body, body::HttpBody};
 use http::{HeaderMap, Request, Response, header::CONTENT_TYPE, header::WWW_AUTHENTICATE};
 use http_body_util::BodyExt as _;
 use keygate::{
-    InMemoryRegistry, KeyDigest, KeyId, KeyRecord, KeyRegistry, RegistryError,
+    InMemoryRegistry, KeyDigest, KeyId, KeyLookup, KeyRecord, KeyRegistry, RegistryError,
     registry::LookupFuture,
 };
 use serde_json::Value;
@@ -374,7 +374,7 @@ impl CountingRegistry {
     }
 }
 
-impl KeyRegistry for CountingRegistry {
+impl KeyLookup for CountingRegistry {
     fn find_by_id(&self, key_id: &KeyId) -> LookupFuture {
         self.by_id.fetch_add(1, Ordering::SeqCst);
         self.inner.find_by_id(key_id)
@@ -385,6 +385,12 @@ impl KeyRegistry for CountingRegistry {
         self.inner.find_by_digest(digest)
     }
 
+    fn mark_used(&self, key_id: &KeyId, at: std::time::SystemTime) {
+        self.inner.mark_used(key_id, at);
+    }
+}
+
+impl KeyRegistry for CountingRegistry {
     fn register(&self, record: KeyRecord) -> keygate::BackendFuture<'_, Result<(), RegistryError>> {
         self.inner.register(record)
     }
@@ -412,7 +418,22 @@ impl KeyRegistry for CountingRegistry {
         self.inner.list_keys(principal_id)
     }
 
-    fn mark_used(&self, key_id: &KeyId, at: std::time::SystemTime) {
-        self.inner.mark_used(key_id, at);
+    fn update(
+        &self,
+        key_id: &KeyId,
+        change: keygate::KeyUpdate,
+    ) -> keygate::BackendFuture<'_, Result<std::sync::Arc<KeyRecord>, RegistryError>> {
+        self.inner.update(key_id, change)
+    }
+
+    fn delete(
+        &self,
+        key_id: &KeyId,
+    ) -> keygate::BackendFuture<'_, Result<std::sync::Arc<KeyRecord>, RegistryError>> {
+        self.inner.delete(key_id)
+    }
+
+    fn list_principals(&self) -> keygate::BackendFuture<'_, Result<Vec<String>, RegistryError>> {
+        self.inner.list_principals()
     }
 }

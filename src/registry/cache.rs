@@ -1,5 +1,7 @@
-//! The registry's local cache of key records: bounded, short-lived, and invalidated by
-//! messages from Redis.
+//! The local cache of key records that the network registries (Redis, SQL) serve lookups
+//! from: bounded, short-lived, and invalidated by messages from the store.
+// SQLite alone gets no invalidation messages: their parsing is unused then.
+#![cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
 
 use std::{
     collections::HashMap,
@@ -14,7 +16,7 @@ use crate::{KeyDigest, KeyId, KeyRecord, limit::Clock};
 
 /// What a record was looked up by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(super) enum CacheKey {
+pub(crate) enum CacheKey {
     /// A generated key's id.
     Id(KeyId),
     /// An opaque key's digest.
@@ -24,13 +26,13 @@ pub(super) enum CacheKey {
 /// Records looked up recently, each kept for at most `ttl`, at most `capacity` of them.
 ///
 /// Served only while the invalidation channel is known to be subscribed
-/// ([`listening`](Self::is_listening)); otherwise lookups go to Redis (which also drives
-/// reconnection) and the cache only answers when Redis cannot.
+/// ([`listening`](Self::is_listening)); otherwise lookups go to the store (which also
+/// drives reconnection) and the cache only answers when the store cannot.
 ///
 /// An epoch counts invalidations, so that a lookup that started before an invalidation
 /// never puts back the record it made stale.
 #[derive(Debug)]
-pub(super) struct Cache {
+pub(crate) struct Cache {
     table: RwLock<Table>,
     capacity: usize,
     ttl: Duration,
@@ -53,7 +55,7 @@ struct Entry {
 }
 
 impl Cache {
-    pub(super) fn new(capacity: usize, ttl: Duration, clock: Clock) -> Self {
+    pub(crate) fn new(capacity: usize, ttl: Duration, clock: Clock) -> Self {
         Self {
             table: RwLock::default(),
             capacity,
@@ -78,7 +80,7 @@ impl Cache {
     }
 
     /// The record cached under `key`, if it is younger than the cache lifetime.
-    pub(super) fn get(&self, key: &CacheKey) -> Option<Arc<KeyRecord>> {
+    pub(crate) fn get(&self, key: &CacheKey) -> Option<Arc<KeyRecord>> {
         let now = self.clock.elapsed();
         self.read()
             .entries
@@ -88,13 +90,13 @@ impl Cache {
     }
 
     /// The invalidation epoch: read it before asking Redis, hand it to [`Self::insert`].
-    pub(super) fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
 
     /// Caches `record` under `key`, unless an invalidation happened since `epoch` was read.
     /// When full, expired entries go first, then arbitrary ones (the hash order is random).
-    pub(super) fn insert(&self, key: CacheKey, record: Arc<KeyRecord>, epoch: u64) {
+    pub(crate) fn insert(&self, key: CacheKey, record: Arc<KeyRecord>, epoch: u64) {
         if self.capacity == 0 {
             return;
         }
@@ -132,14 +134,14 @@ impl Cache {
     /// Lookups of unknown keys end here, so this takes no write lock unless the key is
     /// cached, and leaves the epoch alone: a flood of made-up keys must not keep other
     /// lookups from being cached.
-    pub(super) fn remove(&self, key: &CacheKey) {
+    pub(crate) fn remove(&self, key: &CacheKey) {
         if self.read().entries.contains_key(key) {
             self.write().entries.remove(key);
         }
     }
 
     /// Forgets a changed key, under both names it may be cached by.
-    pub(super) fn invalidate(&self, key_id: KeyId, digest: KeyDigest) {
+    pub(crate) fn invalidate(&self, key_id: KeyId, digest: KeyDigest) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         let mut table = self.write();
         table.entries.remove(&CacheKey::Id(key_id));
@@ -147,14 +149,14 @@ impl Cache {
     }
 
     /// Forgets everything.
-    pub(super) fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.write().entries.clear();
     }
 
     /// Applies an invalidation message, `<key id>:<digest hex>`; anything else clears the
     /// whole cache (safe whatever it meant).
-    pub(super) fn apply(&self, message: &[u8]) {
+    pub(crate) fn apply(&self, message: &[u8]) {
         if let Some((key_id, digest)) = parse_message(message) {
             self.invalidate(key_id, digest);
         } else {
@@ -164,37 +166,37 @@ impl Cache {
     }
 
     /// Whether invalidations are being received, so cached records can be served.
-    pub(super) fn is_listening(&self) -> bool {
+    pub(crate) fn is_listening(&self) -> bool {
         self.listening.load(Ordering::Acquire)
     }
 
     /// The channel was (re)subscribed: whatever was missed meanwhile is dropped first.
-    pub(super) fn subscribed(&self) {
+    pub(crate) fn subscribed(&self) {
         self.clear();
         self.listening.store(true, Ordering::Release);
     }
 
     /// The connection dropped: invalidations may be missed from now on.
-    pub(super) fn disconnected(&self) {
+    pub(crate) fn disconnected(&self) {
         self.listening.store(false, Ordering::Release);
     }
 
     /// The number of cached records (fresh or not).
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.read().entries.len()
     }
 
-    pub(super) fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.capacity
     }
 
-    pub(super) fn ttl(&self) -> Duration {
+    pub(crate) fn ttl(&self) -> Duration {
         self.ttl
     }
 }
 
 /// The invalidation message for a key.
-pub(super) fn message(key_id: KeyId, digest: &KeyDigest) -> String {
+pub(crate) fn message(key_id: KeyId, digest: &KeyDigest) -> String {
     let mut message = String::with_capacity(KEY_MESSAGE_LEN);
     message.push_str(key_id.as_str());
     message.push(':');

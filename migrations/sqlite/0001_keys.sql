@@ -1,0 +1,19 @@
+-- keygate: the key table (SQLite). Digests only, never keys. Timestamps are UTC, written
+-- as RFC 3339-like text by sqlx; workspaces and scopes are JSON arrays of strings.
+CREATE TABLE IF NOT EXISTS keygate_keys (
+    key_id       TEXT    NOT NULL PRIMARY KEY,
+    digest       BLOB    NOT NULL,
+    principal_id TEXT    NOT NULL,
+    label        TEXT    NOT NULL DEFAULT '',
+    workspaces   TEXT    NOT NULL DEFAULT '[]',
+    scopes       TEXT    NOT NULL DEFAULT '[]',
+    tier         TEXT    NOT NULL,
+    prefix       TEXT,
+    created_at   TEXT    NOT NULL,
+    expires_at   TEXT,
+    revoked_at   TEXT,
+    last_used_at TEXT
+);
+-- Lookups by key id use the primary key; opaque keys are looked up by digest.
+CREATE UNIQUE INDEX IF NOT EXISTS keygate_keys_digest ON keygate_keys (digest);
+CREATE INDEX IF NOT EXISTS keygate_keys_principal ON keygate_keys (principal_id);
