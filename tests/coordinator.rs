@@ -971,7 +971,7 @@ fn configuration_errors_name_the_variable_and_the_fix() {
     assert_eq!(defaults.server.listen_addr.to_string(), "127.0.0.1:8080");
     assert_eq!(
         defaults.server.audit_log,
-        std::path::Path::new("audit.jsonl")
+        std::path::Path::new("coordinator-audit.jsonl")
     );
     assert_eq!(defaults.server.failed_attempts_per_minute.get(), 10);
 }
@@ -1468,4 +1468,196 @@ async fn replicas_on_postgres_see_each_others_revocations_within_a_second() {
     }
     a.finish().await;
     b.finish().await;
+}
+
+/// Slow clients (headers never finished) are cut off after the header-read timeout, and
+/// beyond the connection cap new clients wait for a slot instead of piling up: a normal
+/// client is served all along.
+#[tokio::test]
+async fn slow_clients_are_cut_off_while_normal_clients_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (key, admin) = (random_key(), random_key());
+    let config = app::Config::from_lookup(env(&key, &admin).lookup()).unwrap();
+    let router = app::router(config).await.unwrap();
+    let (listener, addr) = support::loopback().await;
+    let limits = common::ConnectionLimits {
+        header_read_timeout: Duration::from_millis(500),
+        max_connections: 4,
+    };
+    tokio::spawn(common::serve_with(
+        listener,
+        router,
+        limits,
+        std::future::pending(),
+    ));
+
+    // Four clients take every slot and send half a request each.
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /coordinator/health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    // A normal client gets its answer once a slot is freed (not after the test's 30 s).
+    let served = tokio::time::timeout(
+        Duration::from_secs(30),
+        support::client()
+            .get(format!("http://{addr}/coordinator/health"))
+            .send(),
+    )
+    .await
+    .expect("a normal client was not served while slow ones held the server")
+    .unwrap();
+    assert_eq!(served.status(), 200);
+    // Every slow client was cut off: its connection ends (after at most a 408).
+    for mut stream in slow {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut rest))
+            .await
+            .expect("a slow client was never cut off");
+        assert!(read.is_ok() || rest.is_empty(), "{read:?}");
+        let text = String::from_utf8_lossy(&rest);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{text}"
+        );
+    }
+}
+
+/// Two servers on one audit file would break its chain: the second refuses to start,
+/// naming the file.
+#[tokio::test]
+async fn a_second_server_on_the_same_audit_log_refuses_to_start() {
+    let (key, admin) = (random_key(), random_key());
+    let config = app::Config::from_lookup(env(&key, &admin).lookup()).unwrap();
+    let audit_log = config.server.audit_log.clone();
+    let first = common::open_audit_log(&config.server).unwrap();
+    let error = app::router(config)
+        .await
+        .err()
+        .expect("a second writer started");
+    let shown = error.to_string();
+    assert!(shown.contains(&audit_log.display().to_string()), "{shown}");
+    let cause = std::error::Error::source(&error).map(ToString::to_string);
+    assert!(
+        cause
+            .as_deref()
+            .is_some_and(|c| c.contains("in use by another process")),
+        "{shown}: {cause:?}"
+    );
+    drop(first);
+}
+
+/// With `AUDIT_CHECKPOINT_KEY`, a server stopped with Ctrl-C leaves a log whose last
+/// records a signed checkpoint vouches for; `--verify-audit` checks it with the key and
+/// prints the head to keep elsewhere.
+#[tokio::test]
+async fn the_built_binary_signs_its_audit_log_and_verifies_it_with_the_key() {
+    use std::process::{Command, Stdio};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let binary = examples_common::built_example("coordinator");
+    let (key, admin, checkpoint_key) = (random_key(), random_key(), random_key());
+    let audit_log = temp_audit_log("coordinator-signed");
+    let audit = audit_log.display().to_string();
+    let database = temp_database_url("coordinator-signed");
+    let env = [
+        ("COORDINATOR_API_KEY", key.as_str()),
+        ("ADMIN_API_KEY", admin.as_str()),
+        ("COORDINATOR_WORKSPACES", "ws-a"),
+        ("LISTEN_ADDR", "127.0.0.1:0"),
+        ("AUDIT_LOG", audit.as_str()),
+        ("AUDIT_CHECKPOINT_KEY", checkpoint_key.as_str()),
+        ("DATABASE_URL", database.as_str()),
+    ];
+    let mut child = tokio::process::Command::new(&binary)
+        .env_clear()
+        .envs(env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            if let Some(addr) = line.split("listening on http://").nth(1) {
+                return addr.to_owned();
+            }
+        }
+        panic!("no address printed");
+    })
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        let reply = support::client()
+            .get(format!("http://{addr}/coordinator/jobs/x"))
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 404);
+    }
+    // Ctrl-C: the server stops, and the sink writes its last checkpoint.
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    let verify = |with_key: bool| {
+        let mut command = Command::new(&binary);
+        command.env_clear().args(["--verify-audit", &audit]);
+        if with_key {
+            command.env("AUDIT_CHECKPOINT_KEY", &checkpoint_key);
+        }
+        let output = command.output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{stdout}");
+        stdout
+    };
+    let signed = verify(true);
+    // Fewer than 1,000 records: the one checkpoint is the one written at Ctrl-C, and
+    // nothing follows it.
+    assert!(
+        signed.contains("1 checkpoints verified; 0 records after the last one"),
+        "{signed}"
+    );
+    let head = signed
+        .lines()
+        .find(|l| l.starts_with("head: "))
+        .expect("head");
+    let text = std::fs::read_to_string(&audit_log).unwrap();
+    assert_eq!(
+        head,
+        format!("head: {} {}", text.lines().count(), last_hash(&text))
+    );
+    assert!(verify(false).contains("signed: not checked"));
+
+    // Cut the final checkpoint off: the verifier says what no signature covers.
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.pop();
+    std::fs::write(&audit_log, lines.join("\n") + "\n").unwrap();
+    let cut = verify(true);
+    assert!(cut.contains("0 checkpoints verified"), "{cut}");
+    assert!(!cut.contains("0 records after the last one"), "{cut}");
+    let _ = std::fs::remove_file(&audit_log);
+}
+
+/// The `hash` of the last line of an audit log's text.
+fn last_hash(text: &str) -> String {
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    last["hash"].as_str().unwrap().to_owned()
 }

@@ -47,6 +47,9 @@ use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock},
 };
 
+/// The example's name: its log lines and default file names start with it.
+pub(crate) const NAME: &str = "api";
+
 use argon2::{
     Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
     password_hash::{SaltString, rand_core::OsRng},
@@ -117,7 +120,7 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let lookup: Lookup<'_> = &lookup;
         let mut problems = Problems::default();
-        let server = problems.check(ServerConfig::from_lookup(lookup));
+        let server = problems.check(ServerConfig::from_lookup(NAME, lookup));
         let jwt_secret = problems.check(common::required_jwt_secret(lookup, "JWT_SECRET"));
         let admin_key = problems.check(common::required_key(lookup, "ADMIN_API_KEY"));
         let (Some(server), Some(jwt_secret), Some(admin_key)) = (server, jwt_secret, admin_key)
@@ -137,7 +140,7 @@ impl Config {
 
 /// The API's router: the guarded routes (JWT or API key), the public ones, and `/docs`.
 pub(crate) async fn router(config: Config) -> Result<Router, StartError> {
-    let audit: Arc<dyn AuditSink> = common::open_audit_log(&config.server.audit_log)?;
+    let audit: Arc<dyn AuditSink> = common::open_audit_log(&config.server)?;
     let registry = Arc::new(InMemoryRegistry::new());
     registry
         .register_key(

@@ -14,7 +14,8 @@
 //! | `JWT_SECRET` | required: the HS256 secret tokens are signed with, at least 64 characters (`openssl rand -base64 64`) |
 //! | `ADMIN_API_KEY` | required: the administrator's API key (scope `admin`), at least 32 characters |
 //! | `LISTEN_ADDR` | default `127.0.0.1:8080`; port 0 picks a free port |
-//! | `AUDIT_LOG` | default `audit.jsonl`: the hash-chained audit trail |
+//! | `AUDIT_LOG` | default `api-audit.jsonl`: the hash-chained audit trail (locked: one writer per file) |
+//! | `AUDIT_CHECKPOINT_KEY` | optional, at least 32 bytes (`openssl rand -base64 32`): signs a checkpoint in the audit log every 1,000 records and at shutdown; `--verify-audit` with it set checks them |
 //! | `FAILED_ATTEMPTS_PER_MINUTE` | default 10, per client address |
 //!
 //! `api --verify-audit <file>` checks an audit log's hash chain instead.
@@ -27,7 +28,7 @@ mod common;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     common::main(
-        "api",
+        app::NAME,
         || app::Config::from_lookup(common::env_var),
         |config| &config.server,
         app::router,

@@ -37,7 +37,7 @@ use std::{
     fmt,
     future::Future,
     net::{IpAddr, SocketAddr},
-    num::NonZeroU32,
+    num::{NonZeroU32, NonZeroU64},
     path::{Path, PathBuf},
     process::ExitCode,
     sync::Arc,
@@ -56,9 +56,10 @@ use axum::{
 use keygate::{
     ApiKey, ApiKeyGuard, ApiKeyGuardBuilder, AuditSink, BuildError, KeyError, KeyGrant, KeyRecord,
     KeyRegistry, KeyStatus, RateLimit, RegistryError, Rejection,
-    audit::{AuditError, JsonLinesSink},
+    audit::{AggregatingSink, AuditError, CheckpointKey, JsonLinesSink},
     limit::{Clock, FailedAttemptLimiter, InMemoryRateLimit, Quota, Tiers},
 };
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 
 /// The largest request body accepted, in bytes.
@@ -550,12 +551,31 @@ fn same_set<'a>(stored: &[String], configured: impl Iterator<Item = &'a str> + C
         && stored.iter().all(|s| configured.clone().any(|id| id == s))
 }
 
+/// Reads `AUDIT_CHECKPOINT_KEY`: unset (no checkpoints), or a key of at least 32 bytes.
+pub(crate) fn audit_checkpoint_key(
+    lookup: Lookup<'_>,
+) -> Result<Option<SecretString>, ConfigError> {
+    let Some(value) = lookup("AUDIT_CHECKPOINT_KEY") else {
+        return Ok(None);
+    };
+    let value = SecretString::from(value);
+    CheckpointKey::from_bytes(value.expose_secret().as_bytes()).map_err(|_| {
+        ConfigError::Invalid {
+            var: "AUDIT_CHECKPOINT_KEY",
+            problem: "it is shorter than 32 bytes".to_owned(),
+            how: "set it to the output of `openssl rand -base64 32`, or unset it for an \
+                  audit log without signed checkpoints",
+        }
+    })?;
+    Ok(Some(value))
+}
+
 /// The settings every example server has.
 #[derive(Clone)]
 pub(crate) struct ServerConfig {
     /// `LISTEN_ADDR`, default `127.0.0.1:8080`. Port 0 picks a free port (printed on start).
     pub(crate) listen_addr: SocketAddr,
-    /// `AUDIT_LOG`, default `audit.jsonl` in the working directory: the hash-chained
+    /// `AUDIT_LOG`, default `<example>-audit.jsonl` in the working directory: the hash-chained
     /// JSON-lines audit trail.
     pub(crate) audit_log: PathBuf,
     /// `FAILED_ATTEMPTS_PER_MINUTE`, default 10: how many failed authentications a client
@@ -564,10 +584,24 @@ pub(crate) struct ServerConfig {
     /// `DATABASE_URL`, default `sqlite://keygate.db` (created in the working directory on
     /// first start): the database that holds the keys, so that they survive restarts.
     pub(crate) database_url: DatabaseUrl,
+    /// `AUDIT_CHECKPOINT_KEY`, optional (at least 32 bytes, e.g. `openssl rand -base64
+    /// 32`): signs a checkpoint in the audit log every [`CHECKPOINT_EVERY`] records and at
+    /// shutdown, so that `--verify-audit` (with the same variable set) detects a rewritten
+    /// or cut log.
+    pub(crate) audit_checkpoint_key: Option<SecretString>,
+    /// Timeouts and the connection cap of the server (not configurable; tests shorten
+    /// them).
+    pub(crate) limits: ConnectionLimits,
     /// The clock of the rate limits: the system clock (not configurable; tests stand it
     /// still with `Clock::manual()` so that timing cannot change their outcome).
     pub(crate) clock: Clock,
 }
+
+/// How many audit records go between two signed checkpoints.
+pub(crate) const CHECKPOINT_EVERY: NonZeroU64 = match NonZeroU64::new(1000) {
+    Some(n) => n,
+    None => NonZeroU64::MIN,
+};
 
 impl fmt::Debug for ServerConfig {
     /// The configured settings (the clock is not one).
@@ -580,6 +614,11 @@ impl fmt::Debug for ServerConfig {
                 &self.failed_attempts_per_minute,
             )
             .field("database_url", &self.database_url)
+            .field(
+                "audit_checkpoint_key",
+                &self.audit_checkpoint_key.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -587,8 +626,6 @@ impl fmt::Debug for ServerConfig {
 impl ServerConfig {
     /// The port of the default listen address, `127.0.0.1:8080`.
     pub(crate) const DEFAULT_PORT: u16 = 8080;
-    /// The default audit log.
-    pub(crate) const DEFAULT_AUDIT_LOG: &str = "audit.jsonl";
     /// The default failed-attempt allowance.
     pub(crate) const DEFAULT_FAILED_ATTEMPTS_PER_MINUTE: NonZeroU32 = match NonZeroU32::new(10) {
         Some(ten) => ten,
@@ -596,7 +633,13 @@ impl ServerConfig {
     };
 
     /// Reads `LISTEN_ADDR`, `AUDIT_LOG`, `FAILED_ATTEMPTS_PER_MINUTE` and `DATABASE_URL`.
-    pub(crate) fn from_lookup(lookup: Lookup<'_>) -> Result<Self, ConfigError> {
+    /// The default audit log of the example `name`: its own file, `<name>-audit.jsonl`
+    /// (two processes cannot share one: the sink locks it).
+    pub(crate) fn default_audit_log(name: &str) -> PathBuf {
+        PathBuf::from(format!("{name}-audit.jsonl"))
+    }
+
+    pub(crate) fn from_lookup(name: &str, lookup: Lookup<'_>) -> Result<Self, ConfigError> {
         let mut problems = Problems::default();
         let listen_addr = problems.check(match lookup("LISTEN_ADDR") {
             None => Ok(SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_PORT))),
@@ -612,10 +655,11 @@ impl ServerConfig {
             Some(_) => Err(ConfigError::Invalid {
                 var: "AUDIT_LOG",
                 problem: "it is empty".to_owned(),
-                how: "set it to the path of the audit file, or unset it for audit.jsonl",
+                how: "set it to the path of the audit file, or unset it for <example>-audit.jsonl",
             }),
-            None => Ok(PathBuf::from(Self::DEFAULT_AUDIT_LOG)),
+            None => Ok(Self::default_audit_log(name)),
         });
+        let audit_checkpoint_key = problems.check(audit_checkpoint_key(lookup));
         let failed_attempts_per_minute =
             problems.check(match lookup("FAILED_ATTEMPTS_PER_MINUTE") {
                 None => Ok(Self::DEFAULT_FAILED_ATTEMPTS_PER_MINUTE),
@@ -631,11 +675,13 @@ impl ServerConfig {
             Some(audit_log),
             Some(failed_attempts_per_minute),
             Some(database_url),
+            Some(audit_checkpoint_key),
         ) = (
             listen_addr,
             audit_log,
             failed_attempts_per_minute,
             database_url,
+            audit_checkpoint_key,
         )
         else {
             return Err(problems.into_error());
@@ -645,6 +691,8 @@ impl ServerConfig {
             audit_log,
             failed_attempts_per_minute,
             database_url,
+            audit_checkpoint_key,
+            limits: ConnectionLimits::default(),
             clock: Clock::system(),
         })
     }
@@ -696,14 +744,25 @@ pub(crate) fn guard_builder_with(
         .audit(audit)
 }
 
-/// Opens (or continues) the hash-chained audit log at `path`.
-pub(crate) fn open_audit_log(path: &Path) -> Result<Arc<JsonLinesSink>, StartError> {
-    JsonLinesSink::open(path)
-        .map(Arc::new)
-        .map_err(|source| StartError::AuditLog {
-            path: path.to_owned(),
-            source,
-        })
+/// Opens (or continues) the hash-chained audit log of `server`, locked against a second
+/// writer, signed every [`CHECKPOINT_EVERY`] records when `AUDIT_CHECKPOINT_KEY` is set,
+/// behind an [`AggregatingSink`] so that floods of unauthenticated refusals are counted
+/// rather than written one line each.
+pub(crate) fn open_audit_log(
+    server: &ServerConfig,
+) -> Result<Arc<AggregatingSink<JsonLinesSink>>, StartError> {
+    let path = &server.audit_log;
+    let failed = |source| StartError::AuditLog {
+        path: path.clone(),
+        source,
+    };
+    let mut sink = JsonLinesSink::open(path).map_err(failed)?;
+    if let Some(key) = &server.audit_checkpoint_key {
+        let key = CheckpointKey::from_bytes(key.expose_secret().as_bytes())
+            .map_err(|error| failed(error.into()))?;
+        sink = sink.with_checkpoints(key, CHECKPOINT_EVERY);
+    }
+    Ok(Arc::new(AggregatingSink::new(sink)))
 }
 
 /// Why a server could not start (or `--verify-audit` failed).
@@ -1127,6 +1186,7 @@ pub(crate) async fn serve_with(
 pub(crate) async fn bind_and_serve(
     name: &str,
     addr: SocketAddr,
+    limits: ConnectionLimits,
     router: Router,
 ) -> Result<(), StartError> {
     let listener = TcpListener::bind(addr)
@@ -1136,7 +1196,7 @@ pub(crate) async fn bind_and_serve(
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     println!("{name}: listening on http://{bound}");
-    serve(listener, router, async {
+    serve_with(listener, router, limits, async {
         // If the signal handler cannot be installed, serve until killed.
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
@@ -1167,9 +1227,10 @@ where
         }
         let config = config()?;
         println!("{name}: starting with {config:#?}");
-        let listen_addr = server(&config).listen_addr;
+        let settings = server(&config);
+        let (listen_addr, limits) = (settings.listen_addr, settings.limits);
         let router = router(config).await?;
-        bind_and_serve(name, listen_addr, router).await
+        bind_and_serve(name, listen_addr, limits, router).await
     };
     exit_code(run.await)
 }
@@ -1223,7 +1284,20 @@ pub(crate) fn command_line(
 
 /// Verifies the audit log at `path` and prints a summary line.
 pub(crate) fn verify_audit(path: &Path) -> Result<(), StartError> {
-    let summary = keygate::audit::verify_file(path).map_err(|source| StartError::Verify {
+    let lookup = |var: &str| std::env::var(var).ok();
+    let key = audit_checkpoint_key(&lookup)
+        .map_err(StartError::Config)?
+        .map(|key| CheckpointKey::from_bytes(key.expose_secret().as_bytes()))
+        .transpose()
+        .map_err(|error| StartError::Verify {
+            path: path.to_owned(),
+            source: error.into(),
+        })?;
+    let summary = match &key {
+        Some(key) => keygate::audit::verify_file_signed(path, key),
+        None => keygate::audit::verify_file(path),
+    }
+    .map_err(|source| StartError::Verify {
         path: path.to_owned(),
         source,
     })?;
@@ -1233,6 +1307,16 @@ pub(crate) fn verify_audit(path: &Path) -> Result<(), StartError> {
         summary.lines,
         summary.last_hash
     );
+    // The head, to keep somewhere the log's writer cannot change and compare later.
+    println!("head: {} {}", summary.lines, summary.last_hash);
+    if key.is_some() {
+        println!(
+            "signed: {} checkpoints verified; {} records after the last one",
+            summary.checkpoints, summary.unsigned_tail
+        );
+    } else {
+        println!("signed: not checked (set AUDIT_CHECKPOINT_KEY to check the checkpoints)");
+    }
     Ok(())
 }
 

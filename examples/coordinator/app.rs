@@ -61,6 +61,9 @@ use std::{
     time::Duration,
 };
 
+/// The example's name: its log lines and default file names start with it.
+pub(crate) const NAME: &str = "coordinator";
+
 use axum::{
     Extension, Json, Router,
     extract::State,
@@ -135,7 +138,7 @@ impl Config {
                                       coordinator may use, e.g. COORDINATOR_WORKSPACES=ws-1,ws-2";
         // Every variable is read, and every problem reported at once.
         let mut problems = Problems::default();
-        let server = problems.check(ServerConfig::from_lookup(lookup));
+        let server = problems.check(ServerConfig::from_lookup(NAME, lookup));
         let coordinator_key = problems.check(common::required_key(lookup, "COORDINATOR_API_KEY"));
         let coordinator_workspaces = problems.check(
             common::id_list(lookup, "COORDINATOR_WORKSPACES", WORKSPACES_HOW).and_then(|ids| {
@@ -217,7 +220,7 @@ fn max_jobs_per_workspace(lookup: Lookup<'_>) -> Result<NonZeroUsize, ConfigErro
 /// replica), the admin routes add to the registry, and every decision and action goes
 /// to the audit log at `config.server.audit_log`.
 pub(crate) async fn router(config: Config) -> Result<Router, StartError> {
-    let audit: Arc<dyn AuditSink> = common::open_audit_log(&config.server.audit_log)?;
+    let audit: Arc<dyn AuditSink> = common::open_audit_log(&config.server)?;
     let registry =
         common::open_registry(&config.server.database_url, config.redis_url.as_ref()).await?;
     let requests = request_limit(&config).await?;

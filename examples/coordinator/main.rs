@@ -13,7 +13,8 @@
 //! | `COORDINATOR_WORKSPACES` | required: the workspaces it may use, comma-separated |
 //! | `ADMIN_API_KEY` | required: the administrator's key (scope `admin`) |
 //! | `LISTEN_ADDR` | default `127.0.0.1:8080`; port 0 picks a free port |
-//! | `AUDIT_LOG` | default `audit.jsonl`: the hash-chained audit trail |
+//! | `AUDIT_LOG` | default `coordinator-audit.jsonl`: the hash-chained audit trail (locked: one writer per file) |
+//! | `AUDIT_CHECKPOINT_KEY` | optional, at least 32 bytes (`openssl rand -base64 32`): signs a checkpoint in the audit log every 1,000 records and at shutdown; `--verify-audit` with it set checks them |
 //! | `FAILED_ATTEMPTS_PER_MINUTE` | default 10, per client address (per replica) |
 //! | `DATABASE_URL` | default `sqlite://keygate.db` (created in the working directory): the keys, kept across restarts; `postgres://user:password@host/db` (needs `--features postgres`): shared with every replica on that database |
 //! | `REDIS_URL` | unset: rate limits in memory, keys in `DATABASE_URL`; set (e.g. `redis://:password@10.0.0.5:6379/0`, needs `--features redis`): keys and rate limits shared with every replica using the same Redis (`DATABASE_URL` is then not used) |
@@ -49,7 +50,7 @@ mod common;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     common::main(
-        "coordinator",
+        app::NAME,
         || app::Config::from_lookup(common::env_var),
         |config| &config.server,
         app::router,

@@ -19,6 +19,9 @@ use std::{
     time::Duration,
 };
 
+/// The example's name: its log lines and default file names start with it.
+pub(crate) const NAME: &str = "stitcher";
+
 use axum::{
     Extension, Json, Router,
     body::Bytes,
@@ -71,7 +74,7 @@ impl Config {
                                    list the new and the old one separated by a comma";
         // Every variable is read, and every problem reported at once.
         let mut problems = Problems::default();
-        let server = problems.check(ServerConfig::from_lookup(lookup));
+        let server = problems.check(ServerConfig::from_lookup(NAME, lookup));
         let stitcher_key = problems.check(common::required_key(lookup, "STITCHER_API_KEY"));
         let webhook = problems.check(
             lookup(SECRETS)
@@ -116,7 +119,7 @@ impl Config {
 /// `config.server.audit_log`. Its key is registered (idempotently) in the key database of
 /// `DATABASE_URL`.
 pub(crate) async fn router(config: Config) -> Result<Router, StartError> {
-    let audit: Arc<dyn AuditSink> = common::open_audit_log(&config.server.audit_log)?;
+    let audit: Arc<dyn AuditSink> = common::open_audit_log(&config.server)?;
     let restrict_workspaces = config.workspaces.is_some();
     let registry = common::open_registry(&config.server.database_url, None).await?;
     let configured = [common::ConfiguredKey {

@@ -13,7 +13,8 @@
 //! | `STITCHER_WEBHOOK_SECRETS` | required: webhook signing secrets, comma-separated (two during a rotation) |
 //! | `STITCHER_WORKSPACES` | optional: the workspaces dispatch may use (any if unset) |
 //! | `LISTEN_ADDR` | default `127.0.0.1:8080`; port 0 picks a free port |
-//! | `AUDIT_LOG` | default `audit.jsonl`: the hash-chained audit trail |
+//! | `AUDIT_LOG` | default `stitcher-audit.jsonl`: the hash-chained audit trail (locked: one writer per file) |
+//! | `AUDIT_CHECKPOINT_KEY` | optional, at least 32 bytes (`openssl rand -base64 32`): signs a checkpoint in the audit log every 1,000 records and at shutdown; `--verify-audit` with it set checks them |
 //! | `FAILED_ATTEMPTS_PER_MINUTE` | default 10, per client address |
 //! | `DATABASE_URL` | default `sqlite://keygate.db` (created in the working directory): where the key is registered |
 //!
@@ -27,7 +28,7 @@ mod common;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     common::main(
-        "stitcher",
+        app::NAME,
         || app::Config::from_lookup(common::env_var),
         |config| &config.server,
         app::router,

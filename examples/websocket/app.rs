@@ -55,6 +55,9 @@ use std::{
     time::Duration,
 };
 
+/// The example's name: its log lines and default file names start with it.
+pub(crate) const NAME: &str = "websocket";
+
 use axum::{
     Extension, Json, Router,
     extract::{
@@ -173,7 +176,7 @@ impl Config {
                 how: MESSAGES_HOW,
             }),
         });
-        let server = problems.check(ServerConfig::from_lookup(lookup));
+        let server = problems.check(ServerConfig::from_lookup(NAME, lookup));
         let key = problems.check(common::required_key(lookup, "WS_API_KEY"));
         let workspaces = problems.check(
             common::id_list(lookup, "WS_WORKSPACES", WORKSPACES_HOW).and_then(|ids| {
@@ -212,7 +215,7 @@ impl Config {
 /// `config.server.audit_log`; job updates go through `hub`. The key is registered
 /// (idempotently) in the key database of `DATABASE_URL`.
 pub(crate) async fn router(config: Config, hub: Hub) -> Result<Router, StartError> {
-    let audit: Arc<dyn AuditSink> = common::open_audit_log(&config.server.audit_log)?;
+    let audit: Arc<dyn AuditSink> = common::open_audit_log(&config.server)?;
     let registry = common::open_registry(&config.server.database_url, None).await?;
     let configured = [common::ConfiguredKey {
         var: "WS_API_KEY",

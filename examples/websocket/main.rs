@@ -13,7 +13,8 @@
 //! | `WS_AUTH_TIMEOUT_MS` | default 5000: how long a connection has to authenticate |
 //! | `WS_MESSAGES_PER_MINUTE` | default 120: the messages a principal may send, over all its connections |
 //! | `LISTEN_ADDR` | default `127.0.0.1:8080`; port 0 picks a free port |
-//! | `AUDIT_LOG` | default `audit.jsonl`: the hash-chained audit trail |
+//! | `AUDIT_LOG` | default `websocket-audit.jsonl`: the hash-chained audit trail (locked: one writer per file) |
+//! | `AUDIT_CHECKPOINT_KEY` | optional, at least 32 bytes (`openssl rand -base64 32`): signs a checkpoint in the audit log every 1,000 records and at shutdown; `--verify-audit` with it set checks them |
 //! | `FAILED_ATTEMPTS_PER_MINUTE` | default 10, per client address |
 //! | `DATABASE_URL` | default `sqlite://keygate.db` (created in the working directory): where the key is registered |
 //!
@@ -27,7 +28,7 @@ mod common;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     common::main(
-        "websocket",
+        app::NAME,
         || app::Config::from_lookup(common::env_var),
         |config| &config.server,
         |config| app::router(config, app::Hub::default()),
