@@ -1661,3 +1661,103 @@ fn last_hash(text: &str) -> String {
     let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     last["hash"].as_str().unwrap().to_owned()
 }
+
+/// README's walk-through of the coordinator, pasted in order into one shell: its shell
+/// blocks run with bash against the built example (on a free port instead of 8080, in a
+/// fresh directory), and every `curl -i` answers the status its comment announces.
+#[tokio::test]
+async fn the_readme_walk_through_works_when_pasted() {
+    use std::os::unix::process::CommandExt as _;
+    use std::process::{Command, Stdio};
+
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("### Walk-through: the coordinator")
+        .expect("README has the walk-through");
+    let section = &readme[start..];
+    // Up to the next heading (`## ` or `### `; shell comments are `# `).
+    let end = ["\n## ", "\n### "]
+        .iter()
+        .filter_map(|heading| section[4..].find(heading))
+        .min()
+        .map_or(section.len(), |i| i + 4);
+    let section = &section[..end];
+    let mut script = String::new();
+    for block in section.split("```sh\n").skip(1) {
+        script.push_str(block.split("```").next().unwrap());
+    }
+
+    // Each `curl -i` must answer the status at the start of the comment above it.
+    let mut expected = Vec::new();
+    let mut announced = None;
+    for line in script.lines() {
+        if let Some(comment) = line.strip_prefix("# ") {
+            announced = comment.get(..3).and_then(|code| code.parse::<u16>().ok());
+        } else if line.starts_with("curl -i") {
+            expected.push(announced.expect("a `curl -i` without its status in a comment"));
+        }
+    }
+    assert!(expected.len() >= 15, "{expected:?}");
+
+    let binary = examples_common::built_example("coordinator");
+    let port = support::loopback().await.1.port();
+    let script = script.replace("localhost:8080", &format!("localhost:{port}"));
+    let mut script = with_binary(&script, &binary.display().to_string());
+    script.insert_str(0, &format!("export LISTEN_ADDR=127.0.0.1:{port}\n"));
+    let dir = support::TempDir::new("readme-walk-through");
+
+    let mut command = Command::new("bash");
+    command
+        .args(["-e", "-c", &script])
+        .current_dir(&dir.0)
+        .env("PATH", std::env::var("PATH").unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let child = command.spawn().unwrap();
+    let group = child.id();
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::task::spawn_blocking(move || child.wait_with_output()),
+    )
+    .await;
+    // Whatever happened, no server is left behind.
+    let _ = Command::new("kill")
+        .args(["--", &format!("-{group}")])
+        .status();
+    let output = output.expect("the walk-through hung").unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    // Status lines, also where a body without a final newline runs into the next one.
+    let statuses: Vec<u16> = stdout
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(at, prefix)| stdout.get(at + prefix.len()..at + prefix.len() + 3))
+        .filter_map(|code| code.parse().ok())
+        .collect();
+    assert_eq!(statuses, expected, "{stdout}");
+    assert!(stdout.contains("chain verified"), "{stdout}");
+    assert!(stdout.contains("head: "), "{stdout}");
+}
+
+/// `script` with the example's `cargo run … coordinator [--]` replaced by `binary`.
+fn with_binary(script: &str, binary: &str) -> String {
+    script
+        .lines()
+        .map(|line| match line.find("cargo run ") {
+            Some(at) => {
+                let rest = &line[at..];
+                let name_end = rest
+                    .find(" coordinator")
+                    .expect("cargo run of the coordinator")
+                    + " coordinator".len();
+                let after = rest[name_end..]
+                    .strip_prefix(" --")
+                    .unwrap_or(&rest[name_end..]);
+                format!("{}{binary}{after}", &line[..at])
+            }
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
