@@ -11,7 +11,10 @@ use std::{
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use super::{ApiKeyGuard, AuditFailure, ClientIpFn, GuardConfig};
+use super::{
+    ApiKeyGuard, AuditFailure, ClientIpFn, GuardConfig,
+    routes::{Route, RoutePolicy},
+};
 use crate::{
     ApiKey, AuditSink, InMemoryRegistry, JsonRejection, KeyError, KeyGrant, KeyLookup,
     RegistryError,
@@ -46,6 +49,9 @@ pub enum BuildError {
     /// A public path does not start with `/`.
     #[error("public path `{0}` must start with `/`")]
     InvalidPublicPath(String),
+    /// A route rule is malformed, or two rules cover the same path and method.
+    #[error("{0}")]
+    InvalidRoute(String),
     /// The realm contains characters a header cannot carry.
     #[error("the realm must be visible ASCII without `\"` or `\\`")]
     InvalidRealm,
@@ -137,7 +143,8 @@ struct Settings {
     keys: Vec<(ApiKey, KeyGrant)>,
     sources: Vec<CredentialSource>,
     max_len: usize,
-    public_paths: Vec<String>,
+    routes: Vec<Route>,
+    preflight: bool,
     realm: String,
     audit: Option<Arc<dyn AuditSink>>,
     audit_failure: AuditFailure,
@@ -163,7 +170,8 @@ impl ApiKeyGuardBuilder {
                 DEFAULT_HEADER,
             ))],
             max_len: DEFAULT_MAX_CREDENTIAL_LEN,
-            public_paths: Vec::new(),
+            routes: Vec::new(),
+            preflight: false,
             realm: "api".to_owned(),
             audit: None,
             audit_failure: AuditFailure::KeepServing,
@@ -302,11 +310,34 @@ impl<R> ApiKeyGuardBuilder<R> {
     }
 
     /// A path that needs no key, matched exactly (`/health` is not `/health/`).
-    pub fn public_path(mut self, path: &str) -> Self {
+    pub fn public_path(self, path: &str) -> Self {
         if !path.starts_with('/') {
             return self.fail(BuildError::InvalidPublicPath(path.to_owned()));
         }
-        self.settings.public_paths.push(path.to_owned());
+        self.route(Route::exact(path).public())
+    }
+
+    /// Makes `path` and every path under it public, on segment boundaries: `/docs`
+    /// covers `/docs`, `/docs/` and `/docs/openapi.json`, never `/docsx` (see [`Route`]).
+    pub fn public_prefix(self, path: &str) -> Self {
+        self.route(Route::prefix(path).public())
+    }
+
+    /// Adds a route rule: public, optional authentication, or what a valid credential
+    /// needs there (scopes, rate-limit cost). See [`Route`] for how paths match and which
+    /// rule wins; a malformed rule, or two rules for one path and method, fail
+    /// [`build`](Self::build) ([`BuildError::InvalidRoute`]).
+    pub fn route(mut self, route: Route) -> Self {
+        self.settings.routes.push(route);
+        self
+    }
+
+    /// Lets CORS preflights (`OPTIONS` with `Origin` and `Access-Control-Request-Method`)
+    /// through without a credential, to a CORS layer inside the guard that answers them.
+    /// Off by default: without it a browser cannot call a guarded API from another
+    /// origin, but nothing passes unauthenticated.
+    pub fn allow_preflight(mut self) -> Self {
+        self.settings.preflight = true;
         self
     }
 
@@ -561,10 +592,8 @@ impl<R> ApiKeyGuardBuilder<R> {
                 _ => None,
             })
             .collect();
-        let mut public_paths: Vec<Box<str>> =
-            settings.public_paths.into_iter().map(Into::into).collect();
-        public_paths.sort();
-        public_paths.dedup();
+        let routes = RoutePolicy::new(settings.routes, settings.preflight)
+            .map_err(BuildError::InvalidRoute)?;
         #[cfg(feature = "jwt")]
         let max_len = settings.jwt.as_ref().map_or(settings.max_len, |jwt| {
             if api_keys {
@@ -586,7 +615,7 @@ impl<R> ApiKeyGuardBuilder<R> {
                     sources: settings.sources,
                     max_len,
                 },
-                public_paths,
+                routes,
                 challenge,
                 audit: settings.audit,
                 audit_failure: settings.audit_failure,
@@ -610,7 +639,8 @@ impl<R: fmt::Debug> fmt::Debug for ApiKeyGuardBuilder<R> {
             .field("keys", &self.settings.keys.len())
             .field("registry", &self.settings.registry)
             .field("sources", &self.settings.sources)
-            .field("public_paths", &self.settings.public_paths)
+            .field("routes", &self.settings.routes)
+            .field("preflight", &self.settings.preflight)
             .field("renderer", &self.renderer)
             .finish_non_exhaustive()
     }

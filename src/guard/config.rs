@@ -13,6 +13,7 @@ use std::{
 
 use http::{HeaderName, HeaderValue, Request, header};
 
+use super::routes::RoutePolicy;
 use crate::{
     AuditSink, KeyLookup,
     credential::Credentials,
@@ -72,8 +73,8 @@ pub(crate) struct GuardConfig {
     #[cfg(feature = "jwt")]
     pub(crate) jwt: Option<crate::jwt::JwtVerifier>,
     pub(crate) credentials: Credentials,
-    /// Sorted, for binary search.
-    pub(crate) public_paths: Vec<Box<str>>,
+    /// Stage 1: which routes are public, optional, or require more.
+    pub(crate) routes: RoutePolicy,
     pub(crate) challenge: HeaderValue,
     pub(crate) audit: Option<Arc<dyn AuditSink>>,
     pub(crate) audit_failure: AuditFailure,
@@ -99,13 +100,6 @@ pub(crate) fn extension_client_ip(extensions: &http::Extensions) -> Option<IpAdd
 }
 
 impl GuardConfig {
-    /// Stage 1: whether `path` is on the public allowlist.
-    pub(crate) fn is_public(&self, path: &str) -> bool {
-        self.public_paths
-            .binary_search_by(|p| (**p).cmp(path))
-            .is_ok()
-    }
-
     /// The client address: from the configured closure or the `ClientAddr` / `SocketAddr`
     /// extension, then through `X-Forwarded-For` as far as the trusted proxies allow: the
     /// trusted proxy networks when configured, otherwise the count of trusted proxies.
@@ -158,7 +152,7 @@ impl fmt::Debug for GuardConfig {
         let f = f.field("jwt", &self.jwt);
         f.field("sources", &self.credentials.sources)
             .field("max_credential_len", &self.credentials.max_len)
-            .field("public_paths", &self.public_paths)
+            .field("routes", &self.routes)
             .field("audit", &self.audit)
             .field("audit_failure", &self.audit_failure)
             .field("rate_limit", &self.rate_limit)

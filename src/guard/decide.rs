@@ -18,7 +18,10 @@ use std::{
 
 use time::OffsetDateTime;
 
-use super::{AuditFailure, GuardConfig};
+use super::{
+    AuditFailure, GuardConfig,
+    routes::{Access, Requirement},
+};
 use crate::{
     BackendFuture, KeyDigest, KeyRecord, KeyStatus, Malformed, Outcome, Principal, RegistryError,
     Rejection,
@@ -65,6 +68,8 @@ pub(crate) struct Verification {
     /// it came through only to have its key verified (see `Passage`), and any failure is
     /// answered 429.
     blocked: Option<Duration>,
+    /// What the route asks of a valid credential (scopes, cost).
+    requirement: Requirement,
     step: Step,
 }
 
@@ -107,7 +112,12 @@ impl Verification {
         config: &GuardConfig,
         credential: &str,
         client_ip: Option<IpAddr>,
+        access: &Access,
     ) -> Result<Self, Refusal> {
+        let requirement = match access {
+            Access::Required(requirement) => requirement.clone(),
+            Access::Public | Access::Optional => Requirement::default(),
+        };
         let client = client_ip.map(ClientKey::from);
         let mut blocked = None;
         if let Some(limiter) = &config.failed_attempts {
@@ -136,7 +146,8 @@ impl Verification {
                 (Ok(principal), _) => Ok(Self {
                     client,
                     blocked,
-                    step: Self::admit(config, principal),
+                    step: Self::admit(config, principal, &requirement),
+                    requirement,
                 }),
                 (Err(_), Some(retry_after)) => Err(refuse_blocked(retry_after).into()),
                 (Err(rejection @ Rejection::MalformedCredentials(_)), None) => {
@@ -175,6 +186,7 @@ impl Verification {
         Ok(Self {
             client,
             blocked,
+            requirement,
             step: Step::Lookup { lookup, presented },
         })
     }
@@ -287,15 +299,29 @@ impl Verification {
             // to its lookup.
             passage.note_passed(record.key_id);
         }
-        match Self::admit(config, Principal::new(record)) {
+        match Self::admit(config, Principal::new(record), &self.requirement) {
             Step::Decided(decision) => Progress::Decided(decision),
             step => Progress::Next(step),
         }
     }
 
-    /// Stage 5 for a verified caller, whatever its credential: the rate-limit check, or
-    /// the admission when no limit is configured.
-    fn admit(config: &GuardConfig, principal: Principal) -> Step {
+    /// Stage 5 for a verified caller, whatever its credential: the route's scopes (before
+    /// anything is counted), then the rate-limit check at the route's cost, or the
+    /// admission when no limit is configured.
+    fn admit(config: &GuardConfig, principal: Principal, requirement: &Requirement) -> Step {
+        if let Some(missing) = requirement
+            .scopes
+            .iter()
+            .flat_map(|scopes| scopes.iter())
+            .find(|scope| !principal.has_scope(scope))
+        {
+            return Step::Decided(Err(Refusal {
+                rejection: Rejection::InsufficientScope {
+                    scope: missing.clone().into(),
+                },
+                principal: Some(principal),
+            }));
+        }
         let Some(limit) = &config.rate_limit else {
             return Step::Decided(Ok(Admission {
                 principal,
@@ -307,7 +333,8 @@ impl Verification {
             LimitBy::Principal => principal.id(),
             LimitBy::Key => principal.key_id_str(),
         };
-        let check = limit.backend.check(key, principal.tier(), limit.cost);
+        let cost = requirement.cost.unwrap_or(limit.cost);
+        let check = limit.backend.check(key, principal.tier(), cost);
         Step::Limit { principal, check }
     }
 }

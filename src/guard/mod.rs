@@ -45,6 +45,7 @@
 mod builder;
 mod config;
 mod decide;
+mod routes;
 mod service;
 
 use std::{fmt, future::Future, net::IpAddr, sync::Arc};
@@ -55,6 +56,7 @@ pub(crate) use self::config::GuardConfig;
 pub use self::{
     builder::{ApiKeyGuardBuilder, BuildError, DEFAULT_UNAVAILABLE_RETRY_AFTER},
     config::{AuditFailure, ClientAddr, ClientIpFn},
+    routes::Route,
     service::{ApiKeyGuardService, ResponseFuture},
 };
 // TODO(issue-14): remove once tests and examples import these from `limit`.
@@ -198,7 +200,9 @@ impl<R> ApiKeyGuard<R> {
             .credentials
             .check(credential)
             .map_err(Into::into)
-            .and_then(|()| Verification::start(&config, credential, client_ip));
+            .and_then(|()| {
+                Verification::start(&config, credential, client_ip, &routes::DEFAULT_ACCESS)
+            });
         async move {
             let decision = match started {
                 Ok(mut verification) => {

@@ -16,8 +16,9 @@ use tower_service::Service;
 use super::{
     GuardConfig,
     decide::{Decision, Verification},
+    routes::Access,
 };
-use crate::{Outcome, RenderRejection, audit::RequestFacts, limit::RateLimitDecision};
+use crate::{Outcome, Rejection, RenderRejection, audit::RequestFacts, limit::RateLimitDecision};
 
 /// The guard wrapped around an inner service. Made by [`ApiKeyGuard`](super::ApiKeyGuard).
 #[derive(Clone)]
@@ -79,7 +80,11 @@ where
         config.hide_credentials(&mut request);
 
         // 1. Route policy.
-        if config.is_public(request.uri().path()) {
+        let access =
+            config
+                .routes
+                .access(request.method(), request.uri().path(), request.headers());
+        if *access == Access::Public {
             if let (Some(sink), Some(facts)) = (&config.audit, &facts) {
                 sink.record(facts.event(Outcome::Admitted).with_reason("public_route"));
             }
@@ -87,11 +92,17 @@ where
         }
 
         // 2. Credential, 3. failed attempts, and the parts of 4. that need no lookup.
-        let started = config
-            .credentials
-            .extract(request.headers(), request.uri())
-            .map_err(Into::into)
-            .and_then(|credential| Verification::start(config, credential.expose_secret(), ip));
+        let extracted = config.credentials.extract(request.headers(), request.uri());
+        if *access == Access::Optional && matches!(extracted, Err(Rejection::MissingCredentials)) {
+            // Optional authentication, and none offered: on, anonymous.
+            if let (Some(sink), Some(facts)) = (&config.audit, &facts) {
+                sink.record(facts.event(Outcome::Admitted).with_reason("anonymous"));
+            }
+            return ResponseFuture::inner(self.inner.call(request), None);
+        }
+        let started = extracted.map_err(Into::into).and_then(|credential| {
+            Verification::start(config, credential.expose_secret(), ip, access)
+        });
         let decision = match started {
             Ok(mut verification) => match verification.poll_now(config) {
                 Poll::Ready(decision) => decision,

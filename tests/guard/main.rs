@@ -1,5 +1,6 @@
 //! The guard's contract, one module a topic: the refusal rows of DESIGN.md about
-//! credentials (`credentials`), the credential sources (`sources`), a failed-attempt
+//! credentials (`credentials`), route rules against a real router (`routes`), the
+//! credential sources (`sources`), a failed-attempt
 //! limiter that cannot see clients (`client_address`), the public-route
 //! allowlist (`public_routes`), admission and the key lifecycle (`lifecycle`), build-time
 //! errors (`build`), backends that fail or answer late (`availability`), body types other
@@ -27,6 +28,7 @@ mod credentials;
 mod jwt;
 mod lifecycle;
 mod public_routes;
+mod routes;
 mod secrets;
 mod sources;
 mod workspaces;
