@@ -1760,3 +1760,29 @@ fn with_binary(script: &str, binary: &str) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// A flood of bad keys from one client writes two records (the first refusal, and one
+/// with the count of the rest, at shutdown at the latest), not one each: nothing is lost.
+#[tokio::test]
+async fn a_flood_of_bad_keys_is_counted_not_written_line_by_line() {
+    let c = Coordinator::start().await;
+    for _ in 0..50 {
+        c.server
+            .get("/coordinator/jobs/x")
+            .key(&random_key())
+            .send()
+            .await
+            .assert_error(401, "invalid_credentials");
+    }
+    let events = c.server.finish().await;
+    let refusals: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["reason"] == "invalid_credentials")
+        .collect();
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    let counted: u64 = refusals
+        .iter()
+        .map(|e| e["count"].as_u64().unwrap_or(1))
+        .sum();
+    assert_eq!(counted, 50);
+}

@@ -608,7 +608,8 @@ async fn message_flood_gets_errors_then_a_1008_close() {
 
 #[tokio::test]
 async fn audit_log_verifies_and_holds_a_decision_for_every_connection() {
-    let server = start(&[("WS_AUTH_TIMEOUT_MS", "300")]).await;
+    // One record per refusal, read while the server runs.
+    let server = start(&[("WS_AUTH_TIMEOUT_MS", "300"), ("AUDIT_AGGREGATE_SECS", "0")]).await;
 
     let (mut client, _) = server.connect("", &[("x-api-key", KEY)]).await;
     expect_authenticated(&mut client).await;

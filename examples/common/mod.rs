@@ -589,6 +589,10 @@ pub(crate) struct ServerConfig {
     /// shutdown, so that `--verify-audit` (with the same variable set) detects a rewritten
     /// or cut log.
     pub(crate) audit_checkpoint_key: Option<SecretString>,
+    /// `AUDIT_AGGREGATE_SECS`, default 10: the interval over which refusals of
+    /// unauthenticated callers are counted per client and reason, one record each (plus
+    /// one with the count of the rest); `0` writes one record per refusal.
+    pub(crate) audit_aggregate: Duration,
     /// Timeouts and the connection cap of the server (not configurable; tests shorten
     /// them).
     pub(crate) limits: ConnectionLimits,
@@ -618,6 +622,7 @@ impl fmt::Debug for ServerConfig {
                 "audit_checkpoint_key",
                 &self.audit_checkpoint_key.as_ref().map(|_| "[REDACTED]"),
             )
+            .field("audit_aggregate", &self.audit_aggregate)
             .field("limits", &self.limits)
             .finish()
     }
@@ -660,6 +665,19 @@ impl ServerConfig {
             None => Ok(Self::default_audit_log(name)),
         });
         let audit_checkpoint_key = problems.check(audit_checkpoint_key(lookup));
+        let audit_aggregate = problems.check(match lookup("AUDIT_AGGREGATE_SECS") {
+            None => Ok(Duration::from_secs(10)),
+            Some(value) => value
+                .trim()
+                .parse::<u16>()
+                .map(|secs| Duration::from_secs(secs.into()))
+                .map_err(|_| ConfigError::Invalid {
+                    var: "AUDIT_AGGREGATE_SECS",
+                    problem: format!("{value:?} is not a whole number of seconds from 0 to 65535"),
+                    how: "set it to the seconds over which refusals are counted (0: one \
+                          record each), or unset it for 10",
+                }),
+        });
         let failed_attempts_per_minute =
             problems.check(match lookup("FAILED_ATTEMPTS_PER_MINUTE") {
                 None => Ok(Self::DEFAULT_FAILED_ATTEMPTS_PER_MINUTE),
@@ -676,12 +694,14 @@ impl ServerConfig {
             Some(failed_attempts_per_minute),
             Some(database_url),
             Some(audit_checkpoint_key),
+            Some(audit_aggregate),
         ) = (
             listen_addr,
             audit_log,
             failed_attempts_per_minute,
             database_url,
             audit_checkpoint_key,
+            audit_aggregate,
         )
         else {
             return Err(problems.into_error());
@@ -692,6 +712,7 @@ impl ServerConfig {
             failed_attempts_per_minute,
             database_url,
             audit_checkpoint_key,
+            audit_aggregate,
             limits: ConnectionLimits::default(),
             clock: Clock::system(),
         })
@@ -746,11 +767,9 @@ pub(crate) fn guard_builder_with(
 
 /// Opens (or continues) the hash-chained audit log of `server`, locked against a second
 /// writer, signed every [`CHECKPOINT_EVERY`] records when `AUDIT_CHECKPOINT_KEY` is set,
-/// behind an [`AggregatingSink`] so that floods of unauthenticated refusals are counted
-/// rather than written one line each.
-pub(crate) fn open_audit_log(
-    server: &ServerConfig,
-) -> Result<Arc<AggregatingSink<JsonLinesSink>>, StartError> {
+/// behind an [`AggregatingSink`] (unless `AUDIT_AGGREGATE_SECS=0`) so that floods of
+/// unauthenticated refusals are counted rather than written one line each.
+pub(crate) fn open_audit_log(server: &ServerConfig) -> Result<Arc<dyn AuditSink>, StartError> {
     let path = &server.audit_log;
     let failed = |source| StartError::AuditLog {
         path: path.clone(),
@@ -762,7 +781,12 @@ pub(crate) fn open_audit_log(
             .map_err(|error| failed(error.into()))?;
         sink = sink.with_checkpoints(key, CHECKPOINT_EVERY);
     }
-    Ok(Arc::new(AggregatingSink::new(sink)))
+    if server.audit_aggregate.is_zero() {
+        return Ok(Arc::new(sink));
+    }
+    Ok(Arc::new(
+        AggregatingSink::new(sink).interval(server.audit_aggregate),
+    ))
 }
 
 /// Why a server could not start (or `--verify-audit` failed).
@@ -1159,15 +1183,18 @@ pub(crate) async fn serve_with(
             .with_upgrades();
         let mut stopping = stopping.clone();
         tokio::spawn(async move {
-            let mut connection = std::pin::pin!(connection);
+            let mut connection = Box::pin(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
                 () = async { drop(stopping.wait_for(|stop| *stop).await) } => {
                     // Finish the request in flight, then close.
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    connection.as_mut().await
                 }
             };
+            // The connection (and the app it holds) goes before its slot, so that once
+            // every slot is back, no connection holds the app any more.
+            drop(connection);
             // An error here is the client's: a timeout, a reset, a malformed request.
             if let Err(error) = result {
                 tracing::debug!(%error, %peer, "connection closed");

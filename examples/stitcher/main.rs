@@ -14,6 +14,7 @@
 //! | `STITCHER_WORKSPACES` | optional: the workspaces dispatch may use (any if unset) |
 //! | `LISTEN_ADDR` | default `127.0.0.1:8080`; port 0 picks a free port |
 //! | `AUDIT_LOG` | default `stitcher-audit.jsonl`: the hash-chained audit trail (locked: one writer per file) |
+//! | `AUDIT_AGGREGATE_SECS` | default 10: refusals of unauthenticated callers are counted per client and reason over this many seconds (one record, then one with the count); 0 writes one record each |
 //! | `AUDIT_CHECKPOINT_KEY` | optional, at least 32 bytes (`openssl rand -base64 32`): signs a checkpoint in the audit log every 1,000 records and at shutdown; `--verify-audit` with it set checks them |
 //! | `FAILED_ATTEMPTS_PER_MINUTE` | default 10, per client address |
 //! | `DATABASE_URL` | default `sqlite://keygate.db` (created in the working directory): where the key is registered |
