@@ -559,6 +559,95 @@ mod tests {
         assert_eq!(backend.len(), 5000 + 1);
     }
 
+    fn strict(limit: u32, window: Duration) -> Quota {
+        Quota::strict(nz(limit), window).unwrap()
+    }
+
+    #[test]
+    fn a_strict_window_never_admits_more_than_its_limit_and_tells_when() {
+        let (backend, clock) = backend(Tiers::new(strict(3, Duration::from_secs(60))));
+        let first = check(&backend, "k", "default", 1);
+        assert_eq!(first.headers().policy(), r#""default";q=3;w=60"#);
+        // t: seconds until the oldest admission leaves the window.
+        assert_eq!(first.headers().rate_limit(), r#""default";r=2;t=60"#);
+        clock.advance(Duration::from_secs(10));
+        assert!(check(&backend, "k", "default", 1).allowed);
+        clock.advance(Duration::from_secs(10));
+        let third = check(&backend, "k", "default", 1);
+        assert_eq!(third.headers().rate_limit(), r#""default";r=0;t=40"#);
+        // Refused until the first admission is 60 s old: Retry-After says so.
+        clock.advance(Duration::from_millis(500));
+        let refused = check(&backend, "k", "default", 1);
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after, Some(Duration::from_millis(39_500)));
+        let mut headers = http::HeaderMap::new();
+        refused.headers().apply(&mut headers);
+        assert_eq!(headers["retry-after"], "40");
+        assert_eq!(headers["ratelimit"], r#""default";r=0;t=40"#);
+        // Unlike GCRA, a quiet spell of a window does not refill early.
+        clock.advance(Duration::from_millis(39_499));
+        assert!(!check(&backend, "k", "default", 1).allowed);
+        clock.advance(Duration::from_millis(1));
+        let admitted = check(&backend, "k", "default", 1);
+        assert!(admitted.allowed);
+        assert_eq!((admitted.remaining, admitted.reset), (0, Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn a_strict_cost_takes_as_many_slots() {
+        let (backend, clock) = backend(Tiers::new(strict(10, Duration::from_secs(10))));
+        assert_eq!(check(&backend, "k", "default", 4).remaining, 6);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(check(&backend, "k", "default", 5).remaining, 1);
+        clock.advance(Duration::from_secs(1));
+        // 9 held: a cost of 3 needs 2 more slots, which the first request frees at 10 s.
+        let refused = check(&backend, "k", "default", 3);
+        assert!(!refused.allowed);
+        assert_eq!(refused.remaining, 1);
+        assert_eq!(refused.retry_after, Some(Duration::from_secs(8)));
+        assert_eq!(refused.reset, Duration::from_secs(8));
+        // A cost of 10 waits for both: the second request leaves at 11 s.
+        let all = check(&backend, "k", "default", 10);
+        assert_eq!(all.retry_after, Some(Duration::from_secs(9)));
+        // A cost above the limit can never fit.
+        let error = ready(backend.check("k", "default", nz(11))).unwrap_err();
+        assert!(matches!(
+            error,
+            LimitError::CostExceedsBurst {
+                cost: 11,
+                burst: 10
+            }
+        ));
+        assert!(check(&backend, "k", "default", 1).allowed);
+    }
+
+    #[test]
+    fn tiers_mix_gcra_and_strict_windows_and_idle_windows_are_swept() {
+        let tiers = Tiers::new(Quota::per_minute(nz(2)))
+            .tier("contract", strict(2, Duration::from_secs(60)));
+        let (backend, clock) = backend(tiers);
+        // GCRA: 2 at once, then one every 30 s; strict: 2, then nothing for 60 s.
+        for tier in ["default", "contract"] {
+            assert!(check(&backend, "k", tier, 2).allowed);
+        }
+        clock.advance(Duration::from_secs(30));
+        assert!(check(&backend, "k", "default", 1).allowed);
+        let strict = check(&backend, "k", "contract", 1);
+        assert!(!strict.allowed);
+        assert_eq!(&*strict.policy, "contract");
+        assert_eq!(strict.retry_after, Some(Duration::from_secs(30)));
+        for i in 0..1000 {
+            check(&backend, &format!("w-{i}"), "contract", 1);
+        }
+        assert_eq!(backend.len(), 1002);
+        // A window later, the next sweep (after 4096 new keys) drops every idle key.
+        clock.advance(Duration::from_secs(61));
+        for i in 0..5000 {
+            check(&backend, &format!("new-{i}"), "contract", 1);
+        }
+        assert_eq!(backend.len(), 5000);
+    }
+
     #[test]
     fn keys_are_distinct_and_long_keys_work() {
         let (backend, _clock) = backend(Tiers::new(Quota::per_minute(nz(1))));

@@ -600,6 +600,46 @@ mod tests {
     }
 
     #[test]
+    fn strict_quotas_are_bounded_and_keep_their_burst() {
+        let q = Quota::strict(nz(100), Duration::from_secs(60)).unwrap();
+        assert!(q.is_strict());
+        assert_eq!(q.kind(), QuotaKind::StrictWindow);
+        assert_eq!(q.clone().with_burst(nz(5)).burst(), 100);
+        assert_eq!(q.rendered().policy_value, r#""default";q=100;w=60"#);
+        assert_eq!(Quota::strict_per_minute(nz(100)), Ok(q.clone()));
+        assert_ne!(Quota::per_minute(nz(100)), q);
+        assert_eq!(Quota::per_minute(nz(100)).kind(), QuotaKind::Gcra);
+        assert_eq!(
+            Quota::strict_per_second(nz(MAX_STRICT_LIMIT)).map(|q| q.limit()),
+            Ok(MAX_STRICT_LIMIT)
+        );
+        let too_many = Quota::strict_per_hour(nz(MAX_STRICT_LIMIT + 1)).unwrap_err();
+        assert_eq!(
+            too_many,
+            InvalidStrictQuota::TooManyRequests {
+                limit: 100_001,
+                max: 100_000
+            }
+        );
+        assert_eq!(
+            too_many.to_string(),
+            "strict window limit 100001 exceeds 100000: use a GCRA quota for limits this large"
+        );
+        assert_eq!(
+            Quota::strict(nz(1), Duration::from_micros(999)),
+            Err(InvalidStrictQuota::WindowTooShort)
+        );
+        assert_eq!(
+            Quota::strict(nz(1), Duration::MAX),
+            Err(InvalidStrictQuota::WindowTooLong)
+        );
+        // A tier renames a strict quota like any other.
+        let tiers = Tiers::default().tier("contract", q);
+        assert!(tiers.quota_for("contract").is_strict());
+        assert_eq!(tiers.quota_for("contract").policy(), "contract");
+    }
+
+    #[test]
     fn policy_names_are_http_tokens() {
         assert!(Quota::per_second(nz(1)).named("gold-2024_v1.x").is_ok());
         for bad in [
