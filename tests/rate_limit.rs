@@ -683,7 +683,10 @@ async fn a_strict_window_never_admits_more_than_100_in_any_minute() {
             .filter(|&at| at + WINDOW > now)
             .collect();
         if reply.status == 200 {
-            assert!(in_window.len() < 100, "admitted at {now:?} over a full window");
+            assert!(
+                in_window.len() < 100,
+                "admitted at {now:?} over a full window"
+            );
             admitted.push(now);
         } else {
             reply.assert_refusal(429, "rate_limited");
@@ -691,7 +694,12 @@ async fn a_strict_window_never_admits_more_than_100_in_any_minute() {
             assert_eq!(in_window.len(), 100, "refused at {now:?} with room left");
             let wait = in_window[0] + WINDOW - now;
             assert_eq!(reply.retry_after(), wait.as_secs_f64().ceil() as u64);
-            assert_eq!(reply.header("ratelimit").map(|v| v.starts_with("\"default\";r=0;t=")), Some(true));
+            assert_eq!(
+                reply
+                    .header("ratelimit")
+                    .map(|v| v.starts_with("\"default\";r=0;t=")),
+                Some(true)
+            );
             refused += 1;
         }
     }

@@ -399,7 +399,10 @@ async fn strict_windows_decide_exactly_as_in_memory_and_mix_with_gcra() {
     let tiers = Tiers::new(Quota::strict(nz(5), Duration::from_secs(10)).unwrap())
         .tier(
             "contract",
-            Quota::strict_per_minute(nz(100)).unwrap().named("contract").unwrap(),
+            Quota::strict_per_minute(nz(100))
+                .unwrap()
+                .named("contract")
+                .unwrap(),
         )
         .tier("gcra", Quota::per_second(nz(3)));
     let clock = Clock::manual();
@@ -409,7 +412,7 @@ async fn strict_windows_decide_exactly_as_in_memory_and_mix_with_gcra() {
         .unwrap()
         .with_clock(clock.clone());
 
-    let mut rng = support::rng(0x5EED_0F_57_1C7);
+    let mut rng = support::rng(0x5EED_0F57_01C7);
     let (mut allowed, mut refused) = (0, 0);
     for step in 0..600 {
         // Whole microseconds: Redis scores admissions in microseconds.
@@ -422,10 +425,17 @@ async fn strict_windows_decide_exactly_as_in_memory_and_mix_with_gcra() {
         clock.advance(Duration::from_micros(advance));
         let key = ["coordinator-1", "stitcher"][rng.usize(..2)];
         let tier = ["default", "contract", "gcra", "no-such-tier"][rng.usize(..4)];
-        let cost = if rng.u64(..10) < 7 { 1 } else { 1 + rng.u32(..3) };
+        let cost = if rng.u64(..10) < 7 {
+            1
+        } else {
+            1 + rng.u32(..3)
+        };
         let expected = memory.check(key, tier, nz(cost)).await.unwrap();
         let actual = redis.check(key, tier, nz(cost)).await.unwrap();
-        assert_eq!(actual, expected, "step {step}: {key} in {tier}, cost {cost}");
+        assert_eq!(
+            actual, expected,
+            "step {step}: {key} in {tier}, cost {cost}"
+        );
         if expected.allowed {
             allowed += 1;
         } else {
@@ -449,9 +459,15 @@ async fn strict_windows_decide_exactly_as_in_memory_and_mix_with_gcra() {
     };
     assert_eq!(gcra.retry_after, Some(Duration::ZERO));
     // 4 of 5 held: 1 more slot frees when the first request is 10 s old.
-    assert_eq!((strict.remaining, strict.retry_after), (1, Some(Duration::from_secs(8))));
+    assert_eq!(
+        (strict.remaining, strict.retry_after),
+        (1, Some(Duration::from_secs(8)))
+    );
     assert_eq!(refused.binding(), Some(strict));
-    assert_eq!(redis.check("ws-1", "gcra", nz(3)).await.unwrap().remaining, 0);
+    assert_eq!(
+        redis.check("ws-1", "gcra", nz(3)).await.unwrap().remaining,
+        0
+    );
 }
 
 #[tokio::test]
@@ -464,19 +480,37 @@ async fn a_strict_window_is_a_sorted_set_that_expires_with_its_window() {
         .await
         .unwrap();
     let mut redis = server.inspect().await;
-    let decision = limit.check("coordinator-1", "default", nz(4)).await.unwrap();
+    let decision = limit
+        .check("coordinator-1", "default", nz(4))
+        .await
+        .unwrap();
     assert!(decision.allowed);
     assert_eq!(decision.remaining, 6);
     assert_eq!(decision.reset, Duration::from_secs(3));
     let key = "app:rl:default:coordinator-1";
-    let members: usize = ::redis::cmd("ZCARD").arg(key).query_async(&mut redis).await.unwrap();
+    let members: usize = ::redis::cmd("ZCARD")
+        .arg(key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
     assert_eq!(members, 4);
-    let ttl: i64 = ::redis::cmd("PTTL").arg(key).query_async(&mut redis).await.unwrap();
+    let ttl: i64 = ::redis::cmd("PTTL")
+        .arg(key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
     assert!((2900..=3000).contains(&ttl), "PTTL {ttl}");
-    let refused = limit.check("coordinator-1", "default", nz(7)).await.unwrap();
+    let refused = limit
+        .check("coordinator-1", "default", nz(7))
+        .await
+        .unwrap();
     assert!(!refused.allowed);
     assert!(refused.retry_after.unwrap() <= Duration::from_secs(3));
-    let members: usize = ::redis::cmd("ZCARD").arg(key).query_async(&mut redis).await.unwrap();
+    let members: usize = ::redis::cmd("ZCARD")
+        .arg(key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
     assert_eq!(members, 4, "a refusal records nothing");
 }
 
@@ -534,12 +568,18 @@ async fn two_replicas_never_admit_more_than_the_strict_window_together() {
     let (mut admitted, mut refused) = (Vec::new(), 0_usize);
     let mut sent_count = 0_usize;
     while started.elapsed() < 3 * WINDOW || refused < 20 {
-        assert!(started.elapsed() < 10 * WINDOW, "only {refused} refused in 10 windows");
+        assert!(
+            started.elapsed() < 10 * WINDOW,
+            "only {refused} refused in 10 windows"
+        );
         ticks.tick().await;
         let sent = started.elapsed();
         let reply = support::send(replicas[sent_count % 2].get_with_key("/jobs", &key)).await;
         let received = started.elapsed();
-        assert_eq!(reply.header("ratelimit-policy"), Some("\"default\";q=20;w=2"));
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some("\"default\";q=20;w=2")
+        );
         if reply.status == 200 {
             admitted.push((sent, received));
         } else {
@@ -550,7 +590,11 @@ async fn two_replicas_never_admit_more_than_the_strict_window_together() {
         }
         // Any 20 requests fit in an empty window: the first 20 are all admitted.
         if sent_count < 20 {
-            assert_eq!(admitted.len(), sent_count + 1, "request {sent_count} refused");
+            assert_eq!(
+                admitted.len(),
+                sent_count + 1,
+                "request {sent_count} refused"
+            );
         }
         sent_count += 1;
     }

@@ -590,7 +590,10 @@ mod tests {
         clock.advance(Duration::from_millis(1));
         let admitted = check(&backend, "k", "default", 1);
         assert!(admitted.allowed);
-        assert_eq!((admitted.remaining, admitted.reset), (0, Duration::from_secs(10)));
+        assert_eq!(
+            (admitted.remaining, admitted.reset),
+            (0, Duration::from_secs(10))
+        );
     }
 
     #[test]

@@ -79,7 +79,8 @@ pub use headers::{RATELIMIT, RATELIMIT_POLICY, RateLimitHeaders, retry_after_sec
 pub use in_memory::InMemoryRateLimit;
 pub use passage::{DEFAULT_PASSAGE_PER_SECOND, DEFAULT_PASSED_KEYS, PASSED_KEY_LIFETIME};
 pub use quota::{
-    DEFAULT_POLICY, InvalidPolicyName, InvalidStrictQuota, MAX_STRICT_LIMIT, Quota, QuotaKind, Tiers,
+    DEFAULT_POLICY, InvalidPolicyName, InvalidStrictQuota, MAX_STRICT_LIMIT, Quota, QuotaKind,
+    Tiers,
 };
 pub use rate_limit::{LimitBy, RateLimit};
 

@@ -126,9 +126,9 @@ impl Bucket {
             .unwrap_or(u64::MAX)
             .max(1);
         let tolerance = interval.saturating_mul(u64::from(quota.burst() - 1));
-        let window_micros = quota.is_strict().then(|| {
-            u64::try_from(quota.window().as_nanos().div_ceil(1000)).unwrap_or(u64::MAX)
-        });
+        let window_micros = quota
+            .is_strict()
+            .then(|| u64::try_from(quota.window().as_nanos().div_ceil(1000)).unwrap_or(u64::MAX));
         Self {
             quota: quota.clone(),
             key_prefix: key_prefix.into_bytes().into_boxed_slice(),
@@ -158,7 +158,11 @@ impl Bucket {
     /// Adds this limit's arguments for a request of `cost` to `cmd`.
     fn args(&self, cmd: &mut Cmd, cost: NonZeroU32) {
         match self.window_micros {
-            Some(window) => cmd.arg("w").arg(window).arg(self.quota.limit()).arg(cost.get()),
+            Some(window) => cmd
+                .arg("w")
+                .arg(window)
+                .arg(self.quota.limit())
+                .arg(cost.get()),
             None => cmd
                 .arg("g")
                 .arg(self.interval)
@@ -369,7 +373,9 @@ impl RateLimitBackend for RedisRateLimit {
                 .await
                 .map_err(LimitError::unavailable)?;
             let reply = Reply::parse(&reply, 1)?;
-            Ok(shared.bucket(index).decision(reply.allowed(), reply.limit(0)))
+            Ok(shared
+                .bucket(index)
+                .decision(reply.allowed(), reply.limit(0)))
         })
     }
 }
@@ -629,7 +635,10 @@ mod tests {
         assert_eq!(gcra.window_micros, None);
         let mut cmd = Cmd::new();
         gcra.args(&mut cmd, nz(1));
-        assert!(matches!(cmd.args_iter().next(), Some(redis::Arg::Simple(b"g"))));
+        assert!(matches!(
+            cmd.args_iter().next(),
+            Some(redis::Arg::Simple(b"g"))
+        ));
     }
 
     #[test]
