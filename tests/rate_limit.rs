@@ -631,3 +631,81 @@ async fn a_failed_backend_fails_closed_by_default_and_open_when_configured() {
         Some("rate_limit_unavailable_failed_open")
     );
 }
+
+/// The most admissions any half-open window `[t, t + window)` holds, over the sorted
+/// admission times `admitted`. A window holding the most can be moved forward until it
+/// starts at an admission without losing one, so checking the windows that start at each
+/// admission checks every window.
+fn busiest_window(admitted: &[Duration], window: Duration) -> usize {
+    admitted
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| {
+            admitted[i..]
+                .iter()
+                .take_while(|&&at| at < start + window)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_strict_window_never_admits_more_than_100_in_any_minute() {
+    const WINDOW: Duration = Duration::from_secs(60);
+    let clock = Clock::manual();
+    let quota = Quota::strict_per_minute(nz(100)).unwrap();
+    let backend = InMemoryRateLimit::new(Tiers::new(quota)).with_clock(clock.clone());
+    let key = generated_key();
+    let guard = ApiKeyGuard::builder()
+        .key(key.clone(), KeyGrant::new("coordinator"))
+        .rate_limit(RateLimit::new(backend))
+        .build()
+        .unwrap();
+    let server = TestServer::start(jobs_app(guard)).await;
+
+    // A steady 171 requests per minute (one every 350 ms) for 200 s of clock time.
+    let step = Duration::from_millis(350);
+    let mut admitted: Vec<Duration> = Vec::new();
+    let mut refused = 0;
+    for _ in 0..572 {
+        clock.advance(step);
+        let now = clock.elapsed();
+        let reply = support::send(server.get_with_key("/jobs", key.expose_secret())).await;
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some("\"default\";q=100;w=60")
+        );
+        // The admissions still in the window ending now, `(now - 60 s, now]`.
+        let in_window: Vec<Duration> = admitted
+            .iter()
+            .copied()
+            .filter(|&at| at + WINDOW > now)
+            .collect();
+        if reply.status == 200 {
+            assert!(
+                in_window.len() < 100,
+                "admitted at {now:?} over a full window"
+            );
+            admitted.push(now);
+        } else {
+            reply.assert_refusal(429, "rate_limited");
+            // Refused only when the window is full, until its oldest admission leaves.
+            assert_eq!(in_window.len(), 100, "refused at {now:?} with room left");
+            let wait = in_window[0] + WINDOW - now;
+            assert_eq!(reply.retry_after(), wait.as_secs_f64().ceil() as u64);
+            assert_eq!(
+                reply
+                    .header("ratelimit")
+                    .map(|v| v.starts_with("\"default\";r=0;t=")),
+                Some(true)
+            );
+            refused += 1;
+        }
+    }
+    assert!(clock.elapsed() > 3 * WINDOW);
+    assert_eq!(busiest_window(&admitted, WINDOW), 100);
+    // GCRA would have admitted 100 at once and then 100 a minute: ~433 in 200 s.
+    println!("{} admitted, {refused} refused", admitted.len());
+    assert!(admitted.len() <= 400 && refused > 0);
+}

@@ -20,8 +20,8 @@ use std::{
 use axum::{Router, body::Body};
 use http::{Request, Response, StatusCode};
 use keygate::{
-    ApiKey, ApiKeyGuard, KeyGrant, KeyId, KeyLookup, KeyPrefix, KeyRegistry, RateLimit,
-    RegistryError,
+    ApiKey, ApiKeyGuard, InMemoryRegistry, KeyGrant, KeyId, KeyLookup, KeyPrefix, KeyRegistry,
+    RateLimit, RegistryError,
     audit::{MemorySink, Outcome},
     limit::{Clock, InMemoryRateLimit, LimitError, Quota, RateLimitBackend, Tiers},
     redis::{RedisRateLimit, RedisRegistry},
@@ -391,6 +391,219 @@ async fn buckets_expire_when_full_and_the_script_survives_a_flush() {
         .unwrap();
     assert!(again.allowed);
     assert!(again.remaining <= 94);
+}
+
+#[tokio::test]
+async fn strict_windows_decide_exactly_as_in_memory_and_mix_with_gcra() {
+    let server = RedisServer::start();
+    let tiers = Tiers::new(Quota::strict(nz(5), Duration::from_secs(10)).unwrap())
+        .tier(
+            "contract",
+            Quota::strict_per_minute(nz(100))
+                .unwrap()
+                .named("contract")
+                .unwrap(),
+        )
+        .tier("gcra", Quota::per_second(nz(3)));
+    let clock = Clock::manual();
+    let memory = InMemoryRateLimit::new(tiers.clone()).with_clock(clock.clone());
+    let redis = RedisRateLimit::connect(server.url(), tiers)
+        .await
+        .unwrap()
+        .with_clock(clock.clone());
+
+    let mut rng = support::rng(0x5EED_0F57_01C7);
+    let (mut allowed, mut refused) = (0, 0);
+    for step in 0..600 {
+        // Whole microseconds: Redis scores admissions in microseconds.
+        let advance = match rng.u64(..20) {
+            0..8 => 0,
+            8..16 => rng.u64(..500_000),
+            16..19 => rng.u64(..3_000_000),
+            _ => rng.u64(..30_000_000),
+        };
+        clock.advance(Duration::from_micros(advance));
+        let key = ["coordinator-1", "stitcher"][rng.usize(..2)];
+        let tier = ["default", "contract", "gcra", "no-such-tier"][rng.usize(..4)];
+        let cost = if rng.u64(..10) < 7 {
+            1
+        } else {
+            1 + rng.u32(..3)
+        };
+        let expected = memory.check(key, tier, nz(cost)).await.unwrap();
+        let actual = redis.check(key, tier, nz(cost)).await.unwrap();
+        assert_eq!(
+            actual, expected,
+            "step {step}: {key} in {tier}, cost {cost}"
+        );
+        if expected.allowed {
+            allowed += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    println!("{allowed} allowed, {refused} refused");
+    assert!(allowed > 100 && refused > 50);
+
+    // All or nothing across kinds: the strict window refuses, the GCRA bucket is not charged.
+    let both = [("ws-1", "gcra"), ("ws-1", "default")];
+    clock.advance(Duration::from_secs(60));
+    for _ in 0..2 {
+        assert!(redis.check_all(&both, nz(2)).await.unwrap().allowed());
+        clock.advance(Duration::from_secs(1));
+    }
+    let refused = redis.check_all(&both, nz(2)).await.unwrap();
+    assert!(!refused.allowed());
+    let [gcra, strict] = refused.decisions() else {
+        panic!("two decisions expected");
+    };
+    assert_eq!(gcra.retry_after, Some(Duration::ZERO));
+    // 4 of 5 held: 1 more slot frees when the first request is 10 s old.
+    assert_eq!(
+        (strict.remaining, strict.retry_after),
+        (1, Some(Duration::from_secs(8)))
+    );
+    assert_eq!(refused.binding(), Some(strict));
+    assert_eq!(
+        redis.check("ws-1", "gcra", nz(3)).await.unwrap().remaining,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_strict_window_is_a_sorted_set_that_expires_with_its_window() {
+    let server = RedisServer::start();
+    let quota = Quota::strict(nz(10), Duration::from_secs(3)).unwrap();
+    let limit = RedisRateLimit::builder(Tiers::new(quota))
+        .prefix("app:rl:")
+        .connect(server.url())
+        .await
+        .unwrap();
+    let mut redis = server.inspect().await;
+    let decision = limit
+        .check("coordinator-1", "default", nz(4))
+        .await
+        .unwrap();
+    assert!(decision.allowed);
+    assert_eq!(decision.remaining, 6);
+    assert_eq!(decision.reset, Duration::from_secs(3));
+    let key = "app:rl:default:coordinator-1";
+    let members: usize = ::redis::cmd("ZCARD")
+        .arg(key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(members, 4);
+    let ttl: i64 = ::redis::cmd("PTTL")
+        .arg(key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!((2900..=3000).contains(&ttl), "PTTL {ttl}");
+    let refused = limit
+        .check("coordinator-1", "default", nz(7))
+        .await
+        .unwrap();
+    assert!(!refused.allowed);
+    assert!(refused.retry_after.unwrap() <= Duration::from_secs(3));
+    let members: usize = ::redis::cmd("ZCARD")
+        .arg(key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(members, 4, "a refusal records nothing");
+}
+
+/// Checks, from the client's side, that no window of `window` held more than `limit`
+/// admissions on the server. Each admission happened on the server between its request
+/// was sent and its response came back (`(sent, received)`, from one start). For each
+/// admission `i`, take the admissions sent no earlier; if `limit + 1` of them came back
+/// within `window` of `i`'s sending, those `limit + 1` were all admitted within a window:
+/// a violation. Every window of server time is covered, since a window holding too many
+/// admissions contains the sending of its earliest-sent one.
+fn assert_no_window_over(admitted: &[(Duration, Duration)], window: Duration, limit: usize) {
+    for &(sent, _) in admitted {
+        let mut received: Vec<Duration> = admitted
+            .iter()
+            .filter(|&&(other, _)| other >= sent)
+            .map(|&(_, received)| received)
+            .collect();
+        received.sort_unstable();
+        if let Some(&last) = received.get(limit) {
+            assert!(
+                last - sent >= window,
+                "{} admissions between {sent:?} and {last:?}",
+                limit + 1
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_never_admit_more_than_the_strict_window_together() {
+    const WINDOW: Duration = Duration::from_secs(2);
+    const LIMIT: u32 = 20;
+    let server = RedisServer::start();
+    let registry = Arc::new(InMemoryRegistry::new());
+    let issued = registry.issue(KeyGrant::new("coordinator")).await.unwrap();
+    let key = issued.key.expose_secret().to_owned();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let quota = Quota::strict(nz(LIMIT), WINDOW).unwrap();
+        let limit = RedisRateLimit::connect(server.url(), Tiers::new(quota))
+            .await
+            .unwrap();
+        let guard = ApiKeyGuard::builder()
+            .registry(Arc::clone(&registry))
+            .rate_limit(RateLimit::new(limit))
+            .build()
+            .unwrap();
+        replicas.push(support::TestServer::start(support::jobs_app(guard)).await);
+    }
+
+    // A steady 25 requests per second, alternating between the replicas (2.5 times the
+    // limit), for more than three windows and until enough were refused.
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_millis(40));
+    let (mut admitted, mut refused) = (Vec::new(), 0_usize);
+    let mut sent_count = 0_usize;
+    while started.elapsed() < 3 * WINDOW || refused < 20 {
+        assert!(
+            started.elapsed() < 10 * WINDOW,
+            "only {refused} refused in 10 windows"
+        );
+        ticks.tick().await;
+        let sent = started.elapsed();
+        let reply = support::send(replicas[sent_count % 2].get_with_key("/jobs", &key)).await;
+        let received = started.elapsed();
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some("\"default\";q=20;w=2")
+        );
+        if reply.status == 200 {
+            admitted.push((sent, received));
+        } else {
+            reply.assert_refusal(429, "rate_limited");
+            // Until the oldest admission leaves the window: at most the window.
+            assert!((1..=2).contains(&reply.retry_after()));
+            refused += 1;
+        }
+        // Any 20 requests fit in an empty window: the first 20 are all admitted.
+        if sent_count < 20 {
+            assert_eq!(
+                admitted.len(),
+                sent_count + 1,
+                "request {sent_count} refused"
+            );
+        }
+        sent_count += 1;
+    }
+    println!(
+        "{sent_count} requests in {:?}: {} admitted, {refused} refused",
+        started.elapsed(),
+        admitted.len()
+    );
+    assert_no_window_over(&admitted, WINDOW, 20);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -3,6 +3,9 @@
 //!
 //! - `no_guard`: the inner service alone, the floor every other number stands on;
 //! - `guard+limiter/generated_key`: the path of the targets (median ≤ 250 ns);
+//! - `guard+limiter/strict_window`: the first row with a strict window
+//!   (`Quota::strict`, 100,000 per millisecond: never used up, thousands of admissions in
+//!   each key's log) instead of GCRA;
 //! - `guard+limiter/opaque_key`: a key such as `openssl rand -base64 32`, looked up by
 //!   its digest instead of its key id;
 //! - `guard/generated_key`: without the rate limit, to show the limiter's share;
@@ -17,8 +20,14 @@
 //!   registry on an SQLite file instead of the in-memory one, its cache warm (what almost
 //!   every request of a running service finds).
 
+use std::{num::NonZeroU32, sync::Arc, time::Duration};
+
 use criterion::{BenchmarkId, Criterion, Throughput};
 use http::StatusCode;
+use keygate::{
+    ApiKeyGuard, RateLimit,
+    limit::{InMemoryRateLimit, Quota, Tiers},
+};
 use tower::Layer as _;
 
 use crate::{
@@ -56,6 +65,24 @@ pub(crate) fn bench(c: &mut Criterion) {
             || request(Some(key)),
         );
     }
+
+    bench_calls(
+        &mut group,
+        BenchmarkId::new("guard+limiter", "strict_window"),
+        || {
+            let strict = Quota::strict(NonZeroU32::new(100_000).unwrap(), Duration::from_millis(1));
+            let limit = InMemoryRateLimit::new(Tiers::new(strict.unwrap()));
+            let guard = ApiKeyGuard::builder()
+                .registry(Arc::clone(&registry))
+                .rate_limit(RateLimit::new(limit))
+                .build()
+                .unwrap();
+            let mut service = guard.layer(inner());
+            expect_status(&mut service, request(Some(&keys.generated)), StatusCode::OK);
+            service
+        },
+        || request(Some(&keys.generated)),
+    );
 
     bench_calls(
         &mut group,

@@ -6,11 +6,11 @@
 //!
 //! | group | measures |
 //! |---|---|
-//! | `admitted` | a valid key through the guard, the in-memory registry and the per-key limiter; variants without the limiter, with the failed-attempt limiter, with an opaque key; the inner service alone |
+//! | `admitted` | a valid key through the guard, the in-memory registry and the per-key limiter (GCRA, and a strict window); variants without the limiter, with the failed-attempt limiter, with an opaque key; the inner service alone |
 //! | `refused` | missing key, bad checksum, unknown key, rate-limited, client blocked after failed attempts |
 //! | `registry` | the admitted path with 1, 10,000 and 1,000,000 registered keys |
 //! | `stack` | side by side: no guard, tower-http + tower_governor (without and with its headers), keygate |
-//! | `limiter` | `InMemoryRateLimit::check` admitted and refused, governor's keyed limiter alone, `FailedAttemptLimiter::check` |
+//! | `limiter` | `InMemoryRateLimit::check` admitted (GCRA and strict window) and refused, governor's keyed limiter alone, `FailedAttemptLimiter::check` |
 //!
 //! ```text
 //! cargo bench --bench guard                 # everything, about two minutes

@@ -12,7 +12,8 @@
 //!   through a lookup function (`|name| std::env::var(name).ok()` in `main`, a map in the
 //!   tests), and every [`ConfigError`] names the variable and says how to fix it.
 //! - **The guard**: [`guard_builder`], an [`ApiKeyGuard`] builder with what every example
-//!   wants (client IP from axum's `ConnectInfo`, 100 requests per minute per principal,
+//!   wants (client IP from axum's `ConnectInfo`, at most 100 requests in any minute per
+//!   principal,
 //!   the failed-attempt limiter, the audit sink); the example adds its keys and public
 //!   paths. [`guard_builder_with`] takes the request limit from the caller (e.g. one
 //!   shared by several replicas on Redis).
@@ -731,7 +732,7 @@ pub(crate) fn connect_info_ip(extensions: &Extensions) -> Option<IpAddr> {
 }
 
 /// A guard builder with what every example wants: the client address from
-/// `ConnectInfo`, 100 requests per minute per principal, the failed-attempt limiter of
+/// `ConnectInfo`, at most 100 requests in any minute per principal, the failed-attempt limiter of
 /// `server`, and every decision recorded in `audit`. Add keys (or a registry) and public
 /// paths, then `build()`.
 pub(crate) fn guard_builder(
@@ -741,10 +742,18 @@ pub(crate) fn guard_builder(
     guard_builder_with(server, audit, in_memory_requests(server))
 }
 
-/// 100 requests per minute per principal, counted in this process's memory (with the
-/// clock of `server`).
+/// At most 100 requests in any 60 seconds per principal, counted in this process's memory
+/// (with the clock of `server`).
 pub(crate) fn in_memory_requests(server: &ServerConfig) -> RateLimit {
-    RateLimit::new(InMemoryRateLimit::new(Tiers::default()).with_clock(server.clock.clone()))
+    RateLimit::new(InMemoryRateLimit::new(request_tiers()).with_clock(server.clock.clone()))
+}
+
+/// The request limit of every example: at most 100 requests in any 60 seconds, a strict
+/// window ([`Quota::strict`]), not GCRA's 100 per minute on average with a burst of 100.
+pub(crate) fn request_tiers() -> Tiers {
+    let hundred = NonZeroU32::new(100).unwrap_or(NonZeroU32::MIN);
+    // 100 is far below `MAX_STRICT_LIMIT`, so `strict_per_minute` never refuses it.
+    Quota::strict_per_minute(hundred).map_or_else(|_| Tiers::default(), Tiers::new)
 }
 
 /// [`guard_builder`] with the request limit `requests` instead of the in-memory one, e.g.

@@ -25,8 +25,9 @@
 //!   or a key rotated, through one replica works on every replica at once, and a key
 //!   revoked through one is refused by all of them within milliseconds (at the latest
 //!   when the local cache entry expires, 10 s, if a replica missed the message);
-//! - **the request limit** ([`RedisRateLimit`](keygate::redis::RedisRateLimit)): 100
-//!   requests per minute per principal across all replicas, not per replica.
+//! - **the request limit** ([`RedisRateLimit`](keygate::redis::RedisRateLimit)): at
+//!   most 100 requests in any 60 seconds per principal across all replicas, not per
+//!   replica.
 //!
 //! The configured keys (`COORDINATOR_API_KEY`, `ADMIN_API_KEY`) are registered by the
 //! first replica; the others find them registered and accept them if the registry has
@@ -292,8 +293,8 @@ async fn request_limit(config: &Config) -> Result<RateLimit, StartError> {
 
 #[cfg(feature = "redis")]
 async fn redis_limit(url: &RedisUrl, server: &ServerConfig) -> Result<RateLimit, StartError> {
-    use keygate::{limit::Tiers, redis::RedisRateLimit};
-    let requests = RedisRateLimit::connect(url.expose(), Tiers::default())
+    use keygate::redis::RedisRateLimit;
+    let requests = RedisRateLimit::connect(url.expose(), common::request_tiers())
         .await
         .map_err(|source| StartError::Redis {
             url: url.clone(),

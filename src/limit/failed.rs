@@ -146,6 +146,9 @@ pub struct FailedAttemptLimiter {
 impl FailedAttemptLimiter {
     /// A limiter allowing `quota` failures per client (the burst is how many may come
     /// in a row), tracking up to 100,000 clients, on the [system clock](Clock::system).
+    ///
+    /// Failures are counted with GCRA, also for a [strict](Quota::strict) quota (whose
+    /// limit then is the burst).
     #[must_use]
     pub fn new(quota: Quota) -> Self {
         Self::build(

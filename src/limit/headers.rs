@@ -47,7 +47,8 @@ const fn ceil_secs(duration: Duration) -> u64 {
 /// Built by [`RateLimitDecision::headers`]:
 ///
 /// - `RateLimit-Policy: "<policy>";q=<limit>;w=<window seconds>`
-/// - `RateLimit: "<policy>";r=<remaining>;t=<seconds until full capacity>`
+/// - `RateLimit: "<policy>";r=<remaining>;t=<seconds until full capacity>` (for a
+///   [strict](super::Quota::strict) quota: seconds until the next slot frees)
 /// - `Retry-After: <seconds>` on refusals only ([`retry_after_secs`]: rounded up, at least 1).
 ///
 /// Seconds are rounded up. The policy name is a structured-field string; names set with

@@ -27,6 +27,7 @@ use super::{
     Clock, LimitError, Quota, RateLimitBackend, RateLimitDecision, Tiers,
     allowance::{Allowance, Checked},
     housekeeping::{Sweep, SweepSchedule, worth_shrinking},
+    window::WindowLog,
 };
 use crate::BackendFuture;
 
@@ -77,57 +78,120 @@ pub struct InMemoryRateLimit {
     schedule: SweepSchedule,
 }
 
-/// One tier's quota, and the allowance of each key seen under it.
+/// One tier's quota, and the state of each key seen under it.
 ///
 /// Hashed with foldhash (seeded per process) rather than `SipHash`: only authenticated
 /// principals get an entry, so no caller can fill the table with colliding keys. (The
 /// failed-attempt table, whose keys are client addresses, keeps `SipHash`.)
 struct Tier {
     quota: Quota,
-    keys: DashMap<Box<str>, Allowance<StateInformationMiddleware>, foldhash::fast::RandomState>,
+    keys: Keys,
+}
+
+type Table<T> = DashMap<Box<str>, T, foldhash::fast::RandomState>;
+
+/// Each key's state: a GCRA allowance, or a strict window's log.
+enum Keys {
+    Gcra(Table<Allowance<StateInformationMiddleware>>),
+    Window {
+        keys: Table<WindowLog>,
+        /// The window in nanoseconds.
+        window: u64,
+    },
+}
+
+/// The table entry of `key`, made if missing; with whether this call made it.
+fn entry<'a, T>(
+    table: &'a Table<T>,
+    key: &str,
+    make: impl FnOnce() -> T,
+) -> (dashmap::mapref::one::Ref<'a, Box<str>, T>, bool) {
+    // The lookup's read lock is released at the end of this statement, before an
+    // insertion takes the shard's write lock.
+    if let Some(found) = table.get(key) {
+        return (found, false);
+    }
+    match table.entry(Box::from(key)) {
+        // Another check inserted it meanwhile.
+        Entry::Occupied(entry) => (entry.into_ref().downgrade(), false),
+        Entry::Vacant(entry) => (entry.insert(make()).downgrade(), true),
+    }
 }
 
 impl Tier {
     fn new(quota: &Quota) -> Self {
+        let keys = if quota.is_strict() {
+            Keys::Window {
+                keys: DashMap::default(),
+                window: u64::try_from(quota.window().as_nanos()).unwrap_or(u64::MAX),
+            }
+        } else {
+            Keys::Gcra(DashMap::default())
+        };
         Self {
             quota: quota.clone(),
-            keys: DashMap::default(),
+            keys,
         }
     }
 
-    /// Checks `cost` cells of `key`; with the outcome, whether this check made its entry.
+    /// Checks `cost` cells of `key`; with the decision, whether this check made its entry.
     fn check(
         &self,
         key: &str,
         cost: NonZeroU32,
         clock: &Clock,
-    ) -> Result<(Checked<StateSnapshot>, bool), InsufficientCapacity> {
-        // The lookup's read lock is released at the end of this statement, before an
-        // insertion takes the shard's write lock.
-        let known = self
-            .keys
-            .get(key)
-            .map(|allowance| allowance.check_n(&self.quota, cost));
-        if let Some(checked) = known {
-            return checked.map(|checked| (checked, false));
+    ) -> Result<(RateLimitDecision, bool), InsufficientCapacity> {
+        let quota = &self.quota;
+        match &self.keys {
+            Keys::Gcra(table) => {
+                let (allowance, new_key) = entry(table, key, || Allowance::new(quota, clock));
+                let checked = allowance.check_n(quota, cost)?;
+                drop(allowance);
+                Ok((gcra_decision(quota, cost, checked), new_key))
+            }
+            Keys::Window { keys, window } => {
+                let (log, new_key) = entry(keys, key, WindowLog::default);
+                let checked = log.check(clock.now().as_u64(), *window, quota.limit(), cost);
+                drop(log);
+                let next_free = Duration::from_nanos(checked.next_free);
+                let decision = if checked.allowed {
+                    RateLimitDecision::allow(quota, checked.remaining, next_free)
+                } else {
+                    tracing::trace!(cost = cost.get(), "strict window refused");
+                    RateLimitDecision::refuse(
+                        quota,
+                        checked.remaining,
+                        next_free,
+                        Duration::from_nanos(checked.retry_after),
+                    )
+                };
+                Ok((decision, new_key))
+            }
         }
-        let (allowance, new_key) = match self.keys.entry(Box::from(key)) {
-            // Another check inserted it meanwhile.
-            Entry::Occupied(entry) => (entry.into_ref(), false),
-            Entry::Vacant(entry) => (entry.insert(Allowance::new(&self.quota, clock)), true),
-        };
-        allowance
-            .check_n(&self.quota, cost)
-            .map(|checked| (checked, new_key))
     }
 
-    /// Drops the keys whose allowance is full at `now`; the keys left.
+    fn len(&self) -> usize {
+        match &self.keys {
+            Keys::Gcra(table) => table.len(),
+            Keys::Window { keys, .. } => keys.len(),
+        }
+    }
+
+    /// Drops the keys with nothing to remember at `now`; the keys left.
     fn sweep(&self, now: Nanos) -> usize {
-        let before = self.keys.len();
-        self.keys.retain(|_, allowance| allowance.full_at() > now);
-        let after = self.keys.len();
+        let before = self.len();
+        match &self.keys {
+            Keys::Gcra(table) => table.retain(|_, allowance| allowance.full_at() > now),
+            Keys::Window { keys, window } => {
+                keys.retain(|_, log| log.busy(now.as_u64(), *window));
+            }
+        }
+        let after = self.len();
         if worth_shrinking(before, after) {
-            self.keys.shrink_to_fit();
+            match &self.keys {
+                Keys::Gcra(table) => table.shrink_to_fit(),
+                Keys::Window { keys, .. } => keys.shrink_to_fit(),
+            }
         }
         after
     }
@@ -176,13 +240,13 @@ impl InMemoryRateLimit {
     /// this is about the number of keys seen recently.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.all_tiers().map(|tier| tier.keys.len()).sum()
+        self.all_tiers().map(Tier::len).sum()
     }
 
     /// Whether no key has state.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.all_tiers().all(|tier| tier.keys.is_empty())
+        self.all_tiers().all(|tier| tier.len() == 0)
     }
 
     fn all_tiers(&self) -> impl Iterator<Item = &Tier> {
@@ -212,29 +276,9 @@ impl InMemoryRateLimit {
         if cost.get() > quota.burst() {
             return Err(exceeds(quota.burst()));
         }
-        let (checked, new_key) = tier
+        let (decision, new_key) = tier
             .check(key, cost, &self.clock)
             .map_err(|InsufficientCapacity(burst)| exceeds(burst))?;
-        let reset = Duration::from_nanos(
-            checked
-                .full_at
-                .as_u64()
-                .saturating_sub(checked.now.as_u64()),
-        );
-        let decision = match checked.outcome {
-            Ok(snapshot) => {
-                RateLimitDecision::allow(quota, snapshot.remaining_burst_capacity(), reset)
-            }
-            Err(not_until) => {
-                tracing::trace!(tier = tier_name, cost = cost.get(), "rate limit refused");
-                RateLimitDecision::refuse(
-                    quota,
-                    remaining_at(quota, reset),
-                    reset,
-                    not_until.wait_time_from(checked.now),
-                )
-            }
-        };
         // Only new keys grow the tables, so only they count towards the next sweep.
         if let Some(sweep) = new_key.then(|| self.schedule.tick()).flatten() {
             self.sweep(sweep);
@@ -248,6 +292,32 @@ impl InMemoryRateLimit {
         let after = self.all_tiers().map(|tier| tier.sweep(now)).sum();
         tracing::debug!(before, after, "swept rate-limit state");
         sweep.finish(after);
+    }
+}
+
+/// The decision for governor's answer to a check of `cost` cells under `quota`.
+fn gcra_decision(
+    quota: &Quota,
+    cost: NonZeroU32,
+    checked: Checked<StateSnapshot>,
+) -> RateLimitDecision {
+    let reset = Duration::from_nanos(
+        checked
+            .full_at
+            .as_u64()
+            .saturating_sub(checked.now.as_u64()),
+    );
+    match checked.outcome {
+        Ok(snapshot) => RateLimitDecision::allow(quota, snapshot.remaining_burst_capacity(), reset),
+        Err(not_until) => {
+            tracing::trace!(cost = cost.get(), "rate limit refused");
+            RateLimitDecision::refuse(
+                quota,
+                remaining_at(quota, reset),
+                reset,
+                not_until.wait_time_from(checked.now),
+            )
+        }
     }
 }
 
@@ -487,6 +557,98 @@ mod tests {
             check(&backend, &format!("new-{i}"), "default", 1);
         }
         assert_eq!(backend.len(), 5000 + 1);
+    }
+
+    fn strict(limit: u32, window: Duration) -> Quota {
+        Quota::strict(nz(limit), window).unwrap()
+    }
+
+    #[test]
+    fn a_strict_window_never_admits_more_than_its_limit_and_tells_when() {
+        let (backend, clock) = backend(Tiers::new(strict(3, Duration::from_secs(60))));
+        let first = check(&backend, "k", "default", 1);
+        assert_eq!(first.headers().policy(), r#""default";q=3;w=60"#);
+        // t: seconds until the oldest admission leaves the window.
+        assert_eq!(first.headers().rate_limit(), r#""default";r=2;t=60"#);
+        clock.advance(Duration::from_secs(10));
+        assert!(check(&backend, "k", "default", 1).allowed);
+        clock.advance(Duration::from_secs(10));
+        let third = check(&backend, "k", "default", 1);
+        assert_eq!(third.headers().rate_limit(), r#""default";r=0;t=40"#);
+        // Refused until the first admission is 60 s old: Retry-After says so.
+        clock.advance(Duration::from_millis(500));
+        let refused = check(&backend, "k", "default", 1);
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after, Some(Duration::from_millis(39_500)));
+        let mut headers = http::HeaderMap::new();
+        refused.headers().apply(&mut headers);
+        assert_eq!(headers["retry-after"], "40");
+        assert_eq!(headers["ratelimit"], r#""default";r=0;t=40"#);
+        // Unlike GCRA, a quiet spell of a window does not refill early.
+        clock.advance(Duration::from_millis(39_499));
+        assert!(!check(&backend, "k", "default", 1).allowed);
+        clock.advance(Duration::from_millis(1));
+        let admitted = check(&backend, "k", "default", 1);
+        assert!(admitted.allowed);
+        assert_eq!(
+            (admitted.remaining, admitted.reset),
+            (0, Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn a_strict_cost_takes_as_many_slots() {
+        let (backend, clock) = backend(Tiers::new(strict(10, Duration::from_secs(10))));
+        assert_eq!(check(&backend, "k", "default", 4).remaining, 6);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(check(&backend, "k", "default", 5).remaining, 1);
+        clock.advance(Duration::from_secs(1));
+        // 9 held: a cost of 3 needs 2 more slots, which the first request frees at 10 s.
+        let refused = check(&backend, "k", "default", 3);
+        assert!(!refused.allowed);
+        assert_eq!(refused.remaining, 1);
+        assert_eq!(refused.retry_after, Some(Duration::from_secs(8)));
+        assert_eq!(refused.reset, Duration::from_secs(8));
+        // A cost of 10 waits for both: the second request leaves at 11 s.
+        let all = check(&backend, "k", "default", 10);
+        assert_eq!(all.retry_after, Some(Duration::from_secs(9)));
+        // A cost above the limit can never fit.
+        let error = ready(backend.check("k", "default", nz(11))).unwrap_err();
+        assert!(matches!(
+            error,
+            LimitError::CostExceedsBurst {
+                cost: 11,
+                burst: 10
+            }
+        ));
+        assert!(check(&backend, "k", "default", 1).allowed);
+    }
+
+    #[test]
+    fn tiers_mix_gcra_and_strict_windows_and_idle_windows_are_swept() {
+        let tiers = Tiers::new(Quota::per_minute(nz(2)))
+            .tier("contract", strict(2, Duration::from_secs(60)));
+        let (backend, clock) = backend(tiers);
+        // GCRA: 2 at once, then one every 30 s; strict: 2, then nothing for 60 s.
+        for tier in ["default", "contract"] {
+            assert!(check(&backend, "k", tier, 2).allowed);
+        }
+        clock.advance(Duration::from_secs(30));
+        assert!(check(&backend, "k", "default", 1).allowed);
+        let strict = check(&backend, "k", "contract", 1);
+        assert!(!strict.allowed);
+        assert_eq!(&*strict.policy, "contract");
+        assert_eq!(strict.retry_after, Some(Duration::from_secs(30)));
+        for i in 0..1000 {
+            check(&backend, &format!("w-{i}"), "contract", 1);
+        }
+        assert_eq!(backend.len(), 1002);
+        // A window later, the next sweep (after 4096 new keys) drops every idle key.
+        clock.advance(Duration::from_secs(61));
+        for i in 0..5000 {
+            check(&backend, &format!("new-{i}"), "contract", 1);
+        }
+        assert_eq!(backend.len(), 5000);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! - [`RateLimitBackend`]: the pluggable per-key limit (request path stage 5), with
 //!   [`InMemoryRateLimit`], in process memory on [governor](https://docs.rs/governor).
-//!   [`Quota`] says how many requests per window with which burst, [`Tiers`] which
-//!   quota each key tier gets.
+//!   [`Quota`] says how many requests per window with which burst (GCRA), or at most how
+//!   many in any window ([`Quota::strict`]), [`Tiers`] which quota each key tier gets.
 //! - [`RateLimitDecision::headers`]: `RateLimit-Policy`, `RateLimit` and
 //!   `Retry-After`, per draft-ietf-httpapi-ratelimit-headers-11.
 //! - [`FailedAttemptLimiter`]: refuses clients that failed too often, before any key
@@ -69,6 +69,7 @@ mod in_memory;
 pub(crate) mod passage;
 mod quota;
 mod rate_limit;
+mod window;
 
 pub use client_ip::{ClientKey, client_ip};
 pub(crate) use client_ip::{client_ip_in_networks, parse_network};
@@ -77,7 +78,10 @@ pub use failed::{DEFAULT_CAPACITY, FailedAttemptLimiter};
 pub use headers::{RATELIMIT, RATELIMIT_POLICY, RateLimitHeaders, retry_after_secs};
 pub use in_memory::InMemoryRateLimit;
 pub use passage::{DEFAULT_PASSAGE_PER_SECOND, DEFAULT_PASSED_KEYS, PASSED_KEY_LIFETIME};
-pub use quota::{DEFAULT_POLICY, InvalidPolicyName, Quota, Tiers};
+pub use quota::{
+    DEFAULT_POLICY, InvalidPolicyName, InvalidStrictQuota, MAX_STRICT_LIMIT, Quota, QuotaKind,
+    Tiers,
+};
 pub use rate_limit::{LimitBy, RateLimit};
 
 /// Where per-key rate-limit state lives: in process memory ([`InMemoryRateLimit`]) or in
@@ -186,9 +190,12 @@ pub struct RateLimitDecision {
     pub window: Duration,
     /// The requests that could still be made at once, after this decision.
     pub remaining: u32,
-    /// The time until the caller's allowance is full again (`0` if it is full).
+    /// GCRA: the time until the caller's allowance is full again (`0` if it is full).
+    /// Strict window: the time until the next slot frees, when the oldest admission in
+    /// the window leaves it (`0` if the window holds none).
     pub reset: Duration,
-    /// For refusals: the time until this request's cost would fit. `None` when allowed.
+    /// For refusals: the time until this request's cost would fit (strict window: until
+    /// enough of the oldest admissions have left the window). `None` when allowed.
     pub retry_after: Option<Duration>,
     /// The quota's header values, made once per quota (see [`RateLimitDecision::headers`]).
     rendered: Option<Arc<quota::RenderedPolicy>>,

@@ -1,4 +1,5 @@
-//! Quotas (how many requests per window, with which burst) and quota tiers.
+//! Quotas (how many requests per window, with which burst, or strictly at most how
+//! many in any window) and quota tiers.
 
 use std::{collections::HashMap, num::NonZeroU32, sync::Arc, time::Duration};
 
@@ -9,6 +10,24 @@ pub const DEFAULT_POLICY: &str = "default";
 
 /// The longest a policy name may be, in bytes.
 const MAX_POLICY_NAME_LEN: usize = 64;
+
+/// The largest limit of a [strict](Quota::strict) quota: its in-memory log holds up to
+/// this many admission times per key (16 bytes each, so at most 1.6 MB per key).
+pub const MAX_STRICT_LIMIT: u32 = 100_000;
+
+/// How a [`Quota`] counts requests.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuotaKind {
+    /// GCRA (the default): `limit` requests per window on average, one replenished every
+    /// `window / limit`, at most `burst` at once. Smooth, with O(1) state per key, but a
+    /// caller with a full allowance can make up to `burst + limit` requests in one window.
+    Gcra,
+    /// A strict sliding window: at most `limit` requests in **any** window of length
+    /// `window`. Made by [`Quota::strict`]; each key keeps the times of its admissions
+    /// within the last window (at most `limit` of them).
+    StrictWindow,
+}
 
 /// A rate-limiting quota: `limit` requests per `window`, with a burst capacity, under a
 /// policy name.
@@ -55,6 +74,7 @@ const MAX_POLICY_NAME_LEN: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Quota {
     inner: governor::Quota,
+    kind: QuotaKind,
     limit: NonZeroU32,
     window: Duration,
     policy: Arc<str>,
@@ -121,10 +141,85 @@ impl Quota {
         Some(Self::from_governor(inner, limit, window))
     }
 
+    /// At most `limit` requests in any window of length `window`: a strict sliding window,
+    /// not GCRA (see [`QuotaKind::StrictWindow`]).
+    ///
+    /// `Quota::per_minute(100)` admits 100 at once and then one every 600 ms, so up to
+    /// 199 requests in the first minute; `Quota::strict(100, 60 s)` never admits more
+    /// than 100 in any 60 seconds, and a refused caller waits until the oldest admission
+    /// in the window is a full window old (`Retry-After`). A request of cost `c` takes `c`
+    /// slots; the burst is the limit ([`with_burst`](Self::with_burst) changes nothing).
+    ///
+    /// Memory: each key keeps the times of its admissions within the last window, at most
+    /// `limit` entries of 16 bytes in memory (a sorted set of at most `limit` members on
+    /// Redis), dropped once the window has passed. So the limit is capped at
+    /// [`MAX_STRICT_LIMIT`]; for more, use GCRA.
+    ///
+    /// ```
+    /// use std::{num::NonZeroU32, time::Duration};
+    /// use keygate::limit::{Quota, QuotaKind};
+    ///
+    /// let hundred = NonZeroU32::new(100).unwrap();
+    /// let strict = Quota::strict(hundred, Duration::from_secs(60))?;
+    /// assert_eq!(strict.kind(), QuotaKind::StrictWindow);
+    /// assert_eq!((strict.limit(), strict.burst()), (100, 100));
+    /// assert_eq!(strict, Quota::strict_per_minute(hundred)?);
+    /// let huge = NonZeroU32::new(1_000_000).unwrap();
+    /// assert!(Quota::strict(huge, Duration::from_secs(60)).is_err());
+    /// # Ok::<(), keygate::limit::InvalidStrictQuota>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidStrictQuota`] if `limit` exceeds [`MAX_STRICT_LIMIT`], or `window` is
+    /// shorter than a millisecond or longer than about 146 years.
+    pub fn strict(limit: NonZeroU32, window: Duration) -> Result<Self, InvalidStrictQuota> {
+        if limit.get() > MAX_STRICT_LIMIT {
+            return Err(InvalidStrictQuota::TooManyRequests {
+                limit: limit.get(),
+                max: MAX_STRICT_LIMIT,
+            });
+        }
+        if window < Duration::from_millis(1) {
+            return Err(InvalidStrictQuota::WindowTooShort);
+        }
+        let mut quota = Self::new(limit, window).ok_or(InvalidStrictQuota::WindowTooLong)?;
+        quota.kind = QuotaKind::StrictWindow;
+        Ok(quota)
+    }
+
+    /// At most `limit` requests in any second ([`strict`](Self::strict)).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidStrictQuota::TooManyRequests`] if `limit` exceeds [`MAX_STRICT_LIMIT`].
+    pub fn strict_per_second(limit: NonZeroU32) -> Result<Self, InvalidStrictQuota> {
+        Self::strict(limit, Duration::from_secs(1))
+    }
+
+    /// At most `limit` requests in any 60 seconds ([`strict`](Self::strict)).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidStrictQuota::TooManyRequests`] if `limit` exceeds [`MAX_STRICT_LIMIT`].
+    pub fn strict_per_minute(limit: NonZeroU32) -> Result<Self, InvalidStrictQuota> {
+        Self::strict(limit, Duration::from_secs(60))
+    }
+
+    /// At most `limit` requests in any hour ([`strict`](Self::strict)).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidStrictQuota::TooManyRequests`] if `limit` exceeds [`MAX_STRICT_LIMIT`].
+    pub fn strict_per_hour(limit: NonZeroU32) -> Result<Self, InvalidStrictQuota> {
+        Self::strict(limit, Duration::from_secs(3600))
+    }
+
     fn from_governor(inner: governor::Quota, limit: NonZeroU32, window: Duration) -> Self {
         let policy: Arc<str> = Arc::from(DEFAULT_POLICY);
         Self {
             inner,
+            kind: QuotaKind::Gcra,
             limit,
             window,
             rendered: RenderedPolicy::new(&policy, limit.get(), window),
@@ -137,9 +232,13 @@ impl Quota {
     /// stay the same.
     ///
     /// The burst is capped so that a full burst replenishes within about 146 years
-    /// (a cap no practical quota reaches).
+    /// (a cap no practical quota reaches). A [strict](Self::strict) quota's burst is its
+    /// limit, and stays so.
     #[must_use]
     pub fn with_burst(mut self, burst: NonZeroU32) -> Self {
+        if self.kind == QuotaKind::StrictWindow {
+            return self;
+        }
         let interval = self.replenish_interval().as_nanos().max(1);
         let cap = u128::from(MAX_NANOS) / interval;
         let cap = u32::try_from(cap).unwrap_or(u32::MAX);
@@ -195,6 +294,18 @@ impl Quota {
         self.policy = Arc::from(name);
         self.rendered = RenderedPolicy::new(&self.policy, self.limit.get(), self.window);
         Ok(self)
+    }
+
+    /// How this quota counts: GCRA, or a [strict](Self::strict) sliding window.
+    #[must_use]
+    pub const fn kind(&self) -> QuotaKind {
+        self.kind
+    }
+
+    /// Whether this is a [strict](Self::strict) sliding-window quota.
+    #[must_use]
+    pub const fn is_strict(&self) -> bool {
+        matches!(self.kind, QuotaKind::StrictWindow)
     }
 
     /// The number of requests per [`window`](Self::window) (not the burst).
@@ -317,6 +428,27 @@ const fn is_tchar(byte: u8) -> bool {
 #[error("invalid rate-limit policy name: expected 1 to 64 HTTP token characters")]
 pub struct InvalidPolicyName {
     _private: (),
+}
+
+/// Why [`Quota::strict`] refused to make a quota.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidStrictQuota {
+    /// The limit is above [`MAX_STRICT_LIMIT`]: each key would keep too many admission
+    /// times. Use GCRA ([`Quota::new`]) for limits this large.
+    #[error("strict window limit {limit} exceeds {max}: use a GCRA quota for limits this large")]
+    TooManyRequests {
+        /// The limit asked for.
+        limit: u32,
+        /// The largest limit a strict quota takes.
+        max: u32,
+    },
+    /// The window is shorter than one millisecond.
+    #[error("strict window shorter than one millisecond")]
+    WindowTooShort,
+    /// The window is longer than about 146 years.
+    #[error("strict window longer than about 146 years")]
+    WindowTooLong,
 }
 
 /// Quota tiers: a quota per tier name, and a default quota.
@@ -465,6 +597,46 @@ mod tests {
         let span = q.replenish_interval().as_nanos() * u128::from(q.burst());
         assert!(span <= u128::from(MAX_NANOS));
         assert!(q.burst() > 1_000_000);
+    }
+
+    #[test]
+    fn strict_quotas_are_bounded_and_keep_their_burst() {
+        let q = Quota::strict(nz(100), Duration::from_secs(60)).unwrap();
+        assert!(q.is_strict());
+        assert_eq!(q.kind(), QuotaKind::StrictWindow);
+        assert_eq!(q.clone().with_burst(nz(5)).burst(), 100);
+        assert_eq!(q.rendered().policy_value, r#""default";q=100;w=60"#);
+        assert_eq!(Quota::strict_per_minute(nz(100)), Ok(q.clone()));
+        assert_ne!(Quota::per_minute(nz(100)), q);
+        assert_eq!(Quota::per_minute(nz(100)).kind(), QuotaKind::Gcra);
+        assert_eq!(
+            Quota::strict_per_second(nz(MAX_STRICT_LIMIT)).map(|q| q.limit()),
+            Ok(MAX_STRICT_LIMIT)
+        );
+        let too_many = Quota::strict_per_hour(nz(MAX_STRICT_LIMIT + 1)).unwrap_err();
+        assert_eq!(
+            too_many,
+            InvalidStrictQuota::TooManyRequests {
+                limit: 100_001,
+                max: 100_000
+            }
+        );
+        assert_eq!(
+            too_many.to_string(),
+            "strict window limit 100001 exceeds 100000: use a GCRA quota for limits this large"
+        );
+        assert_eq!(
+            Quota::strict(nz(1), Duration::from_micros(999)),
+            Err(InvalidStrictQuota::WindowTooShort)
+        );
+        assert_eq!(
+            Quota::strict(nz(1), Duration::MAX),
+            Err(InvalidStrictQuota::WindowTooLong)
+        );
+        // A tier renames a strict quota like any other.
+        let tiers = Tiers::default().tier("contract", q);
+        assert!(tiers.quota_for("contract").is_strict());
+        assert_eq!(tiers.quota_for("contract").policy(), "contract");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! [`RedisRateLimit`]: GCRA on Redis, one atomic Lua script per check.
+//! [`RedisRateLimit`]: GCRA and strict windows on Redis, one atomic Lua script per check.
 
 use std::{collections::HashMap, fmt, num::NonZeroU32, sync::Arc, time::Duration};
 
@@ -13,8 +13,8 @@ use crate::{
 /// The prefix of rate-limit buckets unless another is configured.
 pub const DEFAULT_LIMIT_PREFIX: &str = "keygate:limit:";
 
-/// The GCRA script (see its header for the arguments and the reply).
-const GCRA: &str = include_str!("gcra.lua");
+/// The rate-limit script (see its header for the arguments and the reply).
+const LIMITS: &str = include_str!("limits.lua");
 
 /// With a [manual](Clock::manual) clock, the clock's zero is this many seconds after the
 /// Unix epoch (any time works: the script only uses differences).
@@ -28,7 +28,11 @@ const MANUAL_EPOCH_SECS: u64 = 1_000_000_000;
 /// server's clock (`TIME`), applies GCRA (one cell every `window / limit`, at most
 /// `burst` cells at once, `cost` cells per request) to the key's bucket, and stores the
 /// new theoretical arrival time with an expiry at the moment the bucket is full again,
-/// so idle keys take no memory. It runs atomically, so concurrent checks from any
+/// so idle keys take no memory. For a [strict](Quota::strict) quota the key is a sorted
+/// set of the admissions within the last window (one member per slot, at most `limit`,
+/// scored by the server's time in microseconds): the script drops the members a window
+/// old (`ZREMRANGEBYSCORE`), counts the rest (`ZCARD`), and if `cost` more fit, adds
+/// them (`ZADD`) and lets the set expire a window later (`PEXPIRE`). It runs atomically, so concurrent checks from any
 /// number of replicas are exact; the replicas' clocks play no part. Decisions carry the
 /// same fields and numbers as the in-memory backend's, so clients see the same
 /// rate-limit headers whichever backend answers.
@@ -98,6 +102,8 @@ struct Bucket {
     quota: Quota,
     /// `<prefix><tier>:`, with `%` and `:` in the tier name escaped.
     key_prefix: Box<[u8]>,
+    /// For a strict quota, its window in microseconds (rounded up); `None` for GCRA.
+    window_micros: Option<u64>,
     /// The emission interval T, in nanoseconds (at least 1), as governor computes it.
     interval: u64,
     /// The burst tolerance T * (burst - 1), in nanoseconds.
@@ -120,9 +126,13 @@ impl Bucket {
             .unwrap_or(u64::MAX)
             .max(1);
         let tolerance = interval.saturating_mul(u64::from(quota.burst() - 1));
+        let window_micros = quota
+            .is_strict()
+            .then(|| u64::try_from(quota.window().as_nanos().div_ceil(1000)).unwrap_or(u64::MAX));
         Self {
             quota: quota.clone(),
             key_prefix: key_prefix.into_bytes().into_boxed_slice(),
+            window_micros,
             interval,
             tolerance,
         }
@@ -145,12 +155,39 @@ impl Bucket {
         Ok(())
     }
 
-    /// The decision for this bucket from the script's numbers.
-    fn decision(&self, allowed: bool, wait: u64, full: u64) -> RateLimitDecision {
+    /// Adds this limit's arguments for a request of `cost` to `cmd`.
+    fn args(&self, cmd: &mut Cmd, cost: NonZeroU32) {
+        match self.window_micros {
+            Some(window) => cmd
+                .arg("w")
+                .arg(window)
+                .arg(self.quota.limit())
+                .arg(cost.get()),
+            None => cmd
+                .arg("g")
+                .arg(self.interval)
+                .arg(self.tolerance)
+                .arg(self.extra(cost)),
+        };
+    }
+
+    /// The decision for this bucket from the script's numbers (`remaining` counts for
+    /// strict windows only).
+    fn decision(&self, allowed: bool, numbers: Numbers) -> RateLimitDecision {
+        let Numbers {
+            wait,
+            full,
+            remaining,
+        } = numbers;
         let reset = Duration::from_nanos(full);
-        // Each missing cell takes one interval to come back, as for governor's snapshots.
-        let missing = u32::try_from(full.div_ceil(self.interval)).unwrap_or(u32::MAX);
-        let remaining = self.quota.burst().saturating_sub(missing);
+        let remaining = if self.window_micros.is_some() {
+            u32::try_from(remaining).unwrap_or(0)
+        } else {
+            // Each missing cell takes one interval to come back, as for governor's
+            // snapshots.
+            let missing = u32::try_from(full.div_ceil(self.interval)).unwrap_or(u32::MAX);
+            self.quota.burst().saturating_sub(missing)
+        };
         if allowed {
             RateLimitDecision::allow(&self.quota, remaining, reset)
         } else {
@@ -268,16 +305,13 @@ impl RedisRateLimit {
             let decisions = indexes
                 .iter()
                 .enumerate()
-                .map(|(i, &index)| {
-                    let (wait, full) = reply.limit(i);
-                    shared.bucket(index).decision(allowed, wait, full)
-                })
+                .map(|(i, &index)| shared.bucket(index).decision(allowed, reply.limit(i)))
                 .collect();
             Ok(CombinedDecision { allowed, decisions })
         })
     }
 
-    /// `EVALSHA <sha> <n> <buckets...> <now> <expire> <T tau extra>...`, written straight
+    /// `EVALSHA <sha> <n> <buckets...> <now> <expire> <kind a b c>...`, written straight
     /// into the command's buffer.
     fn command<'k>(
         &self,
@@ -294,7 +328,7 @@ impl RedisRateLimit {
         let mut cmd = evalsha(
             &shared.script,
             count,
-            (3 + 4 * count, prefixes + key_bytes + 20 + 60 * count),
+            (3 + 5 * count, prefixes + key_bytes + 20 + 62 * count),
         );
         for (key, index) in limits.clone() {
             arg_from_parts(
@@ -314,10 +348,7 @@ impl RedisRateLimit {
             }
         }
         for (_, index) in limits {
-            let bucket = shared.bucket(index);
-            cmd.arg(bucket.interval)
-                .arg(bucket.tolerance)
-                .arg(bucket.extra(cost));
+            shared.bucket(index).args(&mut cmd, cost);
         }
         cmd
     }
@@ -342,8 +373,9 @@ impl RateLimitBackend for RedisRateLimit {
                 .await
                 .map_err(LimitError::unavailable)?;
             let reply = Reply::parse(&reply, 1)?;
-            let (wait, full) = reply.limit(0);
-            Ok(shared.bucket(index).decision(reply.allowed(), wait, full))
+            Ok(shared
+                .bucket(index)
+                .decision(reply.allowed(), reply.limit(0)))
         })
     }
 }
@@ -360,14 +392,25 @@ impl fmt::Debug for RedisRateLimit {
     }
 }
 
-/// The script's reply: `{allowed, wait_1, full_1, ...}`, checked.
+/// One limit's numbers in the script's reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Numbers {
+    /// Nanoseconds until the limit would admit the request.
+    wait: u64,
+    /// Nanoseconds until full (GCRA) or until the next slot frees (strict window).
+    full: u64,
+    /// Strict window: the slots left.
+    remaining: u64,
+}
+
+/// The script's reply: `{allowed, wait_1, full_1, remaining_1, ...}`, checked.
 struct Reply<'a>(&'a [Value]);
 
 impl<'a> Reply<'a> {
     fn parse(value: &'a Value, limits: usize) -> Result<Self, LimitError> {
         match value {
             Value::Array(items)
-                if items.len() == 1 + 2 * limits
+                if items.len() == 1 + 3 * limits
                     && items.iter().all(|item| matches!(item, Value::Int(_))) =>
             {
                 Ok(Self(items))
@@ -389,9 +432,13 @@ impl<'a> Reply<'a> {
         self.int(0) == 1
     }
 
-    /// `(wait, full)` of limit `i` (from 0), in nanoseconds.
-    fn limit(&self, i: usize) -> (u64, u64) {
-        (self.int(1 + 2 * i), self.int(2 + 2 * i))
+    /// The numbers of limit `i` (from 0).
+    fn limit(&self, i: usize) -> Numbers {
+        Numbers {
+            wait: self.int(1 + 3 * i),
+            full: self.int(2 + 3 * i),
+            remaining: self.int(3 + 3 * i),
+        }
     }
 }
 
@@ -463,7 +510,7 @@ impl RedisRateLimitBuilder {
                 tiers: self.tiers,
                 buckets: buckets.into_boxed_slice(),
                 by_name,
-                script: Script::new(GCRA),
+                script: Script::new(LIMITS),
                 prefix: self.prefix,
                 timeout,
             }),
@@ -553,21 +600,62 @@ mod tests {
         assert_eq!(third.interval, 333_333_333);
     }
 
+    fn numbers(wait: u64, full: u64, remaining: u64) -> Numbers {
+        Numbers {
+            wait,
+            full,
+            remaining,
+        }
+    }
+
+    #[test]
+    fn strict_windows_take_their_own_arguments_and_numbers() {
+        // Microseconds, rounded up.
+        let odd = Quota::strict(nz(20), Duration::new(2, 1)).unwrap();
+        assert_eq!(Bucket::new("", "t", &odd).window_micros, Some(2_000_001));
+        let strict = Quota::strict(nz(20), Duration::from_secs(2)).unwrap();
+        let bucket = Bucket::new("", "t", &strict);
+        assert_eq!(bucket.window_micros, Some(2_000_000));
+        assert!(bucket.admissible(nz(20)).is_ok());
+        assert!(bucket.admissible(nz(21)).is_err());
+        let mut cmd = Cmd::new();
+        bucket.args(&mut cmd, nz(3));
+        let args: Vec<_> = cmd.args_iter().collect();
+        assert_eq!(args.len(), 4);
+        assert!(matches!(args[0], redis::Arg::Simple(b"w")));
+        // The script's remaining, its time to the next free slot, its wait.
+        let refused = bucket.decision(false, numbers(700_000_000, 300_000_000, 2));
+        assert_eq!(
+            (refused.allowed, refused.remaining, refused.reset),
+            (false, 2, Duration::from_millis(300))
+        );
+        assert_eq!(refused.retry_after, Some(Duration::from_millis(700)));
+        assert_eq!(refused.headers().policy(), r#""default";q=20;w=2"#);
+        let gcra = Bucket::new("", "t", &Quota::per_minute(nz(20)));
+        assert_eq!(gcra.window_micros, None);
+        let mut cmd = Cmd::new();
+        gcra.args(&mut cmd, nz(1));
+        assert!(matches!(
+            cmd.args_iter().next(),
+            Some(redis::Arg::Simple(b"g"))
+        ));
+    }
+
     #[test]
     fn decisions_count_remaining_cells_like_governor() {
         let bucket = Bucket::new("", "t", &Quota::per_second(nz(10)));
         // One request of cost 4 on a full bucket: full again in 400 ms, 6 left.
-        let allowed = bucket.decision(true, 0, 400_000_000);
+        let allowed = bucket.decision(true, numbers(0, 400_000_000, 0));
         assert_eq!(
             (allowed.allowed, allowed.remaining, allowed.reset),
             (true, 6, Duration::from_millis(400))
         );
         assert_eq!(allowed.retry_after, None);
         // A partial cell does not count.
-        let refused = bucket.decision(false, 100_000_000, 800_000_001);
+        let refused = bucket.decision(false, numbers(100_000_000, 800_000_001, 0));
         assert_eq!(refused.remaining, 1);
         assert_eq!(refused.retry_after, Some(Duration::from_millis(100)));
-        assert_eq!(bucket.decision(true, 0, 0).remaining, 10);
+        assert_eq!(bucket.decision(true, numbers(0, 0, 0)).remaining, 10);
     }
 
     #[test]
@@ -607,16 +695,22 @@ mod tests {
 
     #[test]
     fn replies_of_the_wrong_shape_are_errors() {
-        let good = Value::Array(vec![Value::Int(1), Value::Int(0), Value::Int(600)]);
+        let good = Value::Array(vec![
+            Value::Int(1),
+            Value::Int(0),
+            Value::Int(600),
+            Value::Int(7),
+        ]);
         let reply = Reply::parse(&good, 1).unwrap();
         assert!(reply.allowed());
-        assert_eq!(reply.limit(0), (0, 600));
+        assert_eq!(reply.limit(0), numbers(0, 600, 7));
         assert!(Reply::parse(&good, 2).is_err());
         assert!(Reply::parse(&Value::Okay, 1).is_err());
         let text = Value::Array(vec![
             Value::Int(1),
             Value::BulkString(b"0".to_vec()),
             Value::Int(600),
+            Value::Int(0),
         ]);
         assert!(Reply::parse(&text, 1).is_err());
     }
