@@ -1538,8 +1538,7 @@ async fn a_second_server_on_the_same_audit_log_refuses_to_start() {
     let first = common::open_audit_log(&config.server).unwrap();
     let error = app::router(config)
         .await
-        .err()
-        .expect("a second writer started");
+        .expect_err("a second writer started");
     let shown = error.to_string();
     assert!(shown.contains(&audit_log.display().to_string()), "{shown}");
     let cause = std::error::Error::source(&error).map(ToString::to_string);
