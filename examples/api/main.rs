@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! JWT_SECRET="$(openssl rand -base64 64)" ADMIN_API_KEY="$(openssl rand -base64 32)" \
-//!     cargo run --features jwt --example api
+//!     cargo run -p keygate-examples --features jwt --bin api
 //! ```
 //!
 //! Configured only from the environment:

@@ -322,8 +322,8 @@ pub(crate) fn redis_unsupported() -> ConfigError {
     ConfigError::Unsupported {
         var: "REDIS_URL",
         problem: "this build has no Redis support",
-        how: "build with `--features redis` (e.g. `cargo run --features redis --example \
-              coordinator`) to share keys and rate limits between replicas, or unset \
+        how: "build with `--features redis` (e.g. `cargo run -p keygate-examples --features \
+              redis --bin coordinator`) to share keys and rate limits between replicas, or unset \
               REDIS_URL to keep them in this process's memory",
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! COORDINATOR_API_KEY=$(openssl rand -base64 32) ADMIN_API_KEY=$(openssl rand -base64 32) \
-//!     COORDINATOR_WORKSPACES=ws-1 cargo run --features sqlite --example coordinator
+//!     COORDINATOR_WORKSPACES=ws-1 cargo run -p keygate-examples --bin coordinator
 //! ```
 //!
 //! Configured only from the environment:
@@ -33,11 +33,11 @@
 //!
 //! ```sh
 //! redis-server --port 6390 --save "" --appendonly no &
-//! cargo build --features sqlite,redis --example coordinator
+//! cargo build -p keygate-examples --features redis --bin coordinator
 //! export REDIS_URL=redis://127.0.0.1:6390/ COORDINATOR_WORKSPACES=ws-1 \
 //!     COORDINATOR_API_KEY=$(openssl rand -base64 32) ADMIN_API_KEY=$(openssl rand -base64 32)
-//! LISTEN_ADDR=127.0.0.1:8081 AUDIT_LOG=audit-1.jsonl target/debug/examples/coordinator &
-//! LISTEN_ADDR=127.0.0.1:8082 AUDIT_LOG=audit-2.jsonl target/debug/examples/coordinator &
+//! LISTEN_ADDR=127.0.0.1:8081 AUDIT_LOG=audit-1.jsonl target/debug/coordinator &
+//! LISTEN_ADDR=127.0.0.1:8082 AUDIT_LOG=audit-2.jsonl target/debug/coordinator &
 //! ```
 //!
 //! Every replica gets the same keys: the first registers them, the others find them

@@ -2,7 +2,7 @@
 //!
 //! ```sh
 //! STITCHER_API_KEY=$(openssl rand -base64 32) \
-//!     STITCHER_WEBHOOK_SECRETS=$(openssl rand -base64 32) cargo run --features sqlite --example stitcher
+//!     STITCHER_WEBHOOK_SECRETS=$(openssl rand -base64 32) cargo run -p keygate-examples --bin stitcher
 //! ```
 //!
 //! Configured only from the environment:

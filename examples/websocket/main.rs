@@ -1,7 +1,7 @@
 //! The websocket server: job updates over WebSocket, guarded by keygate.
 //!
 //! ```sh
-//! WS_API_KEY=$(openssl rand -base64 32) WS_WORKSPACES=ws-1 cargo run --features sqlite --example websocket
+//! WS_API_KEY=$(openssl rand -base64 32) WS_WORKSPACES=ws-1 cargo run -p keygate-examples --bin websocket
 //! ```
 //!
 //! Configured only from the environment:

@@ -26,25 +26,28 @@ pub(crate) use crate::support::random_key;
 
 /// The path of the example binary `name`, built now if needed.
 ///
-/// `cargo test` builds the examples before the tests, but `cargo test --test <name>` does
-/// not, and a binary left from an older build would test old code: so ask cargo to build
-/// it (a no-op when it is fresh) and to say where it is.
+/// The examples are the `keygate-examples` package (`examples/Cargo.toml`), one binary
+/// each, and `cargo test` does not build another package's binaries: so ask cargo to build
+/// it (a no-op when it is fresh) and to say where it is, so that no test runs a binary left
+/// from an older build.
 pub(crate) fn built_example(name: &str) -> PathBuf {
-    // The examples need `sqlite`; the others as this test was built, so that nothing is
-    // built twice.
-    let mut features = vec!["sqlite"];
+    // The package always has `sqlite`; its other features as this test was built (`api`
+    // needs `jwt`).
+    let mut features = Vec::new();
     features.extend(cfg!(feature = "redis").then_some("redis"));
     features.extend(cfg!(feature = "postgres").then_some("postgres"));
+    features.extend(cfg!(feature = "jwt").then_some("jwt"));
     let features = features.join(",");
     let output = std::process::Command::new(env!("CARGO"))
-        .args(["build", "--example", name, "--features", &features])
+        .args(["build", "-p", "keygate-examples", "--bin", name])
+        .args(["--features", &features])
         .arg("--message-format=json")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
     assert!(
         output.status.success(),
-        "cargo build --example {name} failed:\n{}",
+        "cargo build -p keygate-examples --bin {name} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout)
