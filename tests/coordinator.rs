@@ -1037,7 +1037,6 @@ async fn database_url_is_read_and_checked() {
 #[tokio::test]
 async fn the_built_binary_refuses_bad_keys_serves_and_verifies_its_audit_log() {
     use std::process::{Command, Stdio};
-    use tokio::io::{AsyncBufReadExt, BufReader};
 
     let binary = examples_common::built_example("coordinator");
     let (key, admin) = (random_key(), random_key());
@@ -1082,20 +1081,7 @@ async fn the_built_binary_refuses_bad_keys_serves_and_verifies_its_audit_log() {
     .kill_on_drop(true)
     .spawn()
     .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut printed = String::new();
-    let addr = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            printed.push_str(&line);
-            printed.push('\n');
-            if let Some(addr) = line.split("listening on http://").nth(1) {
-                return addr.to_owned();
-            }
-        }
-        panic!("no address printed:\n{printed}");
-    })
-    .await
-    .unwrap();
+    let (addr, printed) = printed_address(&mut child).await;
     assert!(
         printed.contains("REDACTED") && printed.contains("ws-a"),
         "{printed}"
@@ -1175,17 +1161,7 @@ async fn the_built_binary_logs_keygate_errors_with_rust_log_unset() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(line) = stdout.next_line().await.unwrap() {
-            if let Some(addr) = line.split("listening on http://").nth(1) {
-                return addr.to_owned();
-            }
-        }
-        panic!("no address printed");
-    })
-    .await
-    .unwrap();
+    let (addr, _) = printed_address(&mut child).await;
     let reply = reqwest::get(format!("http://{addr}/coordinator/jobs/x"))
         .await
         .unwrap();
@@ -1557,7 +1533,6 @@ async fn a_second_server_on_the_same_audit_log_refuses_to_start() {
 #[tokio::test]
 async fn the_built_binary_signs_its_audit_log_and_verifies_it_with_the_key() {
     use std::process::{Command, Stdio};
-    use tokio::io::{AsyncBufReadExt, BufReader};
 
     let binary = examples_common::built_example("coordinator");
     let (key, admin, checkpoint_key) = (random_key(), random_key(), random_key());
@@ -1581,17 +1556,7 @@ async fn the_built_binary_signs_its_audit_log_and_verifies_it_with_the_key() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = stdout.next_line().await.unwrap() {
-            if let Some(addr) = line.split("listening on http://").nth(1) {
-                return addr.to_owned();
-            }
-        }
-        panic!("no address printed");
-    })
-    .await
-    .unwrap();
+    let (addr, _) = printed_address(&mut child).await;
     for _ in 0..3 {
         let reply = support::client()
             .get(format!("http://{addr}/coordinator/jobs/x"))
@@ -1785,4 +1750,26 @@ async fn a_flood_of_bad_keys_is_counted_not_written_line_by_line() {
         .map(|e| e["count"].as_u64().unwrap_or(1))
         .sum();
     assert_eq!(counted, 50);
+}
+
+/// What a started example printed up to its `listening on http://<addr>` line, and that
+/// address (the example may need a while to open its database: 30 s at most).
+async fn printed_address(child: &mut tokio::process::Child) -> (String, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            printed.push_str(&line);
+            printed.push('\n');
+            if let Some(addr) = line.split("listening on http://").nth(1) {
+                return addr.to_owned();
+            }
+        }
+        panic!("no address printed:\n{printed}");
+    })
+    .await
+    .unwrap();
+    (addr, printed)
 }

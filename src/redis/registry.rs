@@ -303,34 +303,13 @@ impl RedisRegistry {
     }
 
     fn find(&self, key: CacheKey, cmd: impl FnOnce(&Names) -> Cmd) -> LookupFuture {
-        let cache = &self.cache;
-        if cache.is_listening()
-            && let Some(record) = cache.get(&key)
-        {
-            return BackendFuture::ready(Ok(Some(record)));
-        }
-        let epoch = cache.epoch();
-        let cmd = cmd(&self.names);
-        let mut connection = self.connection.clone();
-        let cache = Arc::clone(cache);
-        BackendFuture::new(async move {
-            match fetch(&mut connection, &cmd).await {
-                Ok(Some(record)) => {
-                    let record = Arc::new(record);
-                    cache.insert(key, Arc::clone(&record), epoch);
-                    Ok(Some(record))
-                }
-                Ok(None) => {
-                    cache.remove(&key);
-                    Ok(None)
-                }
-                Err(error) => match cache.get(&key) {
-                    Some(record) => {
-                        tracing::debug!(%error, "keygate: registry unavailable; cached record served");
-                        Ok(Some(record))
-                    }
-                    None => Err(RegistryError::Unavailable(error)),
-                },
+        self.cache.lookup(key, || {
+            let cmd = cmd(&self.names);
+            let mut connection = self.connection.clone();
+            async move {
+                fetch(&mut connection, &cmd)
+                    .await
+                    .map_err(RegistryError::Unavailable)
             }
         })
     }

@@ -12,7 +12,9 @@ use std::{
     time::Duration,
 };
 
-use crate::{KeyDigest, KeyId, KeyRecord, limit::Clock};
+use crate::{
+    BackendFuture, KeyDigest, KeyId, KeyRecord, RegistryError, limit::Clock, registry::LookupFuture,
+};
 
 /// What a record was looked up by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -80,6 +82,48 @@ impl Cache {
     }
 
     /// The record cached under `key`, if it is younger than the cache lifetime.
+    /// A lookup through the cache, the same for every remote registry: served from the
+    /// cache while invalidations are known to arrive; otherwise `fetched` from the
+    /// store, the answer cached (a record) or forgotten (none), and when the store
+    /// cannot answer, a cached record younger than the lifetime is served all the same.
+    pub(crate) fn lookup<F>(
+        self: &Arc<Self>,
+        key: CacheKey,
+        fetch: impl FnOnce() -> F,
+    ) -> LookupFuture
+    where
+        F: Future<Output = Result<Option<KeyRecord>, RegistryError>> + Send + 'static,
+    {
+        if self.is_listening()
+            && let Some(record) = self.get(&key)
+        {
+            return BackendFuture::ready(Ok(Some(record)));
+        }
+        // Taken before the fetch, so that an invalidation meanwhile wins.
+        let epoch = self.epoch();
+        let (cache, fetched) = (Arc::clone(self), fetch());
+        BackendFuture::new(async move {
+            match fetched.await {
+                Ok(Some(record)) => {
+                    let record = Arc::new(record);
+                    cache.insert(key, Arc::clone(&record), epoch);
+                    Ok(Some(record))
+                }
+                Ok(None) => {
+                    cache.remove(&key);
+                    Ok(None)
+                }
+                Err(error) => match cache.get(&key) {
+                    Some(record) => {
+                        tracing::debug!(%error, "keygate: registry unavailable; cached record served");
+                        Ok(Some(record))
+                    }
+                    None => Err(error),
+                },
+            }
+        })
+    }
+
     pub(crate) fn get(&self, key: &CacheKey) -> Option<Arc<KeyRecord>> {
         let now = self.clock.elapsed();
         self.read()

@@ -142,33 +142,9 @@ impl SqlRegistry {
     }
 
     fn find(&self, key: CacheKey) -> LookupFuture {
-        let cache = &self.cache;
-        if cache.is_listening()
-            && let Some(record) = cache.get(&key)
-        {
-            return BackendFuture::ready(Ok(Some(record)));
-        }
-        let epoch = cache.epoch();
-        let (pool, cache, timeout) = (self.pool.clone(), Arc::clone(cache), self.timeout);
-        BackendFuture::new(async move {
-            match within(timeout, fetch(&pool, key)).await {
-                Ok(Some(record)) => {
-                    let record = Arc::new(record);
-                    cache.insert(key, Arc::clone(&record), epoch);
-                    Ok(Some(record))
-                }
-                Ok(None) => {
-                    cache.remove(&key);
-                    Ok(None)
-                }
-                Err(error) => match cache.get(&key) {
-                    Some(record) => {
-                        tracing::debug!(%error, "keygate: database unavailable; cached record served");
-                        Ok(Some(record))
-                    }
-                    None => Err(error),
-                },
-            }
+        self.cache.lookup(key, || {
+            let (pool, timeout) = (self.pool.clone(), self.timeout);
+            async move { within(timeout, fetch(&pool, key)).await }
         })
     }
 
