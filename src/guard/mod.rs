@@ -59,10 +59,7 @@ pub use self::{
     routes::Route,
     service::{ApiKeyGuardService, ResponseFuture},
 };
-// TODO(issue-14): remove once tests and examples import these from `limit`.
 use self::decide::Verification;
-#[doc(hidden)]
-pub use crate::limit::{LimitBy, RateLimit};
 use crate::{JsonRejection, KeyLookup, audit::RequestFacts};
 
 /// The guard layer. Build it with [`ApiKeyGuard::builder`]; cloning is cheap (one `Arc`).
