@@ -19,7 +19,7 @@
 //!    (feature `jwt`, [`ApiKeyGuardBuilder::jwt`]), a credential shaped like a JWT is
 //!    verified as an access token instead, with the same refusals and counting.
 //! 5. **Rate limit**: per principal (or per key), by the key's tier, for authenticated
-//!    callers only (when a [`RateLimit`] is configured).
+//!    callers only (when a [`RateLimit`](crate::RateLimit) is configured).
 //! 6. **Admit**: the [`Principal`](crate::Principal) goes into the request extensions, an
 //!    audit event is recorded, the inner service is called, and its response gets the
 //!    rate-limit headers.
@@ -53,13 +53,13 @@ use std::{fmt, future::Future, net::IpAddr, sync::Arc};
 use tower_layer::Layer;
 
 pub(crate) use self::config::GuardConfig;
+use self::decide::Verification;
 pub use self::{
     builder::{ApiKeyGuardBuilder, BuildError, DEFAULT_UNAVAILABLE_RETRY_AFTER},
     config::{AuditFailure, ClientAddr, ClientIpFn},
     routes::Route,
     service::{ApiKeyGuardService, ResponseFuture},
 };
-use self::decide::Verification;
 use crate::{JsonRejection, KeyLookup, audit::RequestFacts};
 
 /// The guard layer. Build it with [`ApiKeyGuard::builder`]; cloning is cheap (one `Arc`).
