@@ -17,7 +17,7 @@ use crate::{
     app,
     body_types::{hello, request},
     get,
-    support::{CountingRegistry, TestServer, oneshot, send},
+    support::{CountingRegistry, TempDir, TestServer, oneshot, send},
     tampered, unregistered_key,
 };
 
@@ -165,22 +165,27 @@ async fn audit_reads_the_client_addr_extension() {
     }
 }
 
-/// A guard on one opaque key whose audit log is `/dev/full` (every write fails).
-fn full_disk_guard(policy: AuditFailure) -> (ApiKeyGuard, String) {
+/// A guard on one opaque key whose audit log is `/dev/full` (every write fails), reached
+/// through a symlink of this guard's own, so that its log lines name a path no other
+/// test's sink has (tests run side by side and share the log capture).
+fn full_disk_guard(policy: AuditFailure) -> (ApiKeyGuard, String, TempDir) {
     let key = crate::opaque_key();
-    let sink = JsonLinesSink::open("/dev/full").expect("/dev/full (Linux) opens for appending");
+    let dir = TempDir::new("full-disk");
+    let path = dir.0.join("audit.jsonl");
+    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+    let sink = JsonLinesSink::open(&path).expect("/dev/full (Linux) opens for appending");
     let guard = ApiKeyGuard::builder()
         .key(ApiKey::new(&key).unwrap(), KeyGrant::new("coordinator-1"))
         .audit(sink)
         .audit_failure(policy)
         .build()
         .unwrap();
-    (guard, key)
+    (guard, key, dir)
 }
 
 #[tokio::test]
 async fn audit_failure_refuse_answers_503_while_admissions_cannot_be_recorded() {
-    let (guard, key) = full_disk_guard(AuditFailure::Refuse);
+    let (guard, key, _dir) = full_disk_guard(AuditFailure::Refuse);
     let reply = oneshot(app(guard.clone()), get("/whoami").header("x-api-key", &key)).await;
     reply.assert_refusal(503, "auth_unavailable");
     assert!(reply.header("retry-after").is_some());
@@ -193,7 +198,7 @@ async fn audit_failure_refuse_answers_503_while_admissions_cannot_be_recorded() 
     .assert_refusal(401, "invalid_credentials");
 
     // The default keeps serving.
-    let (guard, key) = full_disk_guard(AuditFailure::KeepServing);
+    let (guard, key, _dir) = full_disk_guard(AuditFailure::KeepServing);
     oneshot(app(guard), get("/whoami").header("x-api-key", &key))
         .await
         .assert_status(200);
@@ -202,7 +207,8 @@ async fn audit_failure_refuse_answers_503_while_admissions_cannot_be_recorded() 
 #[tokio::test]
 async fn lost_audit_events_are_logged_once_per_run_not_once_each() {
     let logs = crate::secrets::captured_logs();
-    let (guard, _) = full_disk_guard(AuditFailure::KeepServing);
+    let (guard, _, dir) = full_disk_guard(AuditFailure::KeepServing);
+    let path = dir.0.join("audit.jsonl").display().to_string();
     let service = app(guard);
     let mark = logs.mark();
     for _ in 0..50 {
@@ -211,7 +217,14 @@ async fn lost_audit_events_are_logged_once_per_run_not_once_each() {
             .await
             .assert_refusal(401, "invalid_credentials");
     }
-    let logged = logs.since(mark);
+    // This sink's lines only: another test's sink may fail meanwhile.
+    let logged: Vec<String> = logs
+        .since(mark)
+        .lines()
+        .filter(|line| line.contains(&path))
+        .map(str::to_owned)
+        .collect();
+    let logged = logged.join("\n");
     assert_eq!(
         logged.matches("could not write audit events").count(),
         1,
