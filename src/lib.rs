@@ -40,6 +40,7 @@
 //! | [`audit`] | audit events and sinks, including a hash-chained JSON-lines file | [`AuditEvent`], [`AuditSink`], [`Outcome`] |
 //! | [`reject`] | every refusal and how it is rendered | [`Rejection`] (status, reason, headers), [`Malformed`], [`RenderRejection`] (pluggable rendering), [`JsonRejection`] (the default), [`EmptyRejection`], [`TokenMessageRejection`] (the token API's bodies) |
 //! | [`webhook`] | HMAC-SHA256 webhook signatures | — |
+//! | `session` (feature `session`) | live sessions: long-lived connections that end when their key is revoked or expires, the authentication deadline, a per-principal message budget | — |
 //! | `redis` (feature `redis`) | limits and keys shared by the replicas of a service through one Redis server | `RedisRateLimit`, `RedisRegistry` |
 //! | `sql` (features `sqlite`, `postgres`) | keys in SQLite (one host) or PostgreSQL (shared by replicas) | `SqlRegistry` |
 //! | — | the answer of every backend | [`BackendFuture`] (ready at once in memory, boxed over the network) |
@@ -88,6 +89,9 @@ pub mod redis;
 pub mod registry;
 pub mod reject;
 pub mod require;
+#[cfg(feature = "session")]
+#[cfg_attr(docsrs, doc(cfg(feature = "session")))]
+pub mod session;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sql;
 pub mod webhook;

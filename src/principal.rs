@@ -55,6 +55,8 @@ pub struct TokenIdentity {
     pub scopes: Vec<String>,
     /// The quota tier.
     pub tier: String,
+    /// When the token expires (`exp`): a [live session](crate::session) on it ends then.
+    pub expires_at: Option<time::OffsetDateTime>,
 }
 
 #[derive(Clone, Debug)]
@@ -111,6 +113,7 @@ impl Principal {
     ///     workspaces: vec!["ws-a".into()],
     ///     scopes: vec!["packs:read".into()],
     ///     tier: "default".into(),
+    ///     expires_at: None,
     /// });
     /// assert_eq!(principal.id(), "user-42");
     /// assert_eq!(principal.credential_kind(), CredentialKind::Jwt);

@@ -6,6 +6,9 @@
 mod app;
 #[path = "../examples/common/mod.rs"]
 mod common;
+// The coordinator, whose admin routes revoke and rotate keys in the same key database.
+#[path = "../examples/coordinator/app.rs"]
+mod coordinator;
 mod examples_common;
 mod support;
 
@@ -16,6 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use examples_common::TestServer;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use support::TempDir;
@@ -729,4 +733,204 @@ fn every_invalid_variable_is_reported_at_once() {
         |lookup| app::Config::from_lookup(lookup),
         &["WS_API_KEY", "WS_WORKSPACES"],
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// A connection lives as long as its key
+
+/// The coordinator example on the key database of `database` (`DATABASE_URL`, or with
+/// `redis`, `REDIS_URL`), in process; returns it and its `ADMIN_API_KEY`.
+async fn coordinator_on(database: &str, redis: Option<&str>) -> (TestServer, String) {
+    let admin = examples_common::random_key();
+    let audit_log = examples_common::temp_audit_log("ws-coordinator");
+    let mut env = examples_common::Env::default()
+        .set("COORDINATOR_API_KEY", examples_common::random_key())
+        .set("COORDINATOR_WORKSPACES", "ws-1")
+        .set("ADMIN_API_KEY", &admin)
+        .set("DATABASE_URL", database)
+        .set("AUDIT_LOG", audit_log.display().to_string());
+    if let Some(url) = redis {
+        env = env.set("REDIS_URL", url);
+    }
+    let config = coordinator::Config::from_lookup(env.lookup()).unwrap();
+    let router = coordinator::router(config).await.unwrap();
+    (TestServer::start(router, audit_log).await, admin)
+}
+
+/// Opens `/ws` on `server` with `key` (a coordinator's, for `ws-1`) and joins `ws-1`.
+async fn coordinator_socket(server: &WsServer, key: &str, principal: &str) -> Client {
+    let (mut client, _) = server.connect("", &[("x-api-key", key)]).await;
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({ "type": "authenticated", "principalId": principal, "workspaces": ["ws-1"] })
+    );
+    join(&mut client, "ws-1").await;
+    client
+}
+
+/// The close frame `client` gets next, and how long after `since` it came.
+async fn close_after(client: &mut Client, since: Instant) -> ((CloseCode, String), Duration) {
+    let close = expect_close(client).await;
+    (close, since.elapsed())
+}
+
+#[tokio::test]
+async fn a_key_revoked_through_the_coordinator_closes_its_sockets_within_a_second() {
+    let dir = TempDir::new("websocket-shared-keys");
+    let database = format!("sqlite://{}", dir.0.join("keys.db").display());
+    let (coordinator, admin) = coordinator_on(&database, None).await;
+    // Another process on the same SQLite file announces nothing: the check every 250 ms
+    // finds the revocation.
+    let server = start(&[
+        ("DATABASE_URL", database.as_str()),
+        ("WS_SESSION_CHECK_MS", "250"),
+    ])
+    .await;
+    let (key, key_id) =
+        examples_common::register_coordinator(&coordinator, &admin, "coordinator-7", &["ws-1"])
+            .await;
+    let mut first = coordinator_socket(&server, &key, "coordinator-7").await;
+    let mut second = coordinator_socket(&server, &key, "coordinator-7").await;
+    let mut other = server.authenticated().await;
+
+    let revoked_at = Instant::now();
+    coordinator
+        .delete(&format!("/admin/keys/{key_id}"))
+        .key(&admin)
+        .send()
+        .await
+        .assert_status(200);
+    for client in [&mut first, &mut second] {
+        let (close, after) = close_after(client, revoked_at).await;
+        assert_eq!(close, (CloseCode::Policy, "revoked_credentials".to_owned()));
+        assert!(
+            after < Duration::from_secs(1),
+            "closed {after:?} after the revocation"
+        );
+    }
+    // The other key's connection goes on.
+    join(&mut other, "ws-2").await;
+    // Each end is in the audit log, with its reason.
+    let closes: Vec<Value> = server
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["action"] == "ws.close")
+        .collect();
+    assert_eq!(closes.len(), 2, "{closes:?}");
+    for close in &closes {
+        assert_eq!(close["principal_id"], "coordinator-7");
+        assert_eq!(close["reason"], "revoked_credentials");
+    }
+    coordinator.finish().await;
+}
+
+#[tokio::test]
+async fn a_rotated_keys_sockets_close_with_expired_credentials_when_the_overlap_ends() {
+    let dir = TempDir::new("websocket-shared-keys");
+    let database = format!("sqlite://{}", dir.0.join("keys.db").display());
+    let (coordinator, admin) = coordinator_on(&database, None).await;
+    let server = start(&[
+        ("DATABASE_URL", database.as_str()),
+        ("WS_SESSION_CHECK_MS", "250"),
+    ])
+    .await;
+    let (key, key_id) =
+        examples_common::register_coordinator(&coordinator, &admin, "coordinator-7", &["ws-1"])
+            .await;
+    let mut client = coordinator_socket(&server, &key, "coordinator-7").await;
+
+    let rotated = coordinator
+        .post(&format!("/admin/keys/{key_id}/rotate"))
+        .key(&admin)
+        .json(&json!({ "overlapSeconds": 2 }))
+        .send()
+        .await;
+    rotated.assert_status(201);
+    let expires_at = time::OffsetDateTime::parse(
+        rotated.body["previousKeyExpiresAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    // The new key works meanwhile, on a connection of its own.
+    let new_key = rotated.body["key"].as_str().unwrap();
+    let mut successor = coordinator_socket(&server, new_key, "coordinator-7").await;
+
+    let close = expect_close(&mut client).await;
+    let now = time::OffsetDateTime::now_utc();
+    assert_eq!(close, (CloseCode::Policy, "expired_credentials".to_owned()));
+    assert!(
+        now >= expires_at,
+        "closed {} before the expiry",
+        expires_at - now
+    );
+    assert!(
+        now - expires_at < Duration::from_secs(1),
+        "closed {} after the expiry",
+        now - expires_at
+    );
+    join(&mut successor, "ws-1").await;
+    coordinator.finish().await;
+}
+
+#[cfg(feature = "redis")]
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_key_revoked_on_redis_closes_its_sockets_on_every_replica_within_a_second() {
+    let redis = redis_server::RedisServer::start();
+    let dir = TempDir::new("websocket-redis");
+    let unused = format!("sqlite://{}", dir.0.join("unused.db").display());
+    let (coordinator, admin) = coordinator_on(&unused, Some(&redis.url())).await;
+    // Two websocket replicas on the same Redis, with the default check interval (30 s):
+    // only the announcement can close their sockets within a second.
+    let a = start(&[("REDIS_URL", redis.url().as_str())]).await;
+    let b = start(&[("REDIS_URL", redis.url().as_str())]).await;
+    let (key, key_id) =
+        examples_common::register_coordinator(&coordinator, &admin, "coordinator-7", &["ws-1"])
+            .await;
+    let mut on_a = coordinator_socket(&a, &key, "coordinator-7").await;
+    let mut on_b = coordinator_socket(&b, &key, "coordinator-7").await;
+    let mut other_on_b = b.authenticated().await;
+
+    let revoked_at = Instant::now();
+    coordinator
+        .delete(&format!("/admin/keys/{key_id}"))
+        .key(&admin)
+        .send()
+        .await
+        .assert_status(200);
+    for client in [&mut on_a, &mut on_b] {
+        let (close, after) = close_after(client, revoked_at).await;
+        assert_eq!(close, (CloseCode::Policy, "revoked_credentials".to_owned()));
+        assert!(
+            after < Duration::from_secs(1),
+            "closed {after:?} after the revocation"
+        );
+    }
+    join(&mut other_on_b, "ws-2").await;
+
+    // A rotation through the coordinator: the old key's socket closes when it expires.
+    let (key, key_id) =
+        examples_common::register_coordinator(&coordinator, &admin, "coordinator-8", &["ws-1"])
+            .await;
+    let mut on_b = coordinator_socket(&b, &key, "coordinator-8").await;
+    let rotated = coordinator
+        .post(&format!("/admin/keys/{key_id}/rotate"))
+        .key(&admin)
+        .json(&json!({ "overlapSeconds": 1 }))
+        .send()
+        .await;
+    rotated.assert_status(201);
+    let expires_at = time::OffsetDateTime::parse(
+        rotated.body["previousKeyExpiresAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let close = expect_close(&mut on_b).await;
+    let now = time::OffsetDateTime::now_utc();
+    assert_eq!(close, (CloseCode::Policy, "expired_credentials".to_owned()));
+    assert!(now >= expires_at && now - expires_at < Duration::from_secs(1));
+    coordinator.finish().await;
 }

@@ -36,8 +36,18 @@
 //!
 //! Errors are `{"type":"error","reason":<machine-readable>,"message":<for humans>}`.
 //!
+//! An authenticated connection lives as long as its key: it is closed with 1008 and
+//! `revoked_credentials` when the key is revoked or deleted (through any route, e.g. the
+//! coordinator's `DELETE /admin/keys/{keyId}` on the same key database), and with
+//! `expired_credentials` when it expires (e.g. at the end of a rotation's overlap). The
+//! key database announces changes where it can: this replica's own changes, and with
+//! `REDIS_URL` (or `DATABASE_URL=postgres://…`) every replica's, which close the
+//! connections within a second; anything else is found by the periodic check every
+//! `WS_SESSION_CHECK_MS` (default 30000). This is keygate's
+//! [`Session`](keygate::session::Session).
+//!
 //! Every frame a client sends costs one message of its principal's budget
-//! (`WS_MESSAGES_PER_MINUTE`, shared by all its connections). A message over budget is
+//! (`WS_MESSAGES_PER_MINUTE`, shared by all its connections on this replica). A message over budget is
 //! answered with `{"type":"error","reason":"rate_limited",..}`; a client that keeps
 //! going is disconnected (1008 `rate_limited`): after [`REFUSED_MESSAGES_BEFORE_CLOSE`]
 //! such answers in a row, the next refused message closes the connection.
@@ -77,24 +87,26 @@ use futures_util::{
 };
 use keygate::{
     ApiKey, ApiKeyGuard, AuditEvent, AuditSink, Outcome, Principal, Rejection,
-    limit::{InMemoryRateLimit, Quota, RateLimitBackend, Tiers},
+    limit::{InMemoryRateLimit, Quota, Tiers},
+    session::{self, PendingAuth, SessionEnd, Sessions},
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::{
-    OwnedSemaphorePermit, Semaphore,
-    broadcast::{self, error::RecvError},
-};
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::common::{
-    self, ApiError, ConfigError, JsonBody, Lookup, Problems, ServerConfig, StartError,
+    self, ApiError, ConfigError, JsonBody, Lookup, Problems, RedisUrl, ServerConfig, StartError,
 };
 
 /// The principal id of the `WS_API_KEY` key.
 pub(crate) const CLIENT: &str = "ws-client";
 /// The default time a connection has to authenticate.
-pub(crate) const DEFAULT_AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_AUTH_TIMEOUT: Duration = session::DEFAULT_AUTH_DEADLINE;
+/// The default longest time between two checks of a connection's key.
+pub(crate) const DEFAULT_SESSION_CHECK: Duration = session::DEFAULT_CHECK_EVERY;
+/// The longest `WS_SESSION_CHECK_MS` accepted: one hour.
+pub(crate) const MAX_SESSION_CHECK_MS: u64 = 3_600_000;
 /// The longest `WS_AUTH_TIMEOUT_MS` accepted: an unauthenticated connection holds a socket.
 pub(crate) const MAX_AUTH_TIMEOUT_MS: u64 = 60_000;
 /// The default message budget of a principal, per minute (the burst is the same).
@@ -106,12 +118,12 @@ pub(crate) const DEFAULT_MESSAGES_PER_MINUTE: NonZeroU32 = match NonZeroU32::new
 pub(crate) const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 /// How many connections may be waiting for their first message at once; more are refused
 /// with 503 `auth_unavailable` before the upgrade.
-pub(crate) const MAX_PENDING_AUTH: usize = 1024;
+pub(crate) const MAX_PENDING_AUTH: usize = session::DEFAULT_MAX_PENDING;
 /// How many refused messages in a row are answered with an error before the connection
 /// is closed.
-pub(crate) const REFUSED_MESSAGES_BEFORE_CLOSE: u32 = 3;
+pub(crate) const REFUSED_MESSAGES_BEFORE_CLOSE: u32 = session::DEFAULT_CLOSE_AFTER_REFUSED;
 /// The close reason of a connection that did not authenticate in time.
-pub(crate) const AUTH_TIMEOUT: &str = "auth_timeout";
+pub(crate) const AUTH_TIMEOUT: &str = session::AuthTimedOut.reason();
 /// The audit action of a decision on a key in the upgrade request.
 pub(crate) const ACTION_HANDSHAKE: &str = "GET /ws";
 /// The audit action of a decision on a key in the first message.
@@ -138,6 +150,12 @@ pub(crate) struct Config {
     pub(crate) auth_timeout: Duration,
     /// `WS_MESSAGES_PER_MINUTE`, default 120: the message budget of a principal.
     pub(crate) messages_per_minute: NonZeroU32,
+    /// `WS_SESSION_CHECK_MS`, default 30000: the longest time between two checks of an
+    /// open connection's key.
+    pub(crate) session_check: Duration,
+    /// `REDIS_URL`: the Redis server on which replicas share keys (and announce their
+    /// revocations), instead of `DATABASE_URL`.
+    pub(crate) redis_url: Option<RedisUrl>,
 }
 
 impl Config {
@@ -151,6 +169,8 @@ impl Config {
         const TIMEOUT_HOW: &str = "set it to a number of milliseconds from 1 to 60000, or \
                                    unset it for 5000";
         const MESSAGES_HOW: &str = "set it to a positive whole number, or unset it for 120";
+        const CHECK_HOW: &str = "set it to a number of milliseconds from 1 to 3600000, or \
+                                 unset it for 30000";
 
         // Every variable is read, and every problem reported at once.
         let mut problems = Problems::default();
@@ -176,6 +196,21 @@ impl Config {
                 how: MESSAGES_HOW,
             }),
         });
+        let session_check = problems.check(match lookup("WS_SESSION_CHECK_MS") {
+            None => Ok(DEFAULT_SESSION_CHECK),
+            Some(value) => value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|ms| (1..=MAX_SESSION_CHECK_MS).contains(ms))
+                .map(Duration::from_millis)
+                .ok_or_else(|| ConfigError::Invalid {
+                    var: "WS_SESSION_CHECK_MS",
+                    problem: format!("{value:?} is not a whole number from 1 to 3600000"),
+                    how: CHECK_HOW,
+                }),
+        });
+        let redis_url = problems.check(common::redis_url(lookup));
         let server = problems.check(ServerConfig::from_lookup(NAME, lookup));
         let key = problems.check(common::required_key(lookup, "WS_API_KEY"));
         let workspaces = problems.check(
@@ -189,10 +224,20 @@ impl Config {
         let (
             Some(auth_timeout),
             Some(messages_per_minute),
+            Some(session_check),
+            Some(redis_url),
             Some(server),
             Some(key),
             Some(workspaces),
-        ) = (auth_timeout, messages_per_minute, server, key, workspaces)
+        ) = (
+            auth_timeout,
+            messages_per_minute,
+            session_check,
+            redis_url,
+            server,
+            key,
+            workspaces,
+        )
         else {
             return Err(problems.into_error());
         };
@@ -202,6 +247,8 @@ impl Config {
             workspaces,
             auth_timeout,
             messages_per_minute,
+            session_check,
+            redis_url,
         })
     }
 }
@@ -213,10 +260,12 @@ impl Config {
 /// may arrive as the first message, so the HTTP layer must let it through); everything
 /// else is behind the guard. Every decision and action goes to the audit log at
 /// `config.server.audit_log`; job updates go through `hub`. The key is registered
-/// (idempotently) in the key database of `DATABASE_URL`.
+/// (idempotently) in the key database of `DATABASE_URL`, or on the Redis server of
+/// `REDIS_URL`.
 pub(crate) async fn router(config: Config, hub: Hub) -> Result<Router, StartError> {
     let audit: Arc<dyn AuditSink> = common::open_audit_log(&config.server)?;
-    let registry = common::open_registry(&config.server.database_url, None).await?;
+    let registry =
+        common::open_registry(&config.server.database_url, config.redis_url.as_ref()).await?;
     let configured = [common::ConfiguredKey {
         var: "WS_API_KEY",
         key: config.key,
@@ -225,21 +274,27 @@ pub(crate) async fn router(config: Config, hub: Hub) -> Result<Router, StartErro
         scopes: Vec::new(),
     }];
     common::ConfiguredKey::register_all(registry.as_ref(), &configured).await?;
+    // Every connection's session: checked in the same registry as the guard's keys.
+    let sessions = Sessions::builder(Arc::clone(&registry))
+        .check_every(config.session_check)
+        .auth_deadline(config.auth_timeout)
+        .max_pending(MAX_PENDING_AUTH)
+        .messages(InMemoryRateLimit::new(Tiers::new(Quota::per_minute(
+            config.messages_per_minute,
+        ))))
+        .close_after_refused(REFUSED_MESSAGES_BEFORE_CLOSE)
+        .build();
     let guard = common::guard_builder(&config.server, Arc::clone(&audit))
         .registry(registry)
         .bearer()
         .query("token")
         .websocket_protocol()
         .build()?;
-    let messages =
-        InMemoryRateLimit::new(Tiers::new(Quota::per_minute(config.messages_per_minute)));
     let state = AppState {
         guard: guard.clone(),
         hub,
         audit,
-        messages: Arc::new(messages),
-        pending: Arc::new(Semaphore::new(MAX_PENDING_AUTH)),
-        auth_timeout: config.auth_timeout,
+        sessions,
     };
     let guarded = Router::new()
         .route("/ws/publish", post(publish))
@@ -258,11 +313,10 @@ struct AppState {
     guard: ApiKeyGuard,
     hub: Hub,
     audit: Arc<dyn AuditSink>,
-    /// The per-principal message budget, apart from the guard's per-request limit.
-    messages: Arc<InMemoryRateLimit>,
-    /// One permit per connection waiting for its first message.
-    pending: Arc<Semaphore>,
-    auth_timeout: Duration,
+    /// The connections' sessions: the authentication deadline and places, the check of
+    /// their keys, and the per-principal message budget (apart from the guard's
+    /// per-request limit).
+    sessions: Sessions,
 }
 
 impl AppState {
@@ -410,7 +464,7 @@ enum Handshake {
     Refused(Rejection),
     /// It carried none: the first message must authenticate. Holds one of the
     /// [`MAX_PENDING_AUTH`] places until then.
-    Pending(OwnedSemaphorePermit),
+    Pending(PendingAuth),
 }
 
 async fn upgrade(
@@ -459,12 +513,9 @@ async fn authenticate_handshake(
         Ok(credential) => credential,
         Err(Rejection::MissingCredentials) => {
             // A connection without a key holds a socket for up to the timeout.
-            return match Arc::clone(&state.pending).try_acquire_owned() {
+            return match state.sessions.pending() {
                 Ok(place) => Ok((Handshake::Pending(place), None)),
-                Err(_) => {
-                    let busy = Rejection::AuthUnavailable {
-                        retry_after: Duration::from_secs(1),
-                    };
+                Err(busy) => {
                     state.record_refusal(ACTION_HANDSHAKE, client_ip, busy.reason());
                     Err(busy)
                 }
@@ -500,13 +551,11 @@ async fn connection(
         Handshake::Admitted(principal) => Ok(principal),
         Handshake::Refused(rejection) => Err(Close::refused(&rejection)),
         Handshake::Pending(place) => {
-            let authenticated = authenticate_first_message(&mut socket, &state, client_ip).await;
-            drop(place);
-            authenticated
+            authenticate_first_message(&mut socket, &state, place, client_ip).await
         }
     };
     match authenticated {
-        Ok(principal) => Session::new(state, principal).run(socket).await,
+        Ok(principal) => Feed::new(state, principal).run(socket).await,
         Err(close) => close.send(socket).await,
     }
 }
@@ -538,6 +587,7 @@ fn secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SecretString, D:
 async fn authenticate_first_message(
     socket: &mut WebSocket,
     state: &AppState,
+    place: PendingAuth,
     client_ip: Option<IpAddr>,
 ) -> Result<Principal, Close> {
     let refuse = |reason: &'static str| {
@@ -545,8 +595,9 @@ async fn authenticate_first_message(
         Close::policy(reason)
     };
     let no_key = Rejection::MissingCredentials.reason();
-    let key = match tokio::time::timeout(state.auth_timeout, socket.recv()).await {
-        Err(_elapsed) => return Err(refuse(AUTH_TIMEOUT)),
+    // The place is given back when the first message is in (or the deadline passed).
+    let key = match place.within(socket.recv()).await {
+        Err(_timed_out) => return Err(refuse(AUTH_TIMEOUT)),
         Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str(&text) {
             Ok(ClientMessage::Auth { key }) => key,
             _ => return Err(refuse(no_key)),
@@ -574,6 +625,15 @@ impl Close {
         Self {
             code: close_code::POLICY,
             reason,
+        }
+    }
+
+    /// The end of a session: 1008 when its key was revoked or expired, 1013 when it
+    /// could not be checked.
+    fn ended(end: SessionEnd) -> Self {
+        Self {
+            code: end.websocket_close_code(),
+            reason: end.reason(),
         }
     }
 
@@ -606,20 +666,19 @@ impl Close {
 }
 
 // ---------------------------------------------------------------------------------------
-// The session
+// The feed
 
-/// An authenticated connection.
-struct Session {
+/// An authenticated connection: its session (which ends with its key) and the job
+/// updates of the workspaces it joined.
+struct Feed {
     state: AppState,
-    principal: Principal,
+    session: session::Session,
     joined: Vec<String>,
     /// The updates of every joined workspace, merged.
     updates: SelectAll<BoxStream<'static, Utf8Bytes>>,
-    /// Messages refused for the rate limit since the last admitted one.
-    refused_in_a_row: u32,
 }
 
-/// What the session does after a client's message.
+/// What the feed does after a client's message.
 enum Reply {
     Nothing,
     Send(Value),
@@ -632,28 +691,33 @@ impl Reply {
     }
 }
 
-impl Session {
+impl Feed {
     fn new(state: AppState, principal: Principal) -> Self {
         Self {
+            session: state.sessions.start(principal),
             state,
-            principal,
             joined: Vec::new(),
             updates: SelectAll::new(),
-            refused_in_a_row: 0,
         }
     }
 
     async fn run(mut self, mut socket: WebSocket) {
+        let principal = self.session.principal();
         let hello = json!({
             "type": "authenticated",
-            "principalId": self.principal.id(),
-            "workspaces": self.principal.workspaces(),
+            "principalId": principal.id(),
+            "workspaces": principal.workspaces(),
         });
         if socket.send(text(&hello)).await.is_err() {
             return;
         }
         loop {
             let reply = tokio::select! {
+                end = self.session.ended() => {
+                    let reason = end.reason();
+                    self.state.record(self.session.principal(), "ws.close", None, Some(reason));
+                    Reply::Close(Close::ended(end))
+                }
                 received = socket.recv() => match received {
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return,
                     Some(Ok(message)) => self.on_message(message).await,
@@ -678,17 +742,15 @@ impl Session {
     }
 
     async fn on_message(&mut self, message: Message) -> Reply {
-        if !self.spend_message().await {
-            self.refused_in_a_row += 1;
-            if self.refused_in_a_row > REFUSED_MESSAGES_BEFORE_CLOSE {
-                let reason = "rate_limited";
+        if let Err(refused) = self.session.spend_message().await {
+            let reason = refused.reason();
+            if refused.should_close() {
                 self.state
-                    .record(&self.principal, "ws.close", None, Some(reason));
+                    .record(self.session.principal(), "ws.close", None, Some(reason));
                 return Reply::Close(Close::policy(reason));
             }
-            return Reply::error("rate_limited", "too many messages; slow down");
+            return Reply::error(reason, "too many messages; slow down");
         }
-        self.refused_in_a_row = 0;
         match message {
             Message::Text(text) => match serde_json::from_str(&text) {
                 Ok(ClientMessage::Join { workspace_id }) => self.join(workspace_id),
@@ -707,17 +769,6 @@ impl Session {
         }
     }
 
-    /// Spends one message of the principal's budget: whether there was one left.
-    fn spend_message(&self) -> impl Future<Output = bool> + Send + 'static {
-        let check =
-            self.state
-                .messages
-                .check(self.principal.id(), self.principal.tier(), NonZeroU32::MIN);
-        // The in-memory backend fails only for a cost above the burst, which 1 never is;
-        // an error would refuse the message all the same.
-        async move { check.await.is_ok_and(|decision| decision.allowed) }
-    }
-
     fn join(&mut self, workspace: String) -> Reply {
         if !common::is_valid_id(&workspace) {
             return Reply::error(
@@ -725,16 +776,17 @@ impl Session {
                 "`workspaceId` must be 1 to 64 letters, digits, `-`, `_` or `.`",
             );
         }
-        if let Err(rejection) = self.principal.require_workspace(&workspace) {
+        let principal = self.session.principal();
+        if let Err(rejection) = principal.require_workspace(&workspace) {
             let reason = rejection.reason();
             self.state
-                .record(&self.principal, "ws.join", Some(&workspace), Some(reason));
+                .record(principal, "ws.join", Some(&workspace), Some(reason));
             return Reply::error(reason, &rejection.message());
         }
         if !self.joined.contains(&workspace) {
             self.updates.push(self.state.hub.subscribe(&workspace));
             self.state
-                .record(&self.principal, "ws.join", Some(&workspace), None);
+                .record(principal, "ws.join", Some(&workspace), None);
             self.joined.push(workspace.clone());
         }
         Reply::Send(json!({ "type": "joined", "workspaceId": workspace }))

@@ -129,12 +129,18 @@ impl ClaimMapping {
             Some(Value::String(tier)) => tier.clone(),
             Some(_) => return Err(invalid()),
         };
+        // Checked by the verifier already: present and in the future.
+        let expires_at = claims
+            .get("exp")
+            .and_then(Value::as_i64)
+            .and_then(|exp| time::OffsetDateTime::from_unix_timestamp(exp).ok());
         Ok(TokenIdentity {
             subject,
             token_id,
             workspaces,
             scopes,
             tier,
+            expires_at,
         })
     }
 }

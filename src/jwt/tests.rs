@@ -74,6 +74,14 @@ fn a_valid_access_token_makes_a_token_principal() {
     assert_eq!(principal.scopes(), ["packs:read"]);
     assert_eq!(principal.workspaces(), ["ws-a"]);
     assert_eq!(principal.tier(), "default");
+    // `exp`, for a live session to end at.
+    let expires_at = principal.token().unwrap().expires_at.unwrap();
+    let lifetime = expires_at - time::OffsetDateTime::now_utc();
+    let ttl = hs_issuer().access_lifetime();
+    assert!(
+        lifetime <= ttl && lifetime > ttl - Duration::from_secs(60),
+        "{lifetime}"
+    );
 }
 
 #[test]

@@ -303,15 +303,20 @@ impl RedisRegistry {
     }
 
     fn find(&self, key: CacheKey, cmd: impl FnOnce(&Names) -> Cmd) -> LookupFuture {
-        self.cache.lookup(key, || {
-            let cmd = cmd(&self.names);
-            let mut connection = self.connection.clone();
-            async move {
-                fetch(&mut connection, &cmd)
-                    .await
-                    .map_err(RegistryError::Unavailable)
-            }
-        })
+        self.cache.lookup(key, || self.fetch(cmd))
+    }
+
+    fn fetch(
+        &self,
+        cmd: impl FnOnce(&Names) -> Cmd,
+    ) -> impl Future<Output = Result<Option<KeyRecord>, RegistryError>> + Send + 'static {
+        let cmd = cmd(&self.names);
+        let mut connection = self.connection.clone();
+        async move {
+            fetch(&mut connection, &cmd)
+                .await
+                .map_err(RegistryError::Unavailable)
+        }
     }
 
     /// Changes a record with compare-and-set, publishing the change.
@@ -390,10 +395,21 @@ impl KeyLookup for RedisRegistry {
         self.find(CacheKey::Id(*key_id), |names| names.get_by_id(key_id))
     }
 
+    fn find_by_id_uncached(&self, key_id: &KeyId) -> LookupFuture {
+        self.cache.refresh(CacheKey::Id(*key_id), || {
+            self.fetch(|names| names.get_by_id(key_id))
+        })
+    }
+
     fn find_by_digest(&self, digest: &KeyDigest) -> LookupFuture {
         self.find(CacheKey::Digest(*digest), |names| {
             names.get_by_digest(digest)
         })
+    }
+
+    #[cfg(feature = "session")]
+    fn changes(&self) -> Option<crate::registry::KeyChanges> {
+        Some(self.cache.changes())
     }
 }
 

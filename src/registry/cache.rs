@@ -41,6 +41,9 @@ pub(crate) struct Cache {
     clock: Clock,
     epoch: AtomicU64,
     listening: AtomicBool,
+    /// Tells live sessions about what was invalidated.
+    #[cfg(feature = "session")]
+    announcer: super::KeyAnnouncer,
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +68,8 @@ impl Cache {
             clock,
             epoch: AtomicU64::new(0),
             listening: AtomicBool::new(false),
+            #[cfg(feature = "session")]
+            announcer: super::KeyAnnouncer::new(),
         }
     }
 
@@ -81,7 +86,6 @@ impl Cache {
         now.saturating_sub(entry.stored_at) < self.ttl
     }
 
-    /// The record cached under `key`, if it is younger than the cache lifetime.
     /// A lookup through the cache, the same for every remote registry: served from the
     /// cache while invalidations are known to arrive; otherwise `fetched` from the
     /// store, the answer cached (a record) or forgotten (none), and when the store
@@ -99,9 +103,30 @@ impl Cache {
         {
             return BackendFuture::ready(Ok(Some(record)));
         }
+        self.fetch(key, fetch(), true)
+    }
+
+    /// A lookup that asks the store whatever the cache holds (the periodic checks of live
+    /// sessions: they must find what no invalidation announced), and caches the answer.
+    /// An outage is an error: no cached record stands in for the store.
+    pub(crate) fn refresh<F>(
+        self: &Arc<Self>,
+        key: CacheKey,
+        fetch: impl FnOnce() -> F,
+    ) -> LookupFuture
+    where
+        F: Future<Output = Result<Option<KeyRecord>, RegistryError>> + Send + 'static,
+    {
+        self.fetch(key, fetch(), false)
+    }
+
+    fn fetch<F>(self: &Arc<Self>, key: CacheKey, fetched: F, serve_stale: bool) -> LookupFuture
+    where
+        F: Future<Output = Result<Option<KeyRecord>, RegistryError>> + Send + 'static,
+    {
         // Taken before the fetch, so that an invalidation meanwhile wins.
         let epoch = self.epoch();
-        let (cache, fetched) = (Arc::clone(self), fetch());
+        let cache = Arc::clone(self);
         BackendFuture::new(async move {
             match fetched.await {
                 Ok(Some(record)) => {
@@ -113,7 +138,7 @@ impl Cache {
                     cache.remove(&key);
                     Ok(None)
                 }
-                Err(error) => match cache.get(&key) {
+                Err(error) => match cache.get(&key).filter(|_| serve_stale) {
                     Some(record) => {
                         tracing::debug!(%error, "keygate: registry unavailable; cached record served");
                         Ok(Some(record))
@@ -124,6 +149,7 @@ impl Cache {
         })
     }
 
+    /// The record cached under `key`, if it is younger than the cache lifetime.
     pub(crate) fn get(&self, key: &CacheKey) -> Option<Arc<KeyRecord>> {
         let now = self.clock.elapsed();
         self.read()
@@ -190,12 +216,24 @@ impl Cache {
         let mut table = self.write();
         table.entries.remove(&CacheKey::Id(key_id));
         table.entries.remove(&CacheKey::Digest(digest));
+        drop(table);
+        #[cfg(feature = "session")]
+        self.announcer.announce(super::KeyChange::Key(key_id));
     }
 
     /// Forgets everything.
     pub(crate) fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.write().entries.clear();
+        #[cfg(feature = "session")]
+        self.announcer.announce(super::KeyChange::Missed);
+    }
+
+    /// The changes announced from now on: every invalidation, and
+    /// [`Missed`](super::KeyChange::Missed) whenever the cache was cleared.
+    #[cfg(feature = "session")]
+    pub(crate) fn changes(&self) -> super::KeyChanges {
+        self.announcer.subscribe()
     }
 
     /// Applies an invalidation message, `<key id>:<digest hex>`; anything else clears the

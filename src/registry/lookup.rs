@@ -62,12 +62,32 @@ pub trait KeyLookup: Send + Sync + fmt::Debug + 'static {
     /// The record of the key with this digest (opaque keys are looked up this way).
     fn find_by_digest(&self, digest: &KeyDigest) -> LookupFuture;
 
+    /// The record of the generated key with this id, read from the store itself rather
+    /// than from a local cache: what the periodic checks of [live sessions](crate::session)
+    /// use, so that a change no announcement reached this process with (another process
+    /// on the same SQLite file, a missed invalidation) is still found. The default is
+    /// [`find_by_id`](Self::find_by_id), right for a store without a cache.
+    fn find_by_id_uncached(&self, key_id: &KeyId) -> LookupFuture {
+        self.find_by_id(key_id)
+    }
+
     /// Notes that a key was admitted at `at`. Best effort, called on the request path of
     /// every admitted request: it must be cheap and must not block (a plain
     /// [`SystemTime`], so that the guard need not turn the clock into a calendar date on
     /// every request). The default does nothing.
     fn mark_used(&self, key_id: &KeyId, at: SystemTime) {
         let _ = (key_id, at);
+    }
+
+    /// The changes this store announces from now on (revocations, expiries, updates,
+    /// deletions), for [live sessions](crate::session) to end at once rather than at
+    /// their next check; `None` (the default) when it cannot announce them. The
+    /// in-memory registry announces its own changes; Redis and PostgreSQL those of every
+    /// replica.
+    #[cfg(feature = "session")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "session")))]
+    fn changes(&self) -> Option<super::KeyChanges> {
+        None
     }
 }
 
@@ -80,7 +100,16 @@ impl<L: KeyLookup + ?Sized> KeyLookup for Arc<L> {
         (**self).find_by_digest(digest)
     }
 
+    fn find_by_id_uncached(&self, key_id: &KeyId) -> LookupFuture {
+        (**self).find_by_id_uncached(key_id)
+    }
+
     fn mark_used(&self, key_id: &KeyId, at: SystemTime) {
         (**self).mark_used(key_id, at);
+    }
+
+    #[cfg(feature = "session")]
+    fn changes(&self) -> Option<super::KeyChanges> {
+        (**self).changes()
     }
 }

@@ -23,6 +23,9 @@ use crate::{BackendFuture, KeyDigest, KeyId};
 #[derive(Debug, Default)]
 pub struct InMemoryRegistry {
     tables: RwLock<Tables>,
+    /// Tells live sessions about revocations, expiries, updates and deletions.
+    #[cfg(feature = "session")]
+    announcer: super::KeyAnnouncer,
 }
 
 /// The tables are hashed with foldhash (seeded per process) rather than `SipHash`: their
@@ -136,7 +139,19 @@ impl InMemoryRegistry {
         let mut record = KeyRecord::clone(&entry.record);
         change(&mut record);
         entry.record = Arc::new(record);
-        Ok(Arc::clone(&entry.record))
+        let changed = Arc::clone(&entry.record);
+        drop(tables);
+        self.announce(key_id);
+        Ok(changed)
+    }
+
+    /// Tells live sessions that `key_id` changed (after the change is visible).
+    #[cfg_attr(not(feature = "session"), allow(clippy::unused_self))]
+    fn announce(&self, key_id: &KeyId) {
+        #[cfg(feature = "session")]
+        self.announcer.announce(super::KeyChange::Key(*key_id));
+        #[cfg(not(feature = "session"))]
+        let _ = key_id;
     }
 
     fn snapshot(entry: &Entry) -> Arc<KeyRecord> {
@@ -194,6 +209,8 @@ impl KeyRegistry for InMemoryRegistry {
                 tables.by_principal.remove(&record.principal_id);
             }
         }
+        drop(tables);
+        self.announce(key_id);
         BackendFuture::ready(Ok(record))
     }
 
@@ -240,6 +257,11 @@ impl KeyLookup for InMemoryRegistry {
             .and_then(|id| tables.by_id.get(id))
             .map(|entry| Arc::clone(&entry.record));
         BackendFuture::ready(Ok(found))
+    }
+
+    #[cfg(feature = "session")]
+    fn changes(&self) -> Option<super::KeyChanges> {
+        Some(self.announcer.subscribe())
     }
 
     fn mark_used(&self, key_id: &KeyId, at: SystemTime) {

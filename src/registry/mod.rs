@@ -8,6 +8,8 @@
 
 #[cfg(any(feature = "redis", feature = "sqlite", feature = "postgres"))]
 pub(crate) mod cache;
+#[cfg(feature = "session")]
+mod changes;
 mod grant;
 mod lookup;
 mod memory;
@@ -18,6 +20,9 @@ use std::{sync::Arc, time::Duration};
 
 use time::OffsetDateTime;
 
+#[cfg(feature = "session")]
+#[cfg_attr(docsrs, doc(cfg(feature = "session")))]
+pub use self::changes::{KeyAnnouncer, KeyChange, KeyChanges};
 pub use self::grant::{IssuedKey, KeyGrant};
 pub use self::lookup::{KeyLookup, LookupFuture};
 pub use self::memory::InMemoryRegistry;

@@ -142,10 +142,15 @@ impl SqlRegistry {
     }
 
     fn find(&self, key: CacheKey) -> LookupFuture {
-        self.cache.lookup(key, || {
-            let (pool, timeout) = (self.pool.clone(), self.timeout);
-            async move { within(timeout, fetch(&pool, key)).await }
-        })
+        self.cache.lookup(key, || self.fetch(key))
+    }
+
+    fn fetch(
+        &self,
+        key: CacheKey,
+    ) -> impl Future<Output = Result<Option<KeyRecord>, RegistryError>> + Send + 'static {
+        let (pool, timeout) = (self.pool.clone(), self.timeout);
+        async move { within(timeout, fetch(&pool, key)).await }
     }
 
     /// Applies `change` to the key's row in a transaction that also announces it
@@ -240,12 +245,22 @@ impl KeyLookup for SqlRegistry {
         self.find(CacheKey::Id(*key_id))
     }
 
+    fn find_by_id_uncached(&self, key_id: &KeyId) -> LookupFuture {
+        let key = CacheKey::Id(*key_id);
+        self.cache.refresh(key, || self.fetch(key))
+    }
+
     fn find_by_digest(&self, digest: &KeyDigest) -> LookupFuture {
         self.find(CacheKey::Digest(*digest))
     }
 
     fn mark_used(&self, key_id: &KeyId, at: std::time::SystemTime) {
         self.pending.note(key_id, at);
+    }
+
+    #[cfg(feature = "session")]
+    fn changes(&self) -> Option<crate::registry::KeyChanges> {
+        Some(self.cache.changes())
     }
 }
 
