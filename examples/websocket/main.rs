@@ -11,13 +11,15 @@
 //! | `WS_API_KEY` | required: the clients' key, at least 32 characters |
 //! | `WS_WORKSPACES` | required: the workspaces it may join and publish to, comma-separated |
 //! | `WS_AUTH_TIMEOUT_MS` | default 5000: how long a connection has to authenticate |
-//! | `WS_MESSAGES_PER_MINUTE` | default 120: the messages a principal may send, over all its connections |
+//! | `WS_MESSAGES_PER_MINUTE` | default 120: the messages a principal may send, over all its connections (on this replica) |
+//! | `WS_SESSION_CHECK_MS` | default 30000: the longest time between two checks of an open connection's key (revocations the key database announces close it at once) |
 //! | `LISTEN_ADDR` | default `127.0.0.1:8080`; port 0 picks a free port |
 //! | `AUDIT_LOG` | default `websocket-audit.jsonl`: the hash-chained audit trail (locked: one writer per file) |
 //! | `AUDIT_AGGREGATE_SECS` | default 10: refusals of unauthenticated callers are counted per client and reason over this many seconds (one record, then one with the count); 0 writes one record each |
 //! | `AUDIT_CHECKPOINT_KEY` | optional, at least 32 bytes (`openssl rand -base64 32`): signs a checkpoint in the audit log every 1,000 records and at shutdown; `--verify-audit` with it set checks them |
 //! | `FAILED_ATTEMPTS_PER_MINUTE` | default 10, per client address |
 //! | `DATABASE_URL` | default `sqlite://keygate.db` (created in the working directory): where the key is registered |
+//! | `REDIS_URL` | optional (build with `--features redis`): keys on this Redis server instead, shared with other replicas, whose revocations close this replica's sockets within a second |
 //!
 //! `websocket --verify-audit <file>` checks an audit log's hash chain instead.
 //! See `app.rs` for the routes and the protocol.
