@@ -1,5 +1,5 @@
-//! The Redis rate-limit check against the floor of any Redis call: a `PING` on the same
-//! multiplexed connection.
+//! The Redis rate-limit check (GCRA, a strict window, two limits at once) against the
+//! floor of any Redis call: a `PING` on the same multiplexed connection.
 //!
 //! Starts its own `redis-server` on a free loopback port (no persistence) and stops it
 //! afterwards; fails if `redis-server` is not installed.
@@ -29,10 +29,17 @@ fn redis(c: &mut Criterion) {
         .build()
         .unwrap();
     // A quota no benchmark exhausts, so every check takes the write path.
-    let tiers = Tiers::new(Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap())).tier(
-        "workspace",
-        Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap()),
-    );
+    // The strict window holds what a second of checks adds (a few thousand entries in its
+    // sorted set), below its limit of 100,000.
+    let tiers = Tiers::new(Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap()))
+        .tier(
+            "workspace",
+            Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap()),
+        )
+        .tier(
+            "strict",
+            Quota::strict_per_second(NonZeroU32::new(100_000).unwrap()).unwrap(),
+        );
     let limit = runtime
         .block_on(RedisRateLimit::connect(server.url(), tiers))
         .unwrap();
@@ -55,6 +62,12 @@ fn redis(c: &mut Criterion) {
     group.bench_function("check", |b| {
         b.to_async(&runtime).iter(|| {
             let check = limit.check(black_box("coordinator-1"), "default", one);
+            async move { black_box(check.await.unwrap()) }
+        });
+    });
+    group.bench_function("check/strict_window", |b| {
+        b.to_async(&runtime).iter(|| {
+            let check = limit.check(black_box("coordinator-2"), "strict", one);
             async move { black_box(check.await.unwrap()) }
         });
     });
