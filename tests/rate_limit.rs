@@ -106,6 +106,33 @@ async fn concurrent_clients_are_admitted_exactly_the_burst() {
 }
 
 #[tokio::test]
+async fn without_headers_on_admitted_only_429s_carry_them() {
+    let backend =
+        InMemoryRateLimit::new(Tiers::new(Quota::per_minute(nz(2)))).with_clock(Clock::manual());
+    let key = generated_key();
+    let guard = ApiKeyGuard::builder()
+        .key(key.clone(), KeyGrant::new("coordinator"))
+        .rate_limit(RateLimit::new(backend).without_headers_on_admitted())
+        .build()
+        .unwrap();
+    let app = jobs_app(guard);
+    let ip = IpAddr::from([127, 0, 0, 1]);
+    let key = key.expose_secret();
+    for _ in 0..2 {
+        let admitted = call(&app, Some(key), ip).await;
+        assert_eq!(admitted.status(), StatusCode::OK);
+        assert!(!admitted.headers().contains_key("ratelimit"));
+        assert!(!admitted.headers().contains_key("ratelimit-policy"));
+    }
+    // The limit still counts, and its refusal says when to come back.
+    let refused = call(&app, Some(key), ip).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&refused, "ratelimit-policy"), "\"default\";q=2;w=60");
+    assert_eq!(header(&refused, "ratelimit"), "\"default\";r=0;t=60");
+    assert_eq!(header(&refused, "retry-after"), "30");
+}
+
+#[tokio::test]
 async fn rate_limited_is_429_with_headers_and_replenishes_over_time() {
     let clock = Clock::manual();
     let backend = InMemoryRateLimit::new(Tiers::default()).with_clock(clock.clone());

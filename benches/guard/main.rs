@@ -10,6 +10,7 @@
 //! | `refused` | missing key, bad checksum, unknown key, rate-limited, client blocked after failed attempts |
 //! | `registry` | the admitted path with 1, 10,000 and 1,000,000 registered keys |
 //! | `stack` | side by side: no guard, tower-http + tower_governor (without and with its headers), keygate |
+//! | `router` | the same side by side inside an axum `Router` (the issue's harness), like with like: keygate without its headers on admitted responses against the bare stack, with them against the stack with `use_headers`; keygate with 1 and 1,000,000 keys |
 //! | `limiter` | `InMemoryRateLimit::check` admitted (GCRA and strict window) and refused, governor's keyed limiter alone, `FailedAttemptLimiter::check` |
 //!
 //! ```text
@@ -28,7 +29,7 @@ use criterion::{
     BatchSize, BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main,
     measurement::WallTime,
 };
-use http::{Request, Response};
+use http::Response;
 use tower::Service;
 
 mod admitted;
@@ -37,6 +38,7 @@ mod fixtures;
 mod limiter;
 mod refused;
 mod registry;
+mod router;
 mod stack;
 
 fn config() -> Criterion {
@@ -57,13 +59,13 @@ const BATCH: u64 = 64;
 /// The service is made by `make` when the benchmark runs, not when it is filtered out,
 /// so that `cargo bench --bench guard -- stack` does not build a registry of a million
 /// keys first.
-pub(crate) fn bench_calls<S, B>(
+pub(crate) fn bench_calls<S, B, Req>(
     group: &mut BenchmarkGroup<'_, WallTime>,
     id: BenchmarkId,
     make: impl FnOnce() -> S,
-    request: impl Fn() -> Request<()>,
+    request: impl Fn() -> Req,
 ) where
-    S: Service<Request<()>, Response = Response<B>>,
+    S: Service<Req, Response = Response<B>>,
     S::Error: fmt::Debug,
 {
     let mut make = Some(make);
@@ -85,6 +87,7 @@ pub(crate) fn bench_calls<S, B>(
 criterion_group! {
     name = guard;
     config = config();
-    targets = admitted::bench, refused::bench, registry::bench, stack::bench, limiter::bench
+    targets = admitted::bench, refused::bench, registry::bench, stack::bench, router::bench,
+        limiter::bench
 }
 criterion_main!(guard);

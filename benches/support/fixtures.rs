@@ -33,7 +33,7 @@ use tower_http::validate_request::ValidateRequestHeaderLayer;
 pub(crate) const HEADER: &str = "x-api-key";
 
 /// The path of every request: a route of the coordinator example.
-const PATH: &str = "/coordinator/jobs/0b7f6c1e";
+pub(crate) const PATH: &str = "/coordinator/jobs/0b7f6c1e";
 
 /// The tier whose quota is used up before the benchmark starts (one request per hour).
 pub(crate) const EXHAUSTED_TIER: &str = "exhausted";
@@ -134,6 +134,8 @@ pub(crate) fn registry_of_size(key: &ApiKey, size: usize) -> Arc<InMemoryRegistr
 #[derive(Clone, Debug)]
 pub(crate) struct Stages {
     rate_limit: bool,
+    /// Whether admitted responses carry the rate-limit headers.
+    admitted_headers: bool,
     failed_attempts: Option<Arc<FailedAttemptLimiter>>,
 }
 
@@ -143,7 +145,17 @@ impl Stages {
     pub(crate) fn limited() -> Self {
         Self {
             rate_limit: true,
+            admitted_headers: true,
             failed_attempts: None,
+        }
+    }
+
+    /// [`Self::limited`] without the rate-limit headers on admitted responses
+    /// (`RateLimit::without_headers_on_admitted`).
+    pub(crate) fn limited_without_headers() -> Self {
+        Self {
+            admitted_headers: false,
+            ..Self::limited()
         }
     }
 
@@ -151,6 +163,7 @@ impl Stages {
     pub(crate) fn guard_only() -> Self {
         Self {
             rate_limit: false,
+            admitted_headers: false,
             failed_attempts: None,
         }
     }
@@ -167,7 +180,12 @@ impl Stages {
 pub(crate) fn guard<R: KeyLookup>(registry: &Arc<R>, stages: Stages) -> ApiKeyGuard {
     let mut builder = ApiKeyGuard::builder().registry(Arc::clone(registry));
     if stages.rate_limit {
-        builder = builder.rate_limit(RateLimit::new(InMemoryRateLimit::new(tiers())));
+        let limit = RateLimit::new(InMemoryRateLimit::new(tiers()));
+        builder = builder.rate_limit(if stages.admitted_headers {
+            limit
+        } else {
+            limit.without_headers_on_admitted()
+        });
     }
     if let Some(limiter) = stages.failed_attempts {
         builder = builder.failed_attempts(limiter).client_ip_from_extensions();
@@ -247,13 +265,13 @@ impl KeyExtractor for ApiKeyHeader {
 ///
 /// The refusal is the response itself, as tower-http's `ValidateRequest` wants it.
 #[allow(clippy::result_large_err)]
-fn validate_key(
+pub(crate) fn validate_key<B>(
     key: &str,
 ) -> ValidateRequestHeaderLayer<
-    impl FnMut(&mut Request<()>) -> Result<(), Response<Body>> + Clone + use<>,
+    impl FnMut(&mut Request<B>) -> Result<(), Response<Body>> + Clone + use<B>,
 > {
     let expected = HeaderValue::from_str(key).expect("key is a valid header value");
-    ValidateRequestHeaderLayer::custom(move |request: &mut Request<()>| {
+    ValidateRequestHeaderLayer::custom(move |request: &mut Request<B>| {
         match request.headers().get(HEADER) {
             Some(presented) if presented == expected => Ok(()),
             _ => Err(Response::builder()
@@ -266,7 +284,8 @@ fn validate_key(
 
 /// tower_governor's builder keyed by [`ApiKeyHeader`], with the same quota as keygate's
 /// benchmarks: one cell a nanosecond, a burst no benchmark uses up.
-fn governor_config() -> GovernorConfigBuilder<ApiKeyHeader, NoOpMiddleware<QuantaInstant>> {
+pub(crate) fn governor_config() -> GovernorConfigBuilder<ApiKeyHeader, NoOpMiddleware<QuantaInstant>>
+{
     let mut config = GovernorConfigBuilder::default().key_extractor(ApiKeyHeader);
     config.per_nanosecond(1).burst_size(u32::MAX);
     config

@@ -348,7 +348,12 @@ fn limited(
     match result {
         Ok(decision) if decision.allowed => Ok(Admission {
             principal,
-            rate: Some(decision),
+            // Kept only for the headers: left out when the limit says so.
+            rate: config
+                .rate_limit
+                .as_ref()
+                .is_some_and(|limit| limit.admitted_headers)
+                .then_some(decision),
             limit_failed_open: false,
         }),
         Ok(decision) => Err(Refusal {

@@ -36,6 +36,7 @@ pub enum LimitBy {
 /// assert_eq!(limit.limit_by(), LimitBy::Key);
 /// assert_eq!(limit.request_cost().get(), 2);
 /// assert!(!limit.fails_open());
+/// assert!(limit.headers_on_admitted());
 /// ```
 #[derive(Clone)]
 pub struct RateLimit {
@@ -43,6 +44,7 @@ pub struct RateLimit {
     pub(crate) key_by: LimitBy,
     pub(crate) cost: NonZeroU32,
     pub(crate) fail_open: bool,
+    pub(crate) admitted_headers: bool,
 }
 
 impl RateLimit {
@@ -54,6 +56,7 @@ impl RateLimit {
             key_by: LimitBy::Principal,
             cost: NonZeroU32::MIN,
             fail_open: false,
+            admitted_headers: true,
         }
     }
 
@@ -77,6 +80,33 @@ impl RateLimit {
     pub fn fail_open(mut self) -> Self {
         self.fail_open = true;
         self
+    }
+
+    /// Leaves the `RateLimit` and `RateLimit-Policy` headers off admitted responses
+    /// (they are on by default). Refusals with 429 `rate_limited` always carry them, with
+    /// `Retry-After`: a client that is refused learns when to come back, and a client that
+    /// is admitted pays nothing for headers it may not read.
+    ///
+    /// ```
+    /// use std::num::NonZeroU32;
+    /// use keygate::limit::{InMemoryRateLimit, Quota, RateLimit, Tiers};
+    ///
+    /// let limit = RateLimit::new(InMemoryRateLimit::new(Tiers::new(Quota::per_minute(
+    ///     NonZeroU32::new(100).unwrap(),
+    /// ))))
+    /// .without_headers_on_admitted();
+    /// assert!(!limit.headers_on_admitted());
+    /// ```
+    #[must_use]
+    pub fn without_headers_on_admitted(mut self) -> Self {
+        self.admitted_headers = false;
+        self
+    }
+
+    /// Whether admitted responses carry the rate-limit headers.
+    #[must_use]
+    pub fn headers_on_admitted(&self) -> bool {
+        self.admitted_headers
     }
 
     /// Whom the limit counts against.
@@ -105,6 +135,7 @@ impl fmt::Debug for RateLimit {
             .field("key_by", &self.key_by)
             .field("cost", &self.cost)
             .field("fail_open", &self.fail_open)
+            .field("admitted_headers", &self.admitted_headers)
             .finish()
     }
 }
