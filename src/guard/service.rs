@@ -85,20 +85,14 @@ where
                 .routes
                 .access(request.method(), request.uri().path(), request.headers());
         if *access == Access::Public {
-            if let (Some(sink), Some(facts)) = (&config.audit, &facts) {
-                sink.record(facts.event(Outcome::Admitted).with_reason("public_route"));
-            }
-            return ResponseFuture::inner(self.inner.call(request), None);
+            return self.pass_through(request, facts.as_ref(), "public_route");
         }
 
         // 2. Credential, 3. failed attempts, and the parts of 4. that need no lookup.
         let extracted = config.credentials.extract(request.headers(), request.uri());
         if *access == Access::Optional && matches!(extracted, Err(Rejection::MissingCredentials)) {
             // Optional authentication, and none offered: on, anonymous.
-            if let (Some(sink), Some(facts)) = (&config.audit, &facts) {
-                sink.record(facts.event(Outcome::Admitted).with_reason("anonymous"));
-            }
-            return ResponseFuture::inner(self.inner.call(request), None);
+            return self.pass_through(request, facts.as_ref(), "anonymous");
         }
         let started = extracted.map_err(Into::into).and_then(|credential| {
             Verification::start(config, credential.expose_secret(), ip, access)
@@ -137,6 +131,25 @@ where
             decision,
         );
         ResponseFuture { state }
+    }
+}
+
+impl<S, R> ApiKeyGuardService<S, R> {
+    /// Lets a request with no credential to check through (a public route, or an optional
+    /// one without a credential), with no principal, and audits it with `reason`.
+    fn pass_through<ReqBody>(
+        &mut self,
+        request: Request<ReqBody>,
+        facts: Option<&RequestFacts>,
+        reason: &'static str,
+    ) -> ResponseFuture<S, ReqBody, R>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        if let (Some(sink), Some(facts)) = (&self.config.audit, facts) {
+            sink.record(facts.event(Outcome::Admitted).with_reason(reason));
+        }
+        ResponseFuture::inner(self.inner.call(request), None)
     }
 }
 

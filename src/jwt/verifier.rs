@@ -117,13 +117,8 @@ pub struct JwtVerifier {
 }
 
 struct Inner {
-    keys: JwtKeySet,
-    claims: ClaimMapping,
-    max_token_len: usize,
-    leeway: Duration,
-    issuers: Vec<String>,
-    audiences: Vec<String>,
-    revoked: Option<Arc<RevokedFn>>,
+    /// What the builder was told.
+    settings: JwtVerifierBuilder,
     /// One validation per algorithm, made once.
     validations: Vec<(Algorithm, Validation)>,
 }
@@ -150,13 +145,13 @@ impl JwtVerifier {
     /// The cap on a token's length, in bytes.
     #[must_use]
     pub fn max_token_len(&self) -> usize {
-        self.inner.max_token_len
+        self.inner.settings.max_token_len
     }
 
     /// The key set (shared: replacing its keys changes what this verifier accepts).
     #[must_use]
     pub fn keys(&self) -> &JwtKeySet {
-        &self.inner.keys
+        &self.inner.settings.keys
     }
 
     /// Verifies access token `token` and returns its caller (what the guard does).
@@ -198,8 +193,8 @@ impl JwtVerifier {
     /// ```
     pub fn verify_as(&self, token: &str, kind: TokenKind) -> Result<TokenIdentity, Rejection> {
         let claims = self.claims(token)?;
-        let identity = self.inner.claims.identity(&claims, kind)?;
-        if let Some(revoked) = &self.inner.revoked
+        let identity = self.inner.settings.claims.identity(&claims, kind)?;
+        if let Some(revoked) = &self.inner.settings.revoked
             && revoked(&identity)
         {
             return Err(Rejection::RevokedCredentials);
@@ -211,7 +206,7 @@ impl JwtVerifier {
     /// type and subject not yet checked).
     fn claims(&self, token: &str) -> Result<Map<String, Value>, Rejection> {
         let inner = &*self.inner;
-        if token.len() > inner.max_token_len {
+        if token.len() > inner.settings.max_token_len {
             return Err(Rejection::MalformedCredentials(Malformed::TooLong));
         }
         let header =
@@ -223,6 +218,7 @@ impl JwtVerifier {
             .map(|(_, validation)| validation)
             .ok_or(Rejection::InvalidCredentials)?;
         let decoded = inner
+            .settings
             .keys
             .with_key(header.kid.as_deref(), header.alg, |key| {
                 jsonwebtoken::decode::<Map<String, Value>>(token, key.decoding_key(), validation)
@@ -239,17 +235,11 @@ impl JwtVerifier {
 }
 
 impl fmt::Debug for JwtVerifier {
+    /// The settings, as the builder's `Debug` shows them (no key material).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let inner = &*self.inner;
-        f.debug_struct("JwtVerifier")
-            .field("keys", &inner.keys)
-            .field("claims", &inner.claims)
-            .field("max_token_len", &inner.max_token_len)
-            .field("leeway", &inner.leeway)
-            .field("issuers", &inner.issuers)
-            .field("audiences", &inner.audiences)
-            .field("revocation_check", &inner.revoked.is_some())
-            .finish()
+        self.inner
+            .settings
+            .debug_fields(f.debug_struct("JwtVerifier"))
     }
 }
 
@@ -285,8 +275,14 @@ pub struct JwtVerifierBuilder {
 
 impl fmt::Debug for JwtVerifierBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtVerifierBuilder")
-            .field("keys", &self.keys)
+        self.debug_fields(f.debug_struct("JwtVerifierBuilder"))
+    }
+}
+
+impl JwtVerifierBuilder {
+    /// The settings, for the `Debug` of the builder and of the verifier it builds.
+    fn debug_fields(&self, mut f: fmt::DebugStruct<'_, '_>) -> fmt::Result {
+        f.field("keys", &self.keys)
             .field("claims", &self.claims)
             .field("max_token_len", &self.max_token_len)
             .field("leeway", &self.leeway)
@@ -376,13 +372,7 @@ impl JwtVerifierBuilder {
             .collect();
         JwtVerifier {
             inner: Arc::new(Inner {
-                keys: self.keys,
-                claims: self.claims,
-                max_token_len: self.max_token_len,
-                leeway: self.leeway,
-                issuers: self.issuers,
-                audiences: self.audiences,
-                revoked: self.revoked,
+                settings: self,
                 validations,
             }),
         }
