@@ -194,9 +194,16 @@ pub(crate) fn guard<R: KeyLookup>(registry: &Arc<R>, stages: Stages) -> ApiKeyGu
 }
 
 /// A failed-attempt limiter with the default quota (10 failures per minute) that has
-/// blocked [`CLIENT`] when `blocked`.
+/// blocked [`CLIENT`] when `blocked`. A blocked client gets no passage
+/// (`without_passage`): every request from it, valid key or not, is the refusal before
+/// any lookup that the scenario measures.
 pub(crate) fn failed_attempt_limiter(blocked: bool) -> Arc<FailedAttemptLimiter> {
-    let limiter = Arc::new(FailedAttemptLimiter::default());
+    let limiter = if blocked {
+        FailedAttemptLimiter::default().without_passage()
+    } else {
+        FailedAttemptLimiter::default()
+    };
+    let limiter = Arc::new(limiter);
     if blocked {
         while limiter.record_failure(ClientKey::from(CLIENT)).is_ok() {}
         assert!(limiter.check(ClientKey::from(CLIENT)).is_err());
