@@ -91,6 +91,9 @@ pub struct Session {
 }
 
 impl Session {
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with its time driver.
     pub(super) fn new(shared: Arc<Shared>, principal: Principal) -> Self {
         let (key_id, expires_at) = match principal.record() {
             Some(record) => (Some(record.key_id), record.expires_at),
@@ -225,14 +228,14 @@ impl Session {
 
     /// Wakes after `after`, or at the expiry if sooner.
     fn schedule(&mut self, after: Duration) {
-        let now = Instant::now();
-        let mut at = now + after;
+        let mut after = after;
         if let Some(expires_at) = self.expires_at {
+            // Past: at once.
             let left = Duration::try_from(expires_at - OffsetDateTime::now_utc())
                 .unwrap_or(Duration::ZERO);
-            at = at.min(now + left);
+            after = after.min(left);
         }
-        self.wake.as_mut().reset(at);
+        self.wake.as_mut().reset(Instant::now() + after);
     }
 
     /// Spends one message of the principal's budget
@@ -356,6 +359,20 @@ mod tests {
         );
         let mut session = sessions.start(Principal::new(Arc::new(record)));
         assert_eq!(session.ended().await, SessionEnd::Revoked);
+    }
+
+    #[tokio::test]
+    async fn the_longest_intervals_and_a_far_expiry_do_not_overflow() {
+        let registry = std::sync::Arc::new(InMemoryRegistry::new());
+        let sessions = Sessions::builder(std::sync::Arc::clone(&registry))
+            .check_every(Duration::MAX)
+            .auth_deadline(Duration::MAX)
+            .build();
+        assert!(sessions.pending().is_ok());
+        let far = OffsetDateTime::now_utc() + Duration::from_secs(100 * 365 * 24 * 3600);
+        let mut session = sessions.start(token(Some(far)));
+        let waited = tokio::time::timeout(Duration::from_millis(20), session.ended()).await;
+        assert!(waited.is_err(), "ended: {waited:?}");
     }
 
     #[tokio::test]

@@ -17,6 +17,8 @@ pub const DEFAULT_MAX_PENDING: usize = 1024;
 /// The default number of refused messages in a row answered before the connection should
 /// be closed.
 pub const DEFAULT_CLOSE_AFTER_REFUSED: u32 = 3;
+/// The longest check interval or authentication deadline taken: longer ones are this.
+const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// The live sessions of a service: where their keys are checked, how often, the deadline
 /// of a connection that has not authenticated yet, and the per-principal message budget.
@@ -94,8 +96,11 @@ impl Sessions {
     }
 
     /// The session of an authenticated connection: it ends when `principal`'s key is
-    /// revoked, deleted or expires (a token's: when it expires). Must be called within a
-    /// tokio runtime.
+    /// revoked, deleted or expires (a token's: when it expires).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime with its time driver (the session holds a timer).
     #[must_use]
     pub fn start(&self, principal: Principal) -> Session {
         Session::new(Arc::clone(&self.shared), principal)
@@ -165,6 +170,7 @@ impl SessionsBuilder {
     /// once; this interval bounds how long a change it could not announce (another
     /// process on the same SQLite file, a lost connection to Redis or PostgreSQL) goes
     /// unnoticed. A session also ends at its key's expiry, whatever the interval.
+    /// Intervals over a year are taken as a year.
     ///
     /// # Panics
     ///
@@ -174,11 +180,12 @@ impl SessionsBuilder {
             !every.is_zero(),
             "the session check interval must not be zero"
         );
-        self.check_every = every;
+        self.check_every = every.min(MAX_WAIT);
         self
     }
 
-    /// How long a connection has to authenticate after it opened (default 5 s).
+    /// How long a connection has to authenticate after it opened (default 5 s; at most a
+    /// year).
     ///
     /// # Panics
     ///
@@ -188,7 +195,7 @@ impl SessionsBuilder {
             !deadline.is_zero(),
             "the authentication deadline must not be zero"
         );
-        self.auth_deadline = deadline;
+        self.auth_deadline = deadline.min(MAX_WAIT);
         self
     }
 
