@@ -934,3 +934,76 @@ async fn a_key_revoked_on_redis_closes_its_sockets_on_every_replica_within_a_sec
     assert!(now >= expires_at && now - expires_at < Duration::from_secs(1));
     coordinator.finish().await;
 }
+
+#[tokio::test]
+async fn a_workspace_taken_from_an_open_connections_key_is_left_at_its_next_update() {
+    use keygate::{KeyId, KeyRegistry, KeyUpdate, SqlRegistry};
+
+    let dir = TempDir::new("websocket-shared-keys");
+    let database = format!("sqlite://{}", dir.0.join("keys.db").display());
+    let (coordinator, admin) = coordinator_on(&database, None).await;
+    let server = start(&[
+        ("DATABASE_URL", database.as_str()),
+        ("WS_SESSION_CHECK_MS", "100"),
+    ])
+    .await;
+    let (key, key_id) =
+        examples_common::register_coordinator(&coordinator, &admin, "coordinator-7", &["ws-1"])
+            .await;
+    let mut client = coordinator_socket(&server, &key, "coordinator-7").await;
+    server.hub.publish(&update("ws-1", "job-1", "running"));
+    assert_eq!(
+        next_json(&mut client).await,
+        update_frame("ws-1", "job-1", "running")
+    );
+
+    // Another process (here: another registry on the same file) moves the key to ws-2.
+    let registry = SqlRegistry::connect(&database).await.unwrap();
+    let key_id = KeyId::parse(&key_id).unwrap();
+    registry
+        .update(&key_id, KeyUpdate::new().workspaces(["ws-2"]))
+        .await
+        .unwrap();
+    // Updates published until the connection's next check still arrive; the first one
+    // after it is replaced by the notice that the workspace was left.
+    let deadline = Instant::now() + WAIT;
+    let left = loop {
+        assert!(Instant::now() < deadline, "ws-1 was never left");
+        server.hub.publish(&update("ws-1", "job-1", "running"));
+        let message = next_json(&mut client).await;
+        if message["type"] == "left" {
+            break message;
+        }
+        assert_eq!(message, update_frame("ws-1", "job-1", "running"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        left,
+        json!({ "type": "left", "workspaceId": "ws-1", "reason": "workspace_forbidden" })
+    );
+    // Nothing more of ws-1; it cannot be joined again; ws-2 can.
+    server.hub.publish(&update("ws-1", "job-1", "completed"));
+    send(
+        &mut client,
+        json!({ "type": "join", "workspaceId": "ws-1" }),
+    )
+    .await;
+    let refused = next_json(&mut client).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["reason"], "workspace_forbidden");
+    join(&mut client, "ws-2").await;
+    server.hub.publish(&update("ws-2", "job-2", "running"));
+    assert_eq!(
+        next_json(&mut client).await,
+        update_frame("ws-2", "job-2", "running")
+    );
+    let leaves: Vec<Value> = server
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["action"] == "ws.leave")
+        .collect();
+    assert_eq!(leaves.len(), 1, "{leaves:?}");
+    assert_eq!(leaves[0]["workspace"], "ws-1");
+    assert_eq!(leaves[0]["reason"], "workspace_forbidden");
+    coordinator.finish().await;
+}

@@ -32,7 +32,10 @@
 //!    `{"type":"joined","workspaceId":"ws-1"}`, or with
 //!    `{"type":"error","reason":"workspace_forbidden",..}` if the key may not use it.
 //! 3. **Receive** the job updates of the joined workspaces:
-//!    `{"type":"job_update","workspaceId":..,"jobId":..,"status":..}`.
+//!    `{"type":"job_update","workspaceId":..,"jobId":..,"status":..}`. A workspace the
+//!    key may no longer use (its workspaces were changed while the connection is open)
+//!    is left at its next update, with
+//!    `{"type":"left","workspaceId":..,"reason":"workspace_forbidden"}`.
 //!
 //! Errors are `{"type":"error","reason":<machine-readable>,"message":<for humans>}`.
 //!
@@ -393,21 +396,25 @@ impl Hub {
         sender.send(frame.to_string().into()).unwrap_or(0)
     }
 
-    /// The updates of `workspace`, from now on.
-    fn subscribe(&self, workspace: &str) -> BoxStream<'static, Utf8Bytes> {
+    /// The updates of `workspace`, from now on, each with its workspace.
+    fn subscribe(&self, workspace: &str) -> BoxStream<'static, (Arc<str>, Utf8Bytes)> {
         let receiver = self
             .lock()
             .entry(workspace.to_owned())
             .or_insert_with(|| broadcast::channel(UPDATE_BUFFER).0)
             .subscribe();
-        stream::unfold(receiver, |mut receiver| async move {
-            loop {
-                match receiver.recv().await {
-                    Ok(frame) => return Some((frame, receiver)),
-                    // A connection too slow to keep up misses the oldest updates; a job's
-                    // next update carries its current status anyway.
-                    Err(RecvError::Lagged(_)) => continue,
-                    Err(RecvError::Closed) => return None,
+        let workspace: Arc<str> = workspace.into();
+        stream::unfold(receiver, move |mut receiver| {
+            let workspace = Arc::clone(&workspace);
+            async move {
+                loop {
+                    match receiver.recv().await {
+                        Ok(frame) => return Some(((workspace, frame), receiver)),
+                        // A connection too slow to keep up misses the oldest updates; a
+                        // job's next update carries its current status anyway.
+                        Err(RecvError::Lagged(_)) => continue,
+                        Err(RecvError::Closed) => return None,
+                    }
                 }
             }
         })
@@ -673,15 +680,21 @@ impl Close {
 struct Feed {
     state: AppState,
     session: session::Session,
+    /// The workspaces whose updates are delivered.
     joined: Vec<String>,
-    /// The updates of every joined workspace, merged.
-    updates: SelectAll<BoxStream<'static, Utf8Bytes>>,
+    /// The workspaces subscribed to (joined once; a workspace left stays subscribed, and
+    /// its updates are dropped).
+    subscribed: Vec<String>,
+    /// The updates of every subscribed workspace, merged.
+    updates: SelectAll<BoxStream<'static, (Arc<str>, Utf8Bytes)>>,
 }
 
 /// What the feed does after a client's message.
 enum Reply {
     Nothing,
     Send(Value),
+    /// A job update, as published.
+    Forward(Utf8Bytes),
     Close(Close),
 }
 
@@ -697,6 +710,7 @@ impl Feed {
             session: state.sessions.start(principal),
             state,
             joined: Vec::new(),
+            subscribed: Vec::new(),
             updates: SelectAll::new(),
         }
     }
@@ -722,15 +736,15 @@ impl Feed {
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return,
                     Some(Ok(message)) => self.on_message(message).await,
                 },
-                Some(update) = self.updates.next() => {
-                    if socket.send(Message::Text(update)).await.is_err() {
-                        return;
-                    }
-                    Reply::Nothing
-                }
+                Some((workspace, update)) = self.updates.next() => self.deliver(&workspace, update),
             };
             match reply {
                 Reply::Nothing => {}
+                Reply::Forward(update) => {
+                    if socket.send(Message::Text(update)).await.is_err() {
+                        return;
+                    }
+                }
                 Reply::Send(value) => {
                     if socket.send(text(&value)).await.is_err() {
                         return;
@@ -784,12 +798,33 @@ impl Feed {
             return Reply::error(reason, &rejection.message());
         }
         if !self.joined.contains(&workspace) {
-            self.updates.push(self.state.hub.subscribe(&workspace));
+            if !self.subscribed.contains(&workspace) {
+                self.updates.push(self.state.hub.subscribe(&workspace));
+                self.subscribed.push(workspace.clone());
+            }
             self.state
                 .record(principal, "ws.join", Some(&workspace), None);
             self.joined.push(workspace.clone());
         }
         Reply::Send(json!({ "type": "joined", "workspaceId": workspace }))
+    }
+
+    /// An update of `workspace`: forwarded if the connection joined it and its key may
+    /// still use it (the session refreshes the principal when the key changes); a
+    /// workspace the key may no longer use is left.
+    fn deliver(&mut self, workspace: &str, update: Utf8Bytes) -> Reply {
+        let Some(index) = self.joined.iter().position(|joined| joined == workspace) else {
+            return Reply::Nothing;
+        };
+        let principal = self.session.principal();
+        if principal.may_use_workspace(workspace) {
+            return Reply::Forward(update);
+        }
+        self.joined.swap_remove(index);
+        let reason = Rejection::WorkspaceForbidden.reason();
+        self.state
+            .record(principal, "ws.leave", Some(workspace), Some(reason));
+        Reply::Send(json!({ "type": "left", "workspaceId": workspace, "reason": reason }))
     }
 }
 
