@@ -160,12 +160,22 @@ impl Session {
                 // cache, which the announcement has just invalidated.
                 let periodic = tokio::select! {
                     () = &mut self.wake => true,
-                    change = next_change(&mut self.changes) => {
-                        if change != KeyChange::Missed && change != KeyChange::Key(key_id) {
+                    change = next_change(&mut self.changes) => match change {
+                        KeyChange::Key(changed) if changed == key_id => false,
+                        KeyChange::Missed => {
+                            // Every session hears this at once (the registry reconnected):
+                            // their checks are spread over up to a second rather than
+                            // sent to the store together.
+                            let at = Instant::now() + spread(RETRY.min(self.shared.check_every));
+                            // Never later than already due: a stream of these cannot
+                            // put the check off.
+                            if at < self.wake.deadline() {
+                                self.wake.as_mut().reset(at);
+                            }
                             continue;
                         }
-                        change == KeyChange::Missed
-                    }
+                        _ => continue,
+                    },
                 };
                 let lookup = &self.shared.lookup;
                 self.check = Some(if periodic {
@@ -284,6 +294,13 @@ impl Session {
     }
 }
 
+/// A random part of `over` (all of it if the OS has no randomness to give).
+fn spread(over: Duration) -> Duration {
+    getrandom::u32().map_or(over, |random| {
+        over.mul_f64(f64::from(random) / f64::from(u32::MAX))
+    })
+}
+
 /// The next announced change; never completes while there is no announcer (or once it is
 /// gone).
 async fn next_change(changes: &mut Option<KeyChanges>) -> KeyChange {
@@ -373,6 +390,61 @@ mod tests {
         let mut session = sessions.start(token(Some(far)));
         let waited = tokio::time::timeout(Duration::from_millis(20), session.ended()).await;
         assert!(waited.is_err(), "ended: {waited:?}");
+    }
+
+    /// A store whose announcements the test makes itself.
+    #[derive(Debug, Default)]
+    struct Announced {
+        inner: InMemoryRegistry,
+        announcer: crate::registry::KeyAnnouncer,
+        lookups: std::sync::atomic::AtomicUsize,
+    }
+
+    impl crate::KeyLookup for Announced {
+        fn find_by_id(&self, key_id: &KeyId) -> LookupFuture {
+            self.lookups
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.find_by_id(key_id)
+        }
+
+        fn find_by_digest(&self, digest: &crate::KeyDigest) -> LookupFuture {
+            self.inner.find_by_digest(digest)
+        }
+
+        fn changes(&self) -> Option<KeyChanges> {
+            Some(self.announcer.subscribe())
+        }
+    }
+
+    #[tokio::test]
+    async fn missed_changes_are_checked_within_a_second_and_other_keys_changes_are_not() {
+        use crate::{KeyGrant, KeyRegistry};
+
+        let store = std::sync::Arc::new(Announced::default());
+        let sessions = Sessions::builder(std::sync::Arc::clone(&store))
+            .check_every(Duration::from_secs(3600))
+            .build();
+        let issued = store.inner.issue(KeyGrant::new("browser-1")).await.unwrap();
+        let mut session = sessions.start(Principal::new(issued.record.clone()));
+
+        // Another key's change is not this session's business: no lookup.
+        store
+            .announcer
+            .announce(KeyChange::Key(KeyId::generate().unwrap()));
+        let waited = tokio::time::timeout(Duration::from_millis(50), session.ended()).await;
+        assert!(waited.is_err());
+        assert_eq!(store.lookups.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+        // Revoked where no announcement says so, then "changes were missed".
+        store
+            .inner
+            .revoke(&issued.record.key_id, OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        let missed_at = Instant::now();
+        store.announcer.announce(KeyChange::Missed);
+        assert_eq!(session.ended().await, SessionEnd::Revoked);
+        assert!(missed_at.elapsed() <= Duration::from_millis(1500));
     }
 
     #[tokio::test]
