@@ -11,6 +11,7 @@
 //! | `registry` | the admitted path with 1, 10,000 and 1,000,000 registered keys |
 //! | `stack` | side by side: no guard, tower-http + tower_governor (without and with its headers), keygate |
 //! | `limiter` | `InMemoryRateLimit::check` admitted (GCRA and strict window) and refused, governor's keyed limiter alone, `FailedAttemptLimiter::check` |
+//! | `audit` | `record()` of the JSON-lines audit log on the request thread: written there (`JsonLinesSink`) or queued (`BackgroundSink`), and the queued writer's throughput when saturated |
 //!
 //! ```text
 //! cargo bench --bench guard                 # everything, about two minutes
@@ -32,6 +33,7 @@ use http::{Request, Response};
 use tower::Service;
 
 mod admitted;
+mod audit;
 #[path = "../support/fixtures.rs"]
 mod fixtures;
 mod limiter;
@@ -85,6 +87,7 @@ pub(crate) fn bench_calls<S, B>(
 criterion_group! {
     name = guard;
     config = config();
-    targets = admitted::bench, refused::bench, registry::bench, stack::bench, limiter::bench
+    targets = admitted::bench, refused::bench, registry::bench, stack::bench, limiter::bench,
+        audit::bench
 }
 criterion_main!(guard);
