@@ -166,6 +166,13 @@ async fn audit_reads_the_client_addr_extension() {
     }
 }
 
+/// `/dev/full` is one file for every test: a sink on it holds its lock (`flock`) until it
+/// is dropped, so the tests that open it take turns.
+async fn dev_full() -> tokio::sync::MutexGuard<'static, ()> {
+    static DEV_FULL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    DEV_FULL.lock().await
+}
+
 /// A guard on one opaque key whose audit log is `/dev/full` (every write fails), reached
 /// through a symlink of this guard's own, so that its log lines name a path no other
 /// test's sink has (tests run side by side and share the log capture).
@@ -186,6 +193,7 @@ fn full_disk_guard(policy: AuditFailure) -> (ApiKeyGuard, String, TempDir) {
 
 #[tokio::test]
 async fn audit_failure_refuse_answers_503_while_admissions_cannot_be_recorded() {
+    let _turn = dev_full().await;
     let (guard, key, _dir) = full_disk_guard(AuditFailure::Refuse);
     let reply = oneshot(app(guard.clone()), get("/whoami").header("x-api-key", &key)).await;
     reply.assert_refusal(503, "auth_unavailable");
@@ -207,6 +215,7 @@ async fn audit_failure_refuse_answers_503_while_admissions_cannot_be_recorded() 
 
 #[tokio::test]
 async fn lost_audit_events_are_logged_once_per_run_not_once_each() {
+    let _turn = dev_full().await;
     let logs = crate::secrets::captured_logs();
     let (guard, _, dir) = full_disk_guard(AuditFailure::KeepServing);
     let path = dir.0.join("audit.jsonl").display().to_string();
@@ -261,6 +270,7 @@ fn full_disk_guard_in_background(
 /// unhealthy, as when written on the request thread.
 #[tokio::test]
 async fn lost_audit_events_written_in_background_are_counted_and_logged_once_per_run() {
+    let _turn = dev_full().await;
     let logs = crate::secrets::captured_logs();
     let (guard, sink, _, dir) = full_disk_guard_in_background(AuditFailure::KeepServing);
     let path = dir.0.join("audit.jsonl").display().to_string();
@@ -288,6 +298,7 @@ async fn lost_audit_events_written_in_background_are_counted_and_logged_once_per
         "{logged}"
     );
     assert!(logged.contains("lost_in_all="), "{logged}");
+    drop((service, sink));
 
     // With `AuditFailure::Refuse`, admissions that cannot be recorded are refused.
     let (guard, sink, key, _dir) = full_disk_guard_in_background(AuditFailure::Refuse);

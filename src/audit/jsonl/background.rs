@@ -1,17 +1,18 @@
 //! [`BackgroundSink`]: a [`JsonLinesSink`] written by a thread of its own, in batches,
-//! from a bounded queue, so that recording costs the request thread a send on a channel.
+//! from a bounded [`Queue`], so that recording costs the request thread a push on a queue.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::JsonLinesSink;
-use super::writer::Report;
+use super::queue::{Message, Queue, Refused, Taken};
+use super::writer::{Batch, Report};
 use crate::audit::{AuditError, AuditEvent, AuditSink};
 
 /// The most events one batch holds: the writer takes what is queued up to this many (or
@@ -116,8 +117,8 @@ impl Background {
         }
     }
 
-    /// How many records the queue holds (at least 1). Each slot takes the size of an
-    /// [`AuditEvent`] (a few hundred bytes) up front.
+    /// How many records the queue holds (at least 1); flushes are not counted. A queued
+    /// record takes the size of an [`AuditEvent`] (about 250 bytes) and its strings.
     #[must_use]
     pub const fn capacity(mut self, records: usize) -> Self {
         self.capacity = match NonZeroUsize::new(records) {
@@ -190,8 +191,8 @@ impl JsonLinesSink {
     ///
     /// [`AuditError::Io`] if the OS refuses to start the thread.
     pub fn background(self, options: Background) -> Result<BackgroundSink, AuditError> {
-        let (sender, receiver) = mpsc::sync_channel(options.capacity.get());
         let shared = Arc::new(Shared {
+            queue: Queue::new(options.capacity.get()),
             sink: self,
             options,
             dropped: AtomicU64::new(0),
@@ -204,10 +205,9 @@ impl JsonLinesSink {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
                 .name("keygate-audit-writer".to_owned())
-                .spawn(move || shared.run(&receiver))?
+                .spawn(move || shared.run())?
         };
         Ok(BackgroundSink {
-            sender: Some(sender),
             shared,
             writer: Some(writer),
         })
@@ -284,26 +284,14 @@ impl JsonLinesSink {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct BackgroundSink {
-    /// `None` only while dropping.
-    sender: Option<SyncSender<Message>>,
     shared: Arc<Shared>,
     /// `None` only while dropping.
     writer: Option<JoinHandle<()>>,
 }
 
-/// What goes through the queue.
-#[allow(
-    clippy::large_enum_variant,
-    reason = "events go by value: no allocation per record on the request thread; flushes are rare"
-)]
-enum Message {
-    Record(AuditEvent),
-    /// Write everything before this, checkpoint, then answer.
-    Flush(SyncSender<()>),
-}
-
 /// What the handle and the writer thread share.
 struct Shared {
+    queue: Queue,
     sink: JsonLinesSink,
     options: Background,
     /// Records dropped because the queue was full.
@@ -411,27 +399,14 @@ impl AuditSink for BackgroundSink {
     /// Moves `event` into the queue; when it is full, waits, drops or refuses as
     /// [`WhenFull`] says.
     fn record(&self, event: AuditEvent) {
-        let Some(sender) = &self.sender else {
-            return;
-        };
-        // Counted before it is sent, so that the writer never counts it down first.
-        self.shared.pending.fetch_add(1, Ordering::Relaxed);
-        let message = Message::Record(event);
-        let sent = match self.shared.options.when_full {
-            WhenFull::Wait => sender.send(message).map_err(|error| error.0),
-            WhenFull::Drop | WhenFull::Refuse => match sender.try_send(message) {
-                Ok(()) => Ok(()),
-                Err(TrySendError::Full(Message::Record(event))) => {
-                    self.refused(&event);
-                    return;
-                }
-                Err(TrySendError::Full(message) | TrySendError::Disconnected(message)) => {
-                    Err(message)
-                }
-            },
-        };
-        if let Err(Message::Record(event)) = sent {
-            self.writer_gone(&event);
+        let shared = &*self.shared;
+        // Counted before it is queued, so that the writer never counts it down first.
+        shared.pending.fetch_add(1, Ordering::Relaxed);
+        let wait = shared.options.when_full == WhenFull::Wait;
+        match shared.queue.push(event, wait) {
+            Ok(()) => {}
+            Err(Refused::Full(event)) => self.refused(&event),
+            Err(Refused::WriterGone(event)) => self.writer_gone(&event),
         }
     }
 
@@ -443,13 +418,10 @@ impl AuditSink for BackgroundSink {
 
     /// Waits until every record handed over before the call is written (and synced, with
     /// a durability policy that syncs), and writes a checkpoint when checkpoints are on.
-    /// Waits for room in the queue if it is full, whatever the [`WhenFull`] policy.
+    /// A flush never waits for room in the queue.
     fn flush(&self) {
-        let Some(sender) = &self.sender else {
-            return;
-        };
         let (done, wait) = mpsc::sync_channel(1);
-        if sender.send(Message::Flush(done)).is_ok() {
+        if self.shared.queue.push_flush(done) {
             // An error here means the writer is gone: nothing more will be written.
             let _ = wait.recv();
         }
@@ -460,7 +432,7 @@ impl Drop for BackgroundSink {
     /// Closes the queue, lets the writer write what it holds and the last checkpoint,
     /// and waits for it.
     fn drop(&mut self) {
-        drop(self.sender.take());
+        self.shared.queue.close();
         if let Some(writer) = self.writer.take()
             && writer.join().is_err()
         {
@@ -496,7 +468,18 @@ struct Syncing {
 impl Shared {
     /// The writer thread: batches until the queue is closed and empty, then the last
     /// checkpoint.
-    fn run(&self, queue: &Receiver<Message>) {
+    fn run(&self) {
+        /// Tells the queue when the writer stops, however it stops (a panic included), so
+        /// that no recording thread or flush waits for it forever.
+        struct Stopped<'a>(&'a Queue);
+        impl Drop for Stopped<'_> {
+            fn drop(&mut self) {
+                self.0.writer_stopped();
+            }
+        }
+        let _stopped = Stopped(&self.queue);
+
+        let mut taken = VecDeque::new();
         let mut buf = Vec::with_capacity(MAX_BATCH_BYTES + 4096);
         let mut syncing = Syncing {
             at: Instant::now(),
@@ -507,15 +490,11 @@ impl Shared {
             Durability::Flush | Durability::SyncEachBatch => IDLE_TICK,
         };
         loop {
-            let first = match queue.recv_timeout(tick) {
-                Ok(message) => message,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.idle(&mut syncing);
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            self.batch(first, queue, &mut buf, &mut syncing);
+            match self.queue.take(&mut taken, tick) {
+                Taken::Messages => self.write(&mut taken, &mut buf, &mut syncing),
+                Taken::Idle => self.idle(&mut syncing),
+                Taken::Closed => break,
+            }
         }
         // Closed: everything queued has been written. The last checkpoint.
         let mut batch = self.sink.batch(&mut buf);
@@ -529,41 +508,44 @@ impl Shared {
         }
     }
 
-    /// Takes `first` and what else is queued (up to the batch limits, and up to a flush),
-    /// writes it with one `write`, and applies the durability policy.
-    fn batch(
-        &self,
-        first: Message,
-        queue: &Receiver<Message>,
-        buf: &mut Vec<u8>,
-        syncing: &mut Syncing,
-    ) {
-        let mut taken = 0_usize;
-        let mut flushed = None;
-        let mut batch = self.sink.batch(buf);
-        let mut next = Some(first);
-        while let Some(message) = next.take() {
+    /// Writes the records `taken` from the queue: one batch (one `write`), or more when
+    /// they exceed [`MAX_BATCH_BYTES`] or a flush comes between them.
+    fn write(&self, taken: &mut VecDeque<Message>, buf: &mut Vec<u8>, syncing: &mut Syncing) {
+        let mut batch = self.sink.batch(&mut *buf);
+        // Records taken into this batch, written or not.
+        let mut records = 0;
+        while let Some(message) = taken.pop_front() {
             match message {
                 Message::Record(event) => {
-                    taken += 1;
+                    records += 1;
                     if let Err(error) = batch.push(&event) {
                         self.sink.lost(&error, Some(&event), 1);
                     }
+                    if batch.bytes() >= MAX_BATCH_BYTES {
+                        self.finish(batch, records, false, syncing);
+                        records = 0;
+                        batch = self.sink.batch(&mut *buf);
+                    }
                 }
                 Message::Flush(done) => {
-                    flushed = Some(done);
                     if let Err(error) = batch.checkpoint() {
                         self.sink.lost(&error, None, 0);
                     }
-                    break;
+                    self.finish(batch, records, true, syncing);
+                    records = 0;
+                    // The flusher may have given up waiting; nothing to do then.
+                    let _ = done.send(());
+                    batch = self.sink.batch(&mut *buf);
                 }
             }
-            if taken >= MAX_BATCH_RECORDS || batch.bytes() >= MAX_BATCH_BYTES {
-                break;
-            }
-            next = queue.try_recv().ok();
         }
-        let records = batch.records();
+        self.finish(batch, records, false, syncing);
+    }
+
+    /// Writes `batch`, which holds `records` records taken from the queue, and applies the
+    /// durability policy (a flush syncs under any policy that syncs).
+    fn finish(&self, batch: Batch<'_>, records: usize, flush: bool, syncing: &mut Syncing) {
+        let lines = batch.records();
         let wrote = batch.bytes() > 0;
         match batch.write() {
             Ok(()) if wrote => {
@@ -572,24 +554,18 @@ impl Shared {
                 syncing.dirty = true;
             }
             Ok(()) => {}
-            Err(error) => self.sink.lost(&error, None, records),
+            Err(error) => self.sink.lost(&error, None, lines),
         }
         let sync_now = match self.options.durability {
             Durability::Flush => false,
             Durability::SyncEachBatch => true,
-            Durability::SyncEvery(interval) => {
-                flushed.is_some() || syncing.at.elapsed() >= interval
-            }
+            Durability::SyncEvery(interval) => flush || syncing.at.elapsed() >= interval,
         };
         if sync_now && syncing.dirty {
             self.sync(syncing);
         }
-        if self.pending.fetch_sub(taken, Ordering::Relaxed) == taken {
+        if self.pending.fetch_sub(records, Ordering::Relaxed) == records {
             self.refusing.store(false, Ordering::Relaxed);
-        }
-        if let Some(done) = flushed {
-            // The flusher may have given up waiting; nothing to do then.
-            let _ = done.send(());
         }
     }
 
@@ -738,6 +714,9 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn write_failures_are_counted_per_record_and_the_sink_is_unhealthy() {
+        let _turn = super::super::testing::DEV_FULL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Ok(sink) = JsonLinesSink::open("/dev/full") else {
             return; // no /dev/full here
         };

@@ -2,12 +2,13 @@
 //!
 //! The format is described in the [module documentation](super#the-chain-format):
 //! [`format`] makes and checks one line, [`writer`] appends lines to a file,
-//! [`background`] does it from a queue on a thread of its own, [`verify`] checks a whole
-//! chain.
+//! [`background`] does it on a thread of its own, fed by a [`queue`], [`verify`] checks a
+//! whole chain.
 
 mod background;
 mod checkpoint;
 mod format;
+mod queue;
 #[cfg(test)]
 mod testing;
 mod verify;

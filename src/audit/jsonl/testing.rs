@@ -8,6 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::{ChainError, ChainErrorKind, ChainSummary, JsonLinesSink, verify_chain};
 use crate::audit::{AuditEvent, AuditSink, Outcome};
 
+/// `/dev/full` is one file for every test: a sink on it holds its lock (`flock`) until
+/// it is dropped, so the tests that open it take turns with this.
+#[cfg(target_os = "linux")]
+pub(super) static DEV_FULL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A directory under the system temp dir, removed on drop.
 pub(super) struct TempDir(pub(super) PathBuf);
 

@@ -720,6 +720,9 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn write_failure_is_counted_not_panicked() {
+        let _turn = super::super::testing::DEV_FULL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Ok(sink) = JsonLinesSink::open("/dev/full") else {
             return; // no /dev/full here
         };
