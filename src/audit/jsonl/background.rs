@@ -31,8 +31,10 @@ const IDLE_TICK: Duration = Duration::from_secs(1);
 ///
 /// Whatever the policy, each batch is written to the file with one `write` before the
 /// writer takes the next: a record in a written batch survives the process crashing. A
-/// crash loses at most the records still queued and the batch being written (at most
-/// [`MAX_BATCH_RECORDS`] plus the queue's capacity); the chain in the file stays valid
+/// crash loses at most the records still queued (those of the last
+/// [`linger`](Background::linger), or more when the writer is behind) and the batch being
+/// written (at most [`MAX_BATCH_RECORDS`] plus the queue's capacity); the chain in the
+/// file stays valid
 /// (a partial last line makes [`JsonLinesSink::open`] refuse to continue it, so that it
 /// is looked at), and signed checkpoints show the records after the last checkpoint as
 /// [`unsigned_tail`](super::ChainSummary::unsigned_tail).
@@ -97,14 +99,19 @@ pub struct Background {
     capacity: NonZeroUsize,
     when_full: WhenFull,
     durability: Durability,
+    linger: Duration,
 }
 
 impl Background {
     /// The default capacity of the queue: 4,096 records.
     pub const DEFAULT_CAPACITY: usize = 4096;
 
+    /// The default [`linger`](Self::linger): 1 ms.
+    pub const DEFAULT_LINGER: Duration = Duration::from_millis(1);
+
     /// The defaults: a queue of [`DEFAULT_CAPACITY`](Self::DEFAULT_CAPACITY) records,
-    /// [`WhenFull::Wait`], [`Durability::Flush`].
+    /// [`WhenFull::Wait`], [`Durability::Flush`], a linger of
+    /// [`DEFAULT_LINGER`](Self::DEFAULT_LINGER).
     #[must_use]
     pub const fn new() -> Self {
         Self {
@@ -114,6 +121,7 @@ impl Background {
             },
             when_full: WhenFull::Wait,
             durability: Durability::Flush,
+            linger: Self::DEFAULT_LINGER,
         }
     }
 
@@ -142,6 +150,18 @@ impl Background {
         self
     }
 
+    /// How long the writer, woken by a record after it found the queue empty, waits for
+    /// more before it writes (unless a batch fills, a flush comes or the sink closes
+    /// first): the records of that time go out in one batch, with one wake-up of the
+    /// writer and one `write`, where waking it for each record would cost the process more
+    /// than the synchronous sink. Records wait that much longer in memory, which a crash
+    /// loses. `Duration::ZERO` writes as soon as the writer wakes.
+    #[must_use]
+    pub const fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
     /// The queue's capacity, in records.
     #[must_use]
     pub const fn get_capacity(&self) -> usize {
@@ -158,6 +178,12 @@ impl Background {
     #[must_use]
     pub const fn get_durability(&self) -> Durability {
         self.durability
+    }
+
+    /// How long the writer waits for more records before it writes.
+    #[must_use]
+    pub const fn get_linger(&self) -> Duration {
+        self.linger
     }
 }
 
@@ -490,7 +516,7 @@ impl Shared {
             Durability::Flush | Durability::SyncEachBatch => IDLE_TICK,
         };
         loop {
-            match self.queue.take(&mut taken, tick) {
+            match self.queue.take(&mut taken, tick, self.options.linger) {
                 Taken::Messages => self.write(&mut taken, &mut buf, &mut syncing),
                 Taken::Idle => self.idle(&mut syncing),
                 Taken::Closed => break,
@@ -699,6 +725,36 @@ mod tests {
         drop(sink);
         let summary = verify_file_signed(dir.file(), &key()).expect("valid");
         assert_eq!((summary.lines, summary.unsigned_tail), (36, 0));
+    }
+
+    #[test]
+    fn records_that_come_while_the_writer_lingers_go_out_in_one_batch() {
+        let dir = TempDir::new();
+        // A linger far longer than the test: the flush ends it.
+        let sink = open(&dir, Background::default().linger(Duration::from_secs(600)));
+        for i in 0..50 {
+            sink.record(event(i));
+        }
+        sink.flush();
+        assert_eq!(sink.batches(), 1);
+        assert_eq!(sink.last_seq(), 50);
+        // A batch that fills ends it too.
+        let dir = TempDir::new();
+        let sink = open(
+            &dir,
+            Background::default()
+                .capacity(MAX_BATCH_RECORDS * 4)
+                .linger(Duration::from_secs(600)),
+        );
+        for i in 0..MAX_BATCH_RECORDS {
+            sink.record(event(i));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sink.batches() == 0 {
+            assert!(Instant::now() < deadline, "the full batch was not written");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(sink.last_seq(), MAX_BATCH_RECORDS as u64);
     }
 
     #[test]

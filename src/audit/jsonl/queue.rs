@@ -56,14 +56,28 @@ pub(super) struct Queue {
     capacity: usize,
 }
 
+/// What the writer does, as far as recording threads care.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// Writing (or about to take): no need to signal it.
+    Busy,
+    /// Waiting for a message in an empty queue: signal it.
+    Sleeping,
+    /// Waiting a little for more records (see [`Queue::take`]): signal it once a batch is
+    /// ready.
+    Lingering,
+}
+
 struct State {
     messages: VecDeque<Message>,
     /// Records in `messages`.
     records: usize,
-    /// The writer sleeps, waiting for a message.
-    writer_waiting: bool,
+    /// What the writer does.
+    writer: Writer,
     /// Recording threads that wait for room.
     recorders_waiting: usize,
+    /// Flushes in `messages`.
+    flushes: usize,
     /// No more messages will come ([`Queue::close`]).
     closed: bool,
     /// The writer has stopped ([`Queue::writer_stopped`]).
@@ -76,8 +90,9 @@ impl Queue {
             state: Mutex::new(State {
                 messages: VecDeque::new(),
                 records: 0,
-                writer_waiting: false,
+                writer: Writer::Busy,
                 recorders_waiting: 0,
+                flushes: 0,
                 closed: false,
                 writer_gone: false,
             }),
@@ -105,6 +120,11 @@ impl Queue {
                 return Err(Refused::Full(event));
             }
             state.recorders_waiting += 1;
+            if state.writer == Writer::Lingering {
+                // Take now: someone waits for room.
+                state.writer = Writer::Busy;
+                self.arrived.notify_one();
+            }
             while state.records >= self.capacity && !state.writer_gone {
                 state = self
                     .room
@@ -129,17 +149,35 @@ impl Queue {
             return false;
         }
         state.messages.push_back(Message::Flush(done));
+        state.flushes += 1;
         self.wake_writer(state);
         true
     }
 
-    /// Signals the writer, if it sleeps (once: it clears the flag when it wakes).
+    /// Signals the writer if it sleeps on an empty queue (once: the flag is cleared), or
+    /// if it lingers and a batch is now ready.
     fn wake_writer(&self, mut state: MutexGuard<'_, State>) {
-        let sleeping = std::mem::replace(&mut state.writer_waiting, false);
+        let wake = match state.writer {
+            Writer::Sleeping => true,
+            Writer::Lingering => self.batch_ready(&state),
+            Writer::Busy => false,
+        };
+        if wake {
+            state.writer = Writer::Busy;
+        }
         drop(state);
-        if sleeping {
+        if wake {
             self.arrived.notify_one();
         }
+    }
+
+    /// Whether the writer should take now rather than linger: the queue is closing, holds
+    /// a flush, a whole batch, or all it can hold.
+    fn batch_ready(&self, state: &State) -> bool {
+        state.closed
+            || state.flushes > 0
+            || state.records >= MAX_BATCH_RECORDS.min(self.capacity)
+            || state.recorders_waiting > 0
     }
 
     /// No more messages: the writer takes what is left, then [`Taken::Closed`].
@@ -157,6 +195,7 @@ impl Queue {
         state.writer_gone = true;
         let left = std::mem::take(&mut state.messages);
         state.records = 0;
+        state.flushes = 0;
         drop(state);
         self.room.notify_all();
         drop(left);
@@ -164,25 +203,56 @@ impl Queue {
 
     /// For the writer: moves up to [`MAX_BATCH_RECORDS`] records (and the flushes among
     /// them) into `into`, in order, waiting at most `tick` for the first.
-    pub(super) fn take(&self, into: &mut VecDeque<Message>, tick: Duration) -> Taken {
+    ///
+    /// Woken by a record in an empty queue, it waits `linger` more before it takes
+    /// (unless the queue closes, a flush comes, or a batch is full meanwhile), so that the
+    /// records that follow within that time go out in the same batch: one wake-up and one
+    /// `write` for them all, where waking for each would cost more than the write.
+    pub(super) fn take(
+        &self,
+        into: &mut VecDeque<Message>,
+        tick: Duration,
+        linger: Duration,
+    ) -> Taken {
         let mut state = self.lock();
+        let mut woken_up = false;
         while state.messages.is_empty() {
             if state.closed {
                 return Taken::Closed;
             }
-            state.writer_waiting = true;
+            state.writer = Writer::Sleeping;
             let (woken, wait) = self
                 .arrived
                 .wait_timeout(state, tick)
                 .unwrap_or_else(PoisonError::into_inner);
             state = woken;
-            state.writer_waiting = false;
+            state.writer = Writer::Busy;
+            woken_up = true;
             if wait.timed_out() && state.messages.is_empty() {
                 return Taken::Idle;
             }
         }
+        if woken_up && !linger.is_zero() && !self.batch_ready(&state) {
+            // Recording threads signal only once a batch is ready: a flush, a close, a
+            // full batch, or a thread waiting for room ends the wait early.
+            state.writer = Writer::Lingering;
+            let deadline = std::time::Instant::now() + linger;
+            loop {
+                let now = std::time::Instant::now();
+                if now >= deadline || self.batch_ready(&state) {
+                    break;
+                }
+                state = self
+                    .arrived
+                    .wait_timeout(state, deadline - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            state.writer = Writer::Busy;
+        }
         let taken = if state.records <= MAX_BATCH_RECORDS {
             std::mem::swap(&mut state.messages, into);
+            state.flushes = 0;
             std::mem::take(&mut state.records)
         } else {
             let mut taken = 0;
@@ -190,7 +260,10 @@ impl Queue {
                 let Some(message) = state.messages.pop_front() else {
                     break;
                 };
-                taken += usize::from(matches!(message, Message::Record(_)));
+                match message {
+                    Message::Record(_) => taken += 1,
+                    Message::Flush(_) => state.flushes -= 1,
+                }
                 into.push_back(message);
             }
             state.records -= taken;
