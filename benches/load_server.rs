@@ -9,8 +9,11 @@
 //! - `guarded`: behind keygate as the coordinator example sets it up (in-memory registry,
 //!   per-principal rate limit, failed-attempt limiter, client address from `ConnectInfo`),
 //!   with a quota no load test uses up, so that every request is admitted;
-//! - `audited`: the same, plus the coordinator's hash-chained JSON-lines audit log (one
-//!   record per request, written to a temporary file removed at exit).
+//! - `audited`: the same, plus a hash-chained JSON-lines audit log written on the request
+//!   thread (`JsonLinesSink`: one record and one `write` per request, to a temporary file
+//!   removed at exit);
+//! - `queued`: the same, with the log written as the coordinator example writes it, from
+//!   a queue by a writer thread, in batches (`BackgroundSink`, default options).
 //!
 //! The application is one route of the coordinator example, `GET /coordinator/jobs/{id}`,
 //! answering a job as JSON from memory. The coordinator example itself cannot serve
@@ -22,7 +25,7 @@
 //! ```
 //!
 //! Prints one line, `plain=<url> headers=<url> stack=<url> guarded=<url> audited=<url>
-//! key=<key>`, then serves until
+//! queued=<url> key=<key>`, then serves until
 //! interrupted or terminated, or for `S` seconds (default 600), whichever comes first. `N` is the number of
 //! tokio worker threads (default 1). Not run by `cargo bench` (`bench = false`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -46,7 +49,7 @@ use axum::{
 };
 use keygate::{
     ApiKey, ApiKeyGuard, InMemoryRegistry, KeyGrant, KeyPrefix, RateLimit,
-    audit::JsonLinesSink,
+    audit::{Background, JsonLinesSink},
     limit::{FailedAttemptLimiter, InMemoryRateLimit, Quota, RATELIMIT, RATELIMIT_POLICY, Tiers},
 };
 use serde_json::{Value, json};
@@ -158,8 +161,17 @@ fn stack(application: Router, key: &ApiKey) -> Router {
     application.layer(governor).layer(validate)
 }
 
+/// How the audit log is written, if there is one.
+enum Audit<'a> {
+    None,
+    /// On the request thread.
+    Sync(&'a PathBuf),
+    /// From a queue, by a writer thread.
+    Queued(&'a PathBuf),
+}
+
 /// keygate as the coordinator example sets it up, with a quota no load test uses up.
-fn guard(key: &ApiKey, audit_log: Option<&PathBuf>) -> ApiKeyGuard {
+fn guard(key: &ApiKey, audit: Audit<'_>) -> ApiKeyGuard {
     let registry = InMemoryRegistry::new();
     registry
         .insert_key(key, KeyGrant::new("coordinator").workspaces(["ws-1"]))
@@ -177,8 +189,18 @@ fn guard(key: &ApiKey, audit_log: Option<&PathBuf>) -> ApiKeyGuard {
         ))))
         .failed_attempts(FailedAttemptLimiter::default())
         .public_path("/coordinator/health");
-    if let Some(path) = audit_log {
-        builder = builder.audit(JsonLinesSink::open(path).expect("audit log"));
+    match audit {
+        Audit::None => {}
+        Audit::Sync(path) => {
+            builder = builder.audit(JsonLinesSink::open(path).expect("audit log"));
+        }
+        Audit::Queued(path) => {
+            let sink = JsonLinesSink::open(path)
+                .expect("audit log")
+                .background(Background::default())
+                .expect("audit writer");
+            builder = builder.audit(sink);
+        }
     }
     builder.build().expect("guard configuration")
 }
@@ -225,15 +247,20 @@ fn main() {
         .0;
     let audit_log =
         std::env::temp_dir().join(format!("keygate-load-audit-{}.jsonl", std::process::id()));
+    let queued_log = std::env::temp_dir().join(format!(
+        "keygate-load-audit-queued-{}.jsonl",
+        std::process::id()
+    ));
     runtime.block_on(async {
         let plain = serve(application()).await;
         let headers = serve(routes(true)).await;
         let stack = serve(stack(application(), &key)).await;
-        let guarded = serve(application().layer(guard(&key, None))).await;
-        let audited = serve(application().layer(guard(&key, Some(&audit_log)))).await;
+        let guarded = serve(application().layer(guard(&key, Audit::None))).await;
+        let audited = serve(application().layer(guard(&key, Audit::Sync(&audit_log)))).await;
+        let queued = serve(application().layer(guard(&key, Audit::Queued(&queued_log)))).await;
         println!(
             "plain={plain} headers={headers} stack={stack} guarded={guarded} audited={audited} \
-             key={}",
+             queued={queued} key={}",
             key.expose_secret()
         );
         let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -244,4 +271,5 @@ fn main() {
         }
     });
     let _ = std::fs::remove_file(&audit_log);
+    let _ = std::fs::remove_file(&queued_log);
 }

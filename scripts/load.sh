@@ -4,13 +4,14 @@
 #   scripts/load.sh                       # 3 rounds of 10 s per server, 64 connections
 #   ROUNDS=5 DURATION=20s CONNECTIONS=128 WORKERS=1 scripts/load.sh
 #
-# Starts benches/load_server.rs, one axum application served five times:
+# Starts benches/load_server.rs, one axum application served six times:
 #
 #   plain    the application alone
 #   headers  the application alone, sending keygate's two rate-limit headers (a control)
 #   stack    behind tower-http's header validation and tower_governor (what users assemble)
 #   guarded  behind keygate, set up as the coordinator example sets it up
-#   audited  the same, plus the hash-chained JSON-lines audit log
+#   audited  the same, plus the hash-chained JSON-lines audit log, written on the request thread
+#   queued   the same, with the log written from a queue by a writer thread, in batches
 #
 # then loads each in turn with wrk, alternating servers round by round so that a change in the
 # machine's load hits all of them alike. Reports, per server, the median of the rounds of
@@ -26,7 +27,7 @@
 # On a machine with two cores or more, the server is pinned to CPU 0 and wrk to CPU 1, so
 # that they do not compete. Installs wrk with apt-get when it is missing. Only loopback
 # addresses are loaded, each for DURATION, and the server stops by itself after
-# ROUNDS * 5 * DURATION plus a margin even if this script is killed.
+# ROUNDS * 6 * DURATION plus a margin even if this script is killed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,7 +52,7 @@ if [[ -z "$server" ]]; then
 fi
 
 seconds=${DURATION%s}
-servers=(plain headers stack guarded audited)
+servers=(plain headers stack guarded audited queued)
 lifetime=$((ROUNDS * ${#servers[@]} * (seconds + 2) + 60))
 pin_server=()
 pin_client=()

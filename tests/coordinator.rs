@@ -1101,7 +1101,21 @@ async fn the_built_binary_refuses_bad_keys_serves_and_verifies_its_audit_log() {
         .await
         .unwrap();
     assert_eq!(reply.status(), 404);
-    child.kill().await.unwrap();
+    // Ctrl-C: a graceful stop, after which every record is in the log (it is written
+    // from a queue, so a killed server may not have written the last ones yet).
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
 
     // --verify-audit: the log verifies (two requests, two decisions, one action)...
     let output = Command::new(&binary)

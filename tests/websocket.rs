@@ -50,6 +50,8 @@ struct WsServer {
     addr: SocketAddr,
     hub: app::Hub,
     audit_log: PathBuf,
+    /// The open audit log, to flush before reading it.
+    opened_audit_log: common::OpenedAuditLog,
     _dir: TempDir,
 }
 
@@ -74,6 +76,7 @@ async fn start(overrides: &[(&str, &str)]) -> WsServer {
     let listener = TcpListener::bind(config.server.listen_addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hub = app::Hub::default();
+    let opened_audit_log = config.server.opened_audit_log.clone();
     let router = app::router(config, hub.clone()).await.unwrap();
     tokio::spawn(async move {
         common::serve(listener, router, std::future::pending())
@@ -84,6 +87,7 @@ async fn start(overrides: &[(&str, &str)]) -> WsServer {
         addr,
         hub,
         audit_log,
+        opened_audit_log,
         _dir: dir,
     }
 }
@@ -136,8 +140,9 @@ impl WsServer {
         (status, response.json().await.unwrap())
     }
 
-    /// The audit log, after checking its hash chain.
+    /// The audit log (flushed: written from a queue), after checking its hash chain.
     fn audit_events(&self) -> Vec<Value> {
+        self.opened_audit_log.flush();
         let summary = keygate::audit::verify_file(&self.audit_log).unwrap();
         let events = read_lines(&self.audit_log);
         assert_eq!(summary.lines, events.len() as u64);

@@ -12,6 +12,7 @@
 //! | `stack` | side by side: no guard, tower-http + tower_governor (without and with its headers), keygate |
 //! | `router` | the same side by side inside an axum `Router` (the issue's harness), like with like: keygate without its headers on admitted responses against the bare stack, with them against the stack with `use_headers`; keygate with 1 and 1,000,000 keys |
 //! | `limiter` | `InMemoryRateLimit::check` admitted (GCRA and strict window) and refused, governor's keyed limiter alone, `FailedAttemptLimiter::check` |
+//! | `audit` | `record()` of the JSON-lines audit log on the request thread: written there (`JsonLinesSink`) or queued (`BackgroundSink`), and the queued writer's throughput when saturated |
 //!
 //! ```text
 //! cargo bench --bench guard                 # everything, about two minutes
@@ -33,6 +34,7 @@ use http::Response;
 use tower::Service;
 
 mod admitted;
+mod audit;
 #[path = "../support/fixtures.rs"]
 mod fixtures;
 mod limiter;
@@ -88,6 +90,6 @@ criterion_group! {
     name = guard;
     config = config();
     targets = admitted::bench, refused::bench, registry::bench, stack::bench, router::bench,
-        limiter::bench
+        limiter::bench, audit::bench
 }
 criterion_main!(guard);

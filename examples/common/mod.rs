@@ -41,7 +41,7 @@ use std::{
     num::{NonZeroU32, NonZeroU64},
     path::{Path, PathBuf},
     process::ExitCode,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError, Weak},
     time::Duration,
 };
 
@@ -57,7 +57,7 @@ use axum::{
 use keygate::{
     ApiKey, ApiKeyGuard, ApiKeyGuardBuilder, AuditSink, BuildError, KeyError, KeyGrant, KeyRecord,
     KeyRegistry, KeyStatus, RateLimit, RegistryError, Rejection,
-    audit::{AggregatingSink, AuditError, CheckpointKey, JsonLinesSink},
+    audit::{AggregatingSink, AuditError, Background, CheckpointKey, JsonLinesSink},
     limit::{Clock, FailedAttemptLimiter, InMemoryRateLimit, Quota, Tiers},
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -600,6 +600,42 @@ pub(crate) struct ServerConfig {
     /// The clock of the rate limits: the system clock (not configurable; tests stand it
     /// still with `Clock::manual()` so that timing cannot change their outcome).
     pub(crate) clock: Clock,
+    /// The audit log once [`open_audit_log`] opened it, for [`main`] to flush at a
+    /// graceful stop (shared by the clones of this configuration).
+    pub(crate) opened_audit_log: OpenedAuditLog,
+}
+
+/// The audit log an example opened, held weakly (it does not keep the file open): what
+/// [`main`] flushes when the server stops, and tests before they read the log.
+#[derive(Clone, Default)]
+pub(crate) struct OpenedAuditLog(Arc<Mutex<Option<Weak<dyn AuditSink>>>>);
+
+impl OpenedAuditLog {
+    /// Notes the log that was opened.
+    fn set(&self, sink: &Arc<dyn AuditSink>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::downgrade(sink));
+    }
+
+    /// Writes out what is queued for the log, and a signed checkpoint when checkpoints
+    /// are on; waits until it is written. Nothing to do when no log is open (a log that
+    /// was closed was written out as it closed).
+    pub(crate) fn flush(&self) {
+        let sink = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(Weak::upgrade);
+        if let Some(sink) = sink {
+            sink.flush();
+        }
+    }
+}
+
+impl fmt::Debug for OpenedAuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OpenedAuditLog")
+    }
 }
 
 /// How many audit records go between two signed checkpoints.
@@ -716,6 +752,7 @@ impl ServerConfig {
             audit_aggregate,
             limits: ConnectionLimits::default(),
             clock: Clock::system(),
+            opened_audit_log: OpenedAuditLog::default(),
         })
     }
 }
@@ -776,26 +813,31 @@ pub(crate) fn guard_builder_with(
 
 /// Opens (or continues) the hash-chained audit log of `server`, locked against a second
 /// writer, signed every [`CHECKPOINT_EVERY`] records when `AUDIT_CHECKPOINT_KEY` is set,
+/// written off the request threads (a queue of 4,096 records and a writer thread that
+/// writes what is queued in batches; a full queue makes requests wait, nothing is lost),
 /// behind an [`AggregatingSink`] (unless `AUDIT_AGGREGATE_SECS=0`) so that floods of
-/// unauthenticated refusals are counted rather than written one line each.
+/// unauthenticated refusals are counted rather than written one line each. Noted in
+/// `server.opened_audit_log`, which [`main`] flushes at a graceful stop.
 pub(crate) fn open_audit_log(server: &ServerConfig) -> Result<Arc<dyn AuditSink>, StartError> {
     let path = &server.audit_log;
     let failed = |source| StartError::AuditLog {
         path: path.clone(),
         source,
     };
-    let mut sink = JsonLinesSink::open(path).map_err(failed)?;
+    let mut file = JsonLinesSink::open(path).map_err(failed)?;
     if let Some(key) = &server.audit_checkpoint_key {
         let key = CheckpointKey::from_bytes(key.expose_secret().as_bytes())
             .map_err(|error| failed(error.into()))?;
-        sink = sink.with_checkpoints(key, CHECKPOINT_EVERY);
+        file = file.with_checkpoints(key, CHECKPOINT_EVERY);
     }
-    if server.audit_aggregate.is_zero() {
-        return Ok(Arc::new(sink));
-    }
-    Ok(Arc::new(
-        AggregatingSink::new(sink).interval(server.audit_aggregate),
-    ))
+    let file = file.background(Background::default()).map_err(failed)?;
+    let sink: Arc<dyn AuditSink> = if server.audit_aggregate.is_zero() {
+        Arc::new(file)
+    } else {
+        Arc::new(AggregatingSink::new(file).interval(server.audit_aggregate))
+    };
+    server.opened_audit_log.set(&sink);
+    Ok(sink)
 }
 
 /// Why a server could not start (or `--verify-audit` failed).
@@ -1244,8 +1286,9 @@ pub(crate) async fn bind_and_serve(
 /// The whole of an example's `main`: `<name> --verify-audit <file>` checks an audit log;
 /// otherwise `config` reads the configuration (from the environment), which is printed
 /// (secrets redacted), `router` builds the app from it, and the app is served on the
-/// `LISTEN_ADDR` of its `server` settings until Ctrl-C. Any error is printed with its
-/// causes, and fails the process.
+/// `LISTEN_ADDR` of its `server` settings until Ctrl-C, after which the audit log is
+/// flushed (see [`OpenedAuditLog`]). Any error is printed with its causes, and fails the
+/// process.
 pub(crate) async fn main<C, R>(
     name: &str,
     config: impl FnOnce() -> Result<C, ConfigError>,
@@ -1265,8 +1308,13 @@ where
         println!("{name}: starting with {config:#?}");
         let settings = server(&config);
         let (listen_addr, limits) = (settings.listen_addr, settings.limits);
+        let audit_log = settings.opened_audit_log.clone();
         let router = router(config).await?;
-        bind_and_serve(name, listen_addr, limits, router).await
+        let served = bind_and_serve(name, listen_addr, limits, router).await;
+        // A graceful stop: what is still queued for the audit log is written, with its
+        // last signed checkpoint, before the process exits.
+        audit_log.flush();
+        served
     };
     exit_code(run.await)
 }

@@ -128,9 +128,11 @@ impl<S: AuditSink> AggregatingSink<S> {
         &self.shared.inner
     }
 
-    /// Records the counts of every interval now, ended or not (for shutdown and tests).
+    /// Records the counts of every interval now, ended or not, then flushes the inner
+    /// sink (see [`AuditSink::flush`]): for shutdown and tests.
     pub fn flush(&self) {
         self.shared.flush(|_| true);
+        self.shared.inner.flush();
     }
 
     /// Starts the thread that records the counts of ended intervals. Without it (the OS
@@ -235,6 +237,11 @@ impl<S: AuditSink> AuditSink for AggregatingSink<S> {
 
     fn healthy(&self) -> bool {
         self.shared.inner.healthy()
+    }
+
+    /// See [`AggregatingSink::flush`].
+    fn flush(&self) {
+        AggregatingSink::flush(self);
     }
 }
 

@@ -8,7 +8,12 @@
 //! - [`MemorySink`] keeps them in memory, for tests and small tools;
 //! - [`TracingSink`] turns each one into a `tracing` event with target `keygate::audit`;
 //! - [`JsonLinesSink`] appends them to a hash-chained JSON-lines file, which
-//!   [`verify_chain`] / [`verify_file`] check afterwards.
+//!   [`verify_chain`] / [`verify_file`] check afterwards; on its own it writes each event
+//!   on the recording thread, and [`JsonLinesSink::background`] makes it a
+//!   [`BackgroundSink`] (recommended for servers): the request thread hands the event to
+//!   a bounded queue, and a writer thread writes what is queued in batches, one `write`
+//!   each (see [`Durability`] for what a crash or a power loss can lose, and [`WhenFull`]
+//!   for what happens when the queue is full).
 //!
 //! A pair of sinks is a sink too: `(TracingSink::new(), file_sink)` records to both. An
 //! [`AggregatingSink`] in front of any of them counts the refusals of unauthenticated
@@ -118,9 +123,10 @@ pub use self::aggregate::{
 pub use self::error::AuditError;
 pub use self::event::{AuditEvent, Outcome};
 pub use self::jsonl::{
-    CHECKPOINT_ACTION, ChainError, ChainErrorKind, ChainSummary, CheckpointKey, CheckpointKeyError,
-    JsonLinesSink, MAX_LINE_LEN, MIN_CHECKPOINT_KEY_LEN, verify_chain, verify_chain_signed,
-    verify_file, verify_file_signed,
+    Background, BackgroundSink, CHECKPOINT_ACTION, ChainError, ChainErrorKind, ChainSummary,
+    CheckpointKey, CheckpointKeyError, Durability, JsonLinesSink, MAX_BATCH_BYTES,
+    MAX_BATCH_RECORDS, MAX_LINE_LEN, MIN_CHECKPOINT_KEY_LEN, WhenFull, verify_chain,
+    verify_chain_signed, verify_file, verify_file_signed,
 };
 pub use self::memory::MemorySink;
 pub(crate) use self::request::{MAX_FIELD, RequestFacts, truncate};

@@ -12,7 +12,8 @@ use super::AuditEvent;
 /// its failures itself — a log line, a counter — rather than to the caller.
 ///
 /// Implemented for `Arc<T>`, `Box<T>` and `&'static T` of any sink (including
-/// `dyn AuditSink`), and for a pair `(A, B)` of sinks, which records to both.
+/// `dyn AuditSink`), and for a pair `(A, B)` of sinks, which records to (and flushes)
+/// both.
 pub trait AuditSink: Send + Sync + fmt::Debug + 'static {
     /// Records one event. Must not panic; must not block for long (it is called on the
     /// request path).
@@ -25,6 +26,32 @@ pub trait AuditSink: Send + Sync + fmt::Debug + 'static {
     fn healthy(&self) -> bool {
         true
     }
+
+    /// Writes out what was recorded so far, and returns once it is written: for a
+    /// graceful shutdown, and for tests that read what a sink wrote. A sink that writes
+    /// from a queue ([`BackgroundSink`](super::BackgroundSink)) drains it; a signed
+    /// [`JsonLinesSink`](super::JsonLinesSink) also writes a checkpoint. It may block, so
+    /// call it when the server stops, not per request. The default does nothing, for sinks
+    /// that write each event before `record` returns.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use keygate::audit::{AuditEvent, AuditSink, Background, JsonLinesSink, Outcome, verify_file};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("keygate-flush-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("audit.jsonl");
+    /// let sink: Arc<dyn AuditSink> =
+    ///     Arc::new(JsonLinesSink::open(&path)?.background(Background::default())?);
+    /// sink.record(AuditEvent::new("job.create", Outcome::Succeeded));
+    /// sink.flush(); // at graceful stop
+    /// assert_eq!(verify_file(&path)?.lines, 1);
+    /// # drop(sink);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn flush(&self) {}
 }
 
 impl<T: AuditSink + ?Sized> AuditSink for Arc<T> {
@@ -33,6 +60,9 @@ impl<T: AuditSink + ?Sized> AuditSink for Arc<T> {
     }
     fn healthy(&self) -> bool {
         (**self).healthy()
+    }
+    fn flush(&self) {
+        (**self).flush();
     }
 }
 
@@ -43,6 +73,9 @@ impl<T: AuditSink + ?Sized> AuditSink for Box<T> {
     fn healthy(&self) -> bool {
         (**self).healthy()
     }
+    fn flush(&self) {
+        (**self).flush();
+    }
 }
 
 impl<T: AuditSink + ?Sized> AuditSink for &'static T {
@@ -51,6 +84,9 @@ impl<T: AuditSink + ?Sized> AuditSink for &'static T {
     }
     fn healthy(&self) -> bool {
         (**self).healthy()
+    }
+    fn flush(&self) {
+        (**self).flush();
     }
 }
 
@@ -61,6 +97,10 @@ impl<A: AuditSink, B: AuditSink> AuditSink for (A, B) {
     }
     fn healthy(&self) -> bool {
         self.0.healthy() && self.1.healthy()
+    }
+    fn flush(&self) {
+        self.0.flush();
+        self.1.flush();
     }
 }
 

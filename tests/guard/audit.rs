@@ -7,8 +7,9 @@ use std::{
 
 use axum::extract::ConnectInfo;
 use keygate::{
-    ApiKey, ApiKeyGuard, ClientAddr, InMemoryRegistry, KeyGrant, KeyId, KeyRegistry,
-    audit::{JsonLinesSink, MemorySink, Outcome},
+    ApiKey, ApiKeyGuard, AuditEvent, AuditSink, ClientAddr, InMemoryRegistry, KeyGrant, KeyId,
+    KeyRegistry,
+    audit::{Background, BackgroundSink, JsonLinesSink, MemorySink, Outcome, WhenFull},
     guard::AuditFailure,
 };
 use tower::{ServiceBuilder, ServiceExt};
@@ -165,6 +166,13 @@ async fn audit_reads_the_client_addr_extension() {
     }
 }
 
+/// `/dev/full` is one file for every test: a sink on it holds its lock (`flock`) until it
+/// is dropped, so the tests that open it take turns.
+async fn dev_full() -> tokio::sync::MutexGuard<'static, ()> {
+    static DEV_FULL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    DEV_FULL.lock().await
+}
+
 /// A guard on one opaque key whose audit log is `/dev/full` (every write fails), reached
 /// through a symlink of this guard's own, so that its log lines name a path no other
 /// test's sink has (tests run side by side and share the log capture).
@@ -185,6 +193,7 @@ fn full_disk_guard(policy: AuditFailure) -> (ApiKeyGuard, String, TempDir) {
 
 #[tokio::test]
 async fn audit_failure_refuse_answers_503_while_admissions_cannot_be_recorded() {
+    let _turn = dev_full().await;
     let (guard, key, _dir) = full_disk_guard(AuditFailure::Refuse);
     let reply = oneshot(app(guard.clone()), get("/whoami").header("x-api-key", &key)).await;
     reply.assert_refusal(503, "auth_unavailable");
@@ -206,6 +215,7 @@ async fn audit_failure_refuse_answers_503_while_admissions_cannot_be_recorded() 
 
 #[tokio::test]
 async fn lost_audit_events_are_logged_once_per_run_not_once_each() {
+    let _turn = dev_full().await;
     let logs = crate::secrets::captured_logs();
     let (guard, _, dir) = full_disk_guard(AuditFailure::KeepServing);
     let path = dir.0.join("audit.jsonl").display().to_string();
@@ -231,4 +241,178 @@ async fn lost_audit_events_are_logged_once_per_run_not_once_each() {
         "{logged}"
     );
     assert!(logged.contains("lost_in_all=1"), "{logged}");
+}
+
+/// [`full_disk_guard`] with the log written from a queue ([`BackgroundSink`]); the sink is
+/// returned too, to flush it.
+fn full_disk_guard_in_background(
+    policy: AuditFailure,
+) -> (ApiKeyGuard, Arc<BackgroundSink>, String, TempDir) {
+    let key = crate::opaque_key();
+    let dir = TempDir::new("full-disk-background");
+    let path = dir.0.join("audit.jsonl");
+    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+    let sink = JsonLinesSink::open(&path)
+        .expect("/dev/full (Linux) opens for appending")
+        .background(Background::default())
+        .unwrap();
+    let sink = Arc::new(sink);
+    let guard = ApiKeyGuard::builder()
+        .key(ApiKey::new(&key).unwrap(), KeyGrant::new("coordinator-1"))
+        .audit(Arc::clone(&sink))
+        .audit_failure(policy)
+        .build()
+        .unwrap();
+    (guard, sink, key, dir)
+}
+
+/// Written from a queue, lost events are counted, logged once per run, and make the sink
+/// unhealthy, as when written on the request thread.
+#[tokio::test]
+async fn lost_audit_events_written_in_background_are_counted_and_logged_once_per_run() {
+    let _turn = dev_full().await;
+    let logs = crate::secrets::captured_logs();
+    let (guard, sink, _, dir) = full_disk_guard_in_background(AuditFailure::KeepServing);
+    let path = dir.0.join("audit.jsonl").display().to_string();
+    let service = app(guard);
+    let mark = logs.mark();
+    for _ in 0..50 {
+        let bad = get("/whoami").header("x-api-key", crate::opaque_key());
+        oneshot(service.clone(), bad)
+            .await
+            .assert_refusal(401, "invalid_credentials");
+    }
+    sink.flush();
+    assert_eq!(sink.write_errors(), 50);
+    assert!(!sink.healthy());
+    let logged: Vec<String> = logs
+        .since(mark)
+        .lines()
+        .filter(|line| line.contains(&path))
+        .map(str::to_owned)
+        .collect();
+    let logged = logged.join("\n");
+    assert_eq!(
+        logged.matches("could not write audit events").count(),
+        1,
+        "{logged}"
+    );
+    assert!(logged.contains("lost_in_all="), "{logged}");
+    drop((service, sink));
+
+    // With `AuditFailure::Refuse`, admissions that cannot be recorded are refused.
+    let (guard, sink, key, _dir) = full_disk_guard_in_background(AuditFailure::Refuse);
+    sink.record(AuditEvent::new("job.create", Outcome::Succeeded));
+    sink.flush();
+    oneshot(app(guard), get("/whoami").header("x-api-key", &key))
+        .await
+        .assert_refusal(503, "auth_unavailable");
+}
+
+/// A reader of a named pipe that reads its first bytes, then waits to be let go before it
+/// reads the rest: a sink writing a line longer than the pipe's buffer stays inside its
+/// `write` meanwhile.
+struct PipeReader {
+    release: std::sync::mpsc::Sender<()>,
+    reader: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl PipeReader {
+    /// Starts reading `pipe` and returns once the first bytes arrived.
+    fn start(pipe: std::path::PathBuf) -> impl FnOnce() -> Self {
+        use std::io::Read;
+        let (started, started_rx) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || {
+            let mut file = std::fs::File::open(pipe).unwrap();
+            let mut bytes = vec![0_u8; 4096];
+            let first = file.read(&mut bytes).unwrap();
+            bytes.truncate(first);
+            started.send(()).unwrap();
+            let _ = release_rx.recv();
+            file.read_to_end(&mut bytes).unwrap();
+            bytes
+        });
+        move || {
+            started_rx.recv().unwrap();
+            Self { release, reader }
+        }
+    }
+
+    /// Lets the writer go on.
+    fn release(&self) {
+        let _ = self.release.send(());
+    }
+
+    /// Everything written to the pipe, once its writer closed it.
+    fn finish(self) -> Vec<u8> {
+        self.release();
+        self.reader.join().unwrap()
+    }
+}
+
+/// Black box: with `WhenFull::Refuse`, a guard built with `AuditFailure::Refuse` answers
+/// 503 while the audit queue is full (its writer held inside a `write` on a named pipe
+/// nobody drains), and serves again once the queue has drained.
+#[tokio::test]
+async fn a_full_audit_queue_with_refuse_answers_503_until_it_drains() {
+    let key = crate::opaque_key();
+    let dir = TempDir::new("full-queue");
+    let pipe = dir.0.join("audit.pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let sink = JsonLinesSink::open(&pipe)
+        .unwrap()
+        .background(
+            Background::default()
+                .capacity(1)
+                .when_full(WhenFull::Refuse),
+        )
+        .unwrap();
+    let sink = Arc::new(sink);
+    let guard = ApiKeyGuard::builder()
+        .key(ApiKey::new(&key).unwrap(), KeyGrant::new("coordinator-1"))
+        .audit(Arc::clone(&sink))
+        .audit_failure(AuditFailure::Refuse)
+        .build()
+        .unwrap();
+    let admitted = || get("/whoami").header("x-api-key", &key);
+
+    // Hold the writer: a record longer than the pipe's buffer, of which the reader reads
+    // only the first bytes.
+    let reading = PipeReader::start(pipe);
+    sink.record(AuditEvent::new("held", Outcome::Succeeded).with_user_agent("h".repeat(512 << 10)));
+    let reader = reading();
+
+    // The first admission's record fills the queue (capacity 1)...
+    oneshot(app(guard.clone()), admitted())
+        .await
+        .assert_status(200);
+    assert!(sink.healthy());
+    // ...the next one's finds it full: refused, since it cannot be recorded.
+    let reply = oneshot(app(guard.clone()), admitted()).await;
+    reply.assert_refusal(503, "auth_unavailable");
+    assert!(reply.header("retry-after").is_some());
+    assert_eq!(sink.dropped(), 1);
+    assert!(!sink.healthy());
+
+    // Drained: served again.
+    reader.release();
+    sink.flush();
+    assert!(sink.healthy());
+    oneshot(app(guard.clone()), admitted())
+        .await
+        .assert_status(200);
+
+    drop(guard);
+    let sink = Arc::into_inner(sink).expect("the last handle");
+    assert_eq!(sink.write_errors(), 0);
+    drop(sink);
+    let bytes = reader.finish();
+    let summary = keygate::audit::verify_chain(&bytes[..]).expect("a valid chain");
+    // The held record and the two admissions recorded; the refused one was not.
+    assert_eq!(summary.lines, 3);
 }

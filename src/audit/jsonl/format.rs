@@ -1,11 +1,12 @@
 //! One line of the chain: how it is built from an event and how it is checked on its own.
 
-use std::io::{self, Write};
+use std::io;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::{CHECKPOINT_ACTION, ChainErrorKind};
+use crate::audit::AuditEvent;
 
 /// `prev` of the first line: 64 zeros.
 pub(super) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -22,26 +23,98 @@ pub(super) const SUFFIX_LEN: usize = HASH_KEY.len() + HASH_HEX_LEN + 2;
 /// [`ChainErrorKind::TooLong`] without reading it into memory.
 pub const MAX_LINE_LEN: usize = 1024 * 1024;
 
+/// The `hash` of a line: 64 lowercase hex digits.
+pub(super) type HexHash = [u8; HASH_HEX_LEN];
+
+/// [`GENESIS`] as a [`HexHash`].
+pub(super) const GENESIS_HASH: HexHash = [b'0'; HASH_HEX_LEN];
+
+/// Appends line `seq` to `buf`, newline included, after the line whose hash is `prev`,
+/// and returns its hash. `write_object` writes the record's fields as one non-empty JSON
+/// object (an event serialized straight into `buf`, or bytes serialized before): its
+/// opening `{` becomes the `,` after `prev`, so that nothing is copied or re-encoded.
+///
+/// On error `buf` is left as it was: the object is not a non-empty JSON object, it does
+/// not serialize, or the line would be longer than [`MAX_LINE_LEN`].
+pub(super) fn push_line(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    prev: &HexHash,
+    write_object: impl FnOnce(&mut Vec<u8>) -> io::Result<()>,
+) -> io::Result<HexHash> {
+    let start = buf.len();
+    let pushed = push_line_at(buf, start, seq, prev, write_object);
+    if pushed.is_err() {
+        buf.truncate(start);
+    }
+    pushed
+}
+
+fn push_line_at(
+    buf: &mut Vec<u8>,
+    start: usize,
+    seq: u64,
+    prev: &HexHash,
+    write_object: impl FnOnce(&mut Vec<u8>) -> io::Result<()>,
+) -> io::Result<HexHash> {
+    buf.extend_from_slice(b"{\"seq\":");
+    buf.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+    buf.extend_from_slice(b",\"prev\":\"");
+    buf.extend_from_slice(prev);
+    buf.push(b'"');
+    let object = buf.len();
+    write_object(buf)?;
+    let fields = &mut buf[object..];
+    if fields.len() < 3 || fields[0] != b'{' || fields[fields.len() - 1] != b'}' {
+        return Err(io::Error::other(
+            "audit event did not serialize to a JSON object",
+        ));
+    }
+    fields[0] = b',';
+    // The line with its suffix `,"hash":"<64 hex>"}` instead of `}`, and a newline.
+    if buf.len() - start - 1 + SUFFIX_LEN + 1 > MAX_LINE_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "audit line longer than 1 MiB",
+        ));
+    }
+    let mut hash = [0_u8; HASH_HEX_LEN];
+    hex::encode_to_slice(Sha256::digest(&buf[start..]), &mut hash)
+        .map_err(|_| io::Error::other("hex encoding of a SHA-256 failed"))?;
+    buf.pop();
+    buf.extend_from_slice(HASH_KEY);
+    buf.extend_from_slice(&hash);
+    buf.extend_from_slice(b"\"}\n");
+    Ok(hash)
+}
+
+/// Appends line `seq` for `event`, serialized straight into `buf` (no copy of its
+/// strings); see [`push_line`].
+pub(super) fn push_event_line(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    prev: &HexHash,
+    event: &AuditEvent,
+) -> io::Result<HexHash> {
+    push_line(buf, seq, prev, |buf| {
+        serde_json::to_writer(buf, event).map_err(io::Error::from)
+    })
+}
+
 /// Builds line `seq` from the event's serialized `fields` (a JSON object) and the
 /// previous line's hash. Returns the line, newline included, and its hash.
+#[cfg(test)]
 pub(super) fn encode_line(seq: u64, prev: &str, fields: &[u8]) -> io::Result<(Vec<u8>, String)> {
-    let fields = fields
-        .strip_prefix(b"{")
-        .and_then(|rest| rest.strip_suffix(b"}"))
-        .filter(|inner| !inner.is_empty())
-        .ok_or_else(|| io::Error::other("audit event did not serialize to a JSON object"))?;
-
-    let mut line = Vec::with_capacity(fields.len() + 200);
-    write!(line, "{{\"seq\":{seq},\"prev\":\"{prev}\",")?;
-    line.extend_from_slice(fields);
-    line.push(b'}');
-    let hash = hex::encode(Sha256::digest(&line));
-
-    line.pop();
-    line.extend_from_slice(HASH_KEY);
-    line.extend_from_slice(hash.as_bytes());
-    line.extend_from_slice(b"\"}\n");
-    Ok((line, hash))
+    let prev: HexHash = prev
+        .as_bytes()
+        .try_into()
+        .map_err(|_| io::Error::other("prev is not 64 hex digits"))?;
+    let mut line = Vec::new();
+    let hash = push_line(&mut line, seq, &prev, |buf| {
+        buf.extend_from_slice(fields);
+        Ok(())
+    })?;
+    Ok((line, String::from_utf8_lossy(&hash).into_owned()))
 }
 
 /// The parts of a line the chain is made of.
@@ -111,7 +184,6 @@ fn is_lower_hex(text: &[u8]) -> bool {
 mod tests {
     use super::super::testing::{chain_of, event};
     use super::*;
-    use crate::audit::AuditEvent;
 
     #[test]
     fn line_layout_matches_the_documented_format() {

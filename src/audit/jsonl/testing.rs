@@ -8,6 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::{ChainError, ChainErrorKind, ChainSummary, JsonLinesSink, verify_chain};
 use crate::audit::{AuditEvent, AuditSink, Outcome};
 
+/// `/dev/full` is one file for every test: a sink on it holds its lock (`flock`) until
+/// it is dropped, so the tests that open it take turns with this.
+#[cfg(target_os = "linux")]
+pub(super) static DEV_FULL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A directory under the system temp dir, removed on drop.
 pub(super) struct TempDir(pub(super) PathBuf);
 
@@ -70,4 +75,91 @@ pub(super) fn verify_lines(lines: &[String]) -> Result<ChainSummary, ChainError>
 pub(super) fn broken_at(lines: &[String]) -> (u64, ChainErrorKind) {
     let err = verify_lines(lines).expect_err("chain must be broken");
     (err.line, err.kind)
+}
+
+/// A named pipe that holds a sink's writer in its `write` until the test lets it go: a
+/// sink opened on it (read and write, so opening does not wait) writes into the pipe's
+/// buffer (64 KiB), and a line longer than that blocks until [`Pipe::release`] lets a
+/// reader drain it. What went through the pipe is returned by [`Pipe::finish`].
+#[cfg(unix)]
+pub(super) struct Pipe {
+    pub(super) path: PathBuf,
+    started: Option<std::sync::mpsc::Receiver<()>>,
+    release: Option<std::sync::mpsc::Sender<()>>,
+    reader: Option<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+#[cfg(unix)]
+impl Pipe {
+    /// Makes the pipe `audit.pipe` in `dir` (with `mkfifo`).
+    pub(super) fn new(dir: &TempDir) -> Self {
+        let path = dir.0.join("audit.pipe");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success(), "mkfifo failed");
+        Pipe {
+            path,
+            started: None,
+            release: None,
+            reader: None,
+        }
+    }
+
+    /// Starts the reader (call it once a sink holds the pipe open): it reads one chunk
+    /// (at most 4 KiB), then waits for [`release`](Self::release).
+    pub(super) fn start_reader(&mut self) {
+        use std::io::Read;
+
+        let (started, started_rx) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let path = self.path.clone();
+        self.reader = Some(std::thread::spawn(move || {
+            let mut pipe = std::fs::File::open(path).expect("open the pipe for reading");
+            let mut bytes = vec![0_u8; 4096];
+            let first = pipe.read(&mut bytes).expect("read the pipe");
+            bytes.truncate(first);
+            let _ = started.send(());
+            let _ = release_rx.recv();
+            pipe.read_to_end(&mut bytes).expect("read the pipe");
+            bytes
+        }));
+        self.started = Some(started_rx);
+        self.release = Some(release);
+    }
+
+    /// Waits until the writer has begun writing: it is now inside its `write`, and stays
+    /// there while its batch holds more than the pipe's buffer.
+    pub(super) fn wait_for_writer(&mut self) {
+        self.started
+            .take()
+            .expect("start_reader first")
+            .recv()
+            .expect("the reader read");
+    }
+
+    /// Lets the reader drain the pipe (and so the writer go on).
+    pub(super) fn release(&mut self) {
+        if let Some(release) = self.release.take() {
+            let _ = release.send(());
+        }
+    }
+
+    /// Everything written to the pipe; call it once the sink is dropped (the pipe ends
+    /// when its last writer closes it).
+    pub(super) fn finish(mut self) -> Vec<u8> {
+        self.release();
+        self.reader
+            .take()
+            .expect("start_reader first")
+            .join()
+            .expect("reader")
+    }
+}
+
+/// An event whose line is far longer than a pipe's buffer (512 KiB).
+#[cfg(unix)]
+pub(super) fn huge_event() -> AuditEvent {
+    event(0).with_user_agent("h".repeat(512 * 1024))
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::ChainErrorKind;
 use super::checkpoint::CheckpointKey;
-use super::format::{GENESIS, MAX_LINE_LEN, encode_line, parse_line};
+use super::format::{GENESIS_HASH, HexHash, MAX_LINE_LEN, parse_line, push_event_line, push_line};
 use crate::audit::{AuditError, AuditEvent, AuditSink};
 
 /// An [`AuditSink`] that appends each event to a file as one hash-chained JSON line.
@@ -32,6 +32,10 @@ use crate::audit::{AuditError, AuditEvent, AuditSink};
 /// then at most one line every 10 seconds with the number lost meanwhile), and any
 /// partial line is cut off again so that the chain stays valid. Alert on that counter: a
 /// lost audit event is an incident.
+///
+/// That write happens on the recording thread, under a mutex: in a server, make it a
+/// [`BackgroundSink`](super::BackgroundSink) with [`background`](Self::background), which
+/// moves serializing and writing to a thread of its own and writes in batches.
 ///
 /// One sink per file: two writers, in one process or several, would break the chain, so
 /// [`open`](Self::open) takes an exclusive lock on the file (`flock`), held until the sink
@@ -72,10 +76,28 @@ pub struct JsonLinesSink {
 }
 
 /// The rate limit on failure logs: one line per [`REPORT_EVERY`] at most.
-#[derive(Default)]
-struct Report {
+#[derive(Debug, Default)]
+pub(super) struct Report {
     at: Option<Instant>,
     unreported: u64,
+}
+
+impl Report {
+    /// Notes `lost` more records: `Some(lost since the last line)` when a line is due now
+    /// (the first of a run at once, then at most one per [`REPORT_EVERY`]), `None` when
+    /// they are only counted until then.
+    pub(super) fn due(&mut self, lost: u64) -> Option<u64> {
+        let now = Instant::now();
+        self.unreported += lost;
+        if self
+            .at
+            .is_some_and(|at| now.duration_since(at) < REPORT_EVERY)
+        {
+            return None;
+        }
+        self.at = Some(now);
+        Some(std::mem::take(&mut self.unreported))
+    }
 }
 
 /// How often a run of write failures is logged: the first at once, then a summary at
@@ -87,8 +109,8 @@ struct ChainState {
     file: File,
     /// `seq` of the last line; 0 for an empty file.
     seq: u64,
-    /// `hash` of the last line; [`GENESIS`] for an empty file.
-    hash: String,
+    /// `hash` of the last line; 64 zeros for an empty file.
+    hash: HexHash,
     /// File length after the last whole line, to cut off a partial write.
     len: u64,
     /// Records written since the last checkpoint (or since the file was opened).
@@ -124,19 +146,24 @@ impl JsonLinesSink {
         let mut len = file.metadata()?.len();
 
         let (seq, hash) = if len == 0 {
-            (0, GENESIS.to_owned())
+            (0, GENESIS_HASH)
         } else {
             let tail = read_last_line(&mut file, len)?;
-            let record = tail
+            let (seq, hash) = tail
                 .line
                 .ok_or(ChainErrorKind::Unparseable)
                 .and_then(|line| parse_line(&line))
+                .and_then(|link| {
+                    let hash = HexHash::try_from(link.hash.as_bytes())
+                        .map_err(|_| ChainErrorKind::Unparseable)?;
+                    Ok((link.seq, hash))
+                })
                 .map_err(|kind| AuditError::BrokenTail { kind })?;
             if !tail.terminated {
                 file.write_all(b"\n")?;
                 len += 1;
             }
-            (record.seq, record.hash)
+            (seq, hash)
         };
 
         Ok(JsonLinesSink {
@@ -195,23 +222,10 @@ impl JsonLinesSink {
     ///
     /// [`AuditError::Io`] if the checkpoint cannot be written.
     pub fn checkpoint(&self) -> Result<(), AuditError> {
-        let Some((key, _)) = &self.checkpoints else {
-            return Ok(());
-        };
-        let mut state = self.lock();
-        if state.since_checkpoint == 0 {
-            return Ok(());
-        }
-        self.write_checkpoint(&mut state, key)?;
-        Ok(())
-    }
-
-    /// Writes the checkpoint that vouches for the chain's head.
-    fn write_checkpoint(&self, state: &mut ChainState, key: &CheckpointKey) -> io::Result<()> {
-        let seq = next_seq(state)?;
-        let fields = serde_json::to_vec(&key.record(seq, &state.hash))?;
-        self.write_line(state, &fields)?;
-        state.since_checkpoint = 0;
+        let mut buf = Vec::new();
+        let mut batch = self.batch(&mut buf);
+        batch.checkpoint()?;
+        batch.write()?;
         Ok(())
     }
 
@@ -238,7 +252,7 @@ impl JsonLinesSink {
     /// [what the chain proves](crate::audit#what-the-chain-proves).
     #[must_use]
     pub fn last_hash(&self) -> String {
-        self.lock().hash.clone()
+        String::from_utf8_lossy(&self.lock().hash).into_owned()
     }
 
     /// Asks the OS to write the file's data to the disk (`fsync`), so that the records
@@ -258,61 +272,222 @@ impl JsonLinesSink {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Writes `event` as the next line, and a checkpoint after it when one is due.
+    /// Writes `event` as the next line, and a checkpoint after it when one is due, with
+    /// one `write`.
     fn append(&self, event: &AuditEvent) -> io::Result<()> {
         // Serialize outside the lock; only linking and writing are serialized.
         let fields = serde_json::to_vec(event)?;
-        let mut state = self.lock();
-        self.write_line(&mut state, &fields)?;
-        state.since_checkpoint += 1;
-        if let Some((key, every)) = &self.checkpoints
-            && state.since_checkpoint >= every.get()
+        let mut buf = Vec::with_capacity(fields.len() + 256);
+        let mut batch = self.batch(&mut buf);
+        batch.push_serialized(&fields)?;
+        batch.write()
+    }
+
+    /// Starts a batch of lines, written to the file in one `write` by
+    /// [`Batch::write`]; `buf` holds them meanwhile (it is cleared then, and can be
+    /// reused). The chain is locked until the batch is dropped.
+    pub(super) fn batch<'a>(&'a self, buf: &'a mut Vec<u8>) -> Batch<'a> {
+        buf.clear();
+        let state = self.lock();
+        Batch {
+            seq: state.seq,
+            hash: state.hash,
+            since_checkpoint: state.since_checkpoint,
+            records: 0,
+            state,
+            buf,
+            sink: self,
+        }
+    }
+
+    /// Counts `lost` records that could not be written (`event` is one of them, when
+    /// known), reports the sink unhealthy until a write succeeds again, and logs it
+    /// (rate-limited: see [`Report`]).
+    pub(super) fn lost(&self, err: &io::Error, event: Option<&AuditEvent>, lost: u64) {
+        let total = self.write_errors.fetch_add(lost, Ordering::Relaxed) + lost;
+        self.failing.store(true, Ordering::Relaxed);
+        let due = self
+            .reported
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .due(lost);
+        if let Some(since_last) = due {
+            tracing::error!(
+                target: "keygate::audit",
+                path = %self.path.display(),
+                error = %err,
+                action = event.map(|event| event.action.as_str()),
+                outcome = event.map(|event| event.outcome.as_str()),
+                lost_since_last_report = since_last,
+                lost_in_all = total,
+                "could not write audit events; they are lost",
+            );
+        }
+    }
+
+    /// Notes a successful write: healthy again, and logged if it was not.
+    pub(super) fn written(&self) {
+        if self.failing.swap(false, Ordering::Relaxed) {
+            tracing::warn!(
+                target: "keygate::audit",
+                path = %self.path.display(),
+                lost = self.write_errors(),
+                "audit events are written again",
+            );
+        }
+    }
+
+    /// Notes a failed `fsync`: the records written are in the OS's hands but may not
+    /// survive a power loss. Logged like a write failure (rate-limited), and the sink is
+    /// unhealthy until a write succeeds again; nothing is counted as lost.
+    pub(super) fn sync_failed(&self, err: &io::Error) {
+        self.failing.store(true, Ordering::Relaxed);
+        let due = self
+            .reported
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .due(0);
+        if due.is_some() {
+            tracing::error!(
+                target: "keygate::audit",
+                path = %self.path.display(),
+                error = %err,
+                "could not sync the audit file to disk (fsync)",
+            );
+        }
+    }
+}
+
+/// Lines added to the chain and written with one `write`: see [`JsonLinesSink::batch`].
+///
+/// The chain's head advances in the batch as lines are added, and in the sink only once
+/// [`write`](Self::write) succeeds; a batch dropped unwritten leaves the file and the
+/// chain as they were.
+pub(super) struct Batch<'a> {
+    sink: &'a JsonLinesSink,
+    state: MutexGuard<'a, ChainState>,
+    buf: &'a mut Vec<u8>,
+    /// `seq` and `hash` of the last line in the batch (or in the file, before the first).
+    seq: u64,
+    hash: HexHash,
+    since_checkpoint: u64,
+    /// Events (not checkpoints) in the batch.
+    records: u64,
+}
+
+impl Batch<'_> {
+    /// Adds `event` (serialized straight into the batch), and a checkpoint after it when
+    /// one is due.
+    ///
+    /// # Errors
+    ///
+    /// If the event does not serialize or its line would be longer than
+    /// [`MAX_LINE_LEN`]; it is then not added, and the batch goes on without it.
+    pub(super) fn push(&mut self, event: &AuditEvent) -> io::Result<()> {
+        let seq = self.next_seq()?;
+        self.hash = push_event_line(self.buf, seq, &self.hash, event)?;
+        self.added(seq)
+    }
+
+    /// [`push`](Self::push) for an event serialized already (a JSON object).
+    fn push_serialized(&mut self, fields: &[u8]) -> io::Result<()> {
+        let seq = self.next_seq()?;
+        self.hash = push_line(self.buf, seq, &self.hash, |buf| {
+            buf.extend_from_slice(fields);
+            Ok(())
+        })?;
+        self.added(seq)
+    }
+
+    /// Counts the event just added as line `seq`, and adds a checkpoint when one is due.
+    fn added(&mut self, seq: u64) -> io::Result<()> {
+        self.seq = seq;
+        self.records += 1;
+        self.since_checkpoint += 1;
+        if let Some((_, every)) = &self.sink.checkpoints
+            && self.since_checkpoint >= every.get()
         {
-            self.write_checkpoint(&mut state, key)?;
+            self.checkpoint()?;
         }
         Ok(())
     }
 
-    /// Links `fields` (a serialized event) to the chain and writes it as the next line.
-    fn write_line(&self, state: &mut ChainState, fields: &[u8]) -> io::Result<()> {
-        let seq = next_seq(state)?;
-        let (line, hash) = encode_line(seq, &state.hash, fields)?;
-        if line.len() > MAX_LINE_LEN {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "audit line longer than 1 MiB",
-            ));
+    /// Adds a checkpoint, if checkpoints are on and events came after the last one.
+    ///
+    /// # Errors
+    ///
+    /// Only if the sequence number overflows.
+    pub(super) fn checkpoint(&mut self) -> io::Result<()> {
+        let Some((key, _)) = &self.sink.checkpoints else {
+            return Ok(());
+        };
+        if self.since_checkpoint == 0 {
+            return Ok(());
         }
-        if let Err(err) = state
+        let seq = self.next_seq()?;
+        let prev = String::from_utf8_lossy(&self.hash);
+        let record = key.record(seq, &prev);
+        self.hash = push_event_line(self.buf, seq, &self.hash, &record)?;
+        self.seq = seq;
+        self.since_checkpoint = 0;
+        Ok(())
+    }
+
+    /// The `seq` of the next line.
+    fn next_seq(&self) -> io::Result<u64> {
+        self.seq
+            .checked_add(1)
+            .ok_or_else(|| io::Error::other("audit sequence number overflow"))
+    }
+
+    /// Events in the batch (checkpoints not counted).
+    pub(super) fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Bytes in the batch.
+    pub(super) fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes the batch to the file with one `write_all` (nothing if it is empty), and
+    /// moves the chain's head to its last line.
+    ///
+    /// # Errors
+    ///
+    /// If the write fails. Whatever part of the batch reached the file is cut off again,
+    /// so that the chain stays valid, and the chain's head stays where it was: every line
+    /// of the batch is lost.
+    pub(super) fn write(mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let written = self
+            .state
             .file
-            .write_all(&line)
-            .and_then(|()| state.file.flush())
-        {
+            .write_all(self.buf)
+            .and_then(|()| self.state.file.flush());
+        if let Err(err) = written {
             // A partial line would break the chain for every line after it.
-            let len = state.len;
-            if let Err(truncate) = state.file.set_len(len) {
+            let len = self.state.len;
+            if let Err(truncate) = self.state.file.set_len(len) {
                 tracing::error!(
                     target: "keygate::audit",
-                    path = %self.path.display(),
+                    path = %self.sink.path.display(),
                     error = %truncate,
                     "could not cut off a partial audit line; the chain may be broken here",
                 );
             }
+            self.buf.clear();
             return Err(err);
         }
-        state.seq = seq;
-        state.hash = hash;
-        state.len += line.len() as u64;
+        self.state.seq = self.seq;
+        self.state.hash = self.hash;
+        self.state.len += self.buf.len() as u64;
+        self.state.since_checkpoint = self.since_checkpoint;
+        self.buf.clear();
         Ok(())
     }
-}
-
-/// The `seq` of the next line.
-fn next_seq(state: &ChainState) -> io::Result<u64> {
-    state
-        .seq
-        .checked_add(1)
-        .ok_or_else(|| io::Error::other("audit sequence number overflow"))
 }
 
 impl Drop for JsonLinesSink {
@@ -332,56 +507,27 @@ impl Drop for JsonLinesSink {
 impl AuditSink for JsonLinesSink {
     fn record(&self, event: AuditEvent) {
         match self.append(&event) {
-            Ok(()) => {
-                if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::warn!(
-                        target: "keygate::audit",
-                        path = %self.path.display(),
-                        lost = self.write_errors(),
-                        "audit events are written again",
-                    );
-                }
-            }
-            Err(err) => {
-                let lost = self.write_errors.fetch_add(1, Ordering::Relaxed) + 1;
-                self.failing.store(true, Ordering::Relaxed);
-                self.report(&err, &event, lost);
-            }
+            Ok(()) => self.written(),
+            Err(err) => self.lost(&err, Some(&event), 1),
         }
     }
 
     fn healthy(&self) -> bool {
         !self.failing.load(Ordering::Relaxed)
     }
-}
 
-impl JsonLinesSink {
-    /// Logs a write failure: the first of a run at once, then at most one line per
-    /// [`REPORT_EVERY`] with the number lost meanwhile, so that a full disk under a flood
-    /// does not become a flood of log lines.
-    fn report(&self, err: &io::Error, event: &AuditEvent, lost: u64) {
-        let mut report = self.reported.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = Instant::now();
-        if report
-            .at
-            .is_some_and(|at| now.duration_since(at) < REPORT_EVERY)
-        {
-            report.unreported += 1;
-            return;
+    /// Every record is written when `record` returns: writes a checkpoint, if
+    /// checkpoints are on and records followed the last (see
+    /// [`checkpoint`](Self::checkpoint)); a failure is logged.
+    fn flush(&self) {
+        if let Err(error) = self.checkpoint() {
+            tracing::error!(
+                target: "keygate::audit",
+                path = %self.path.display(),
+                %error,
+                "could not write an audit checkpoint",
+            );
         }
-        let unreported = std::mem::take(&mut report.unreported);
-        report.at = Some(now);
-        drop(report);
-        tracing::error!(
-            target: "keygate::audit",
-            path = %self.path.display(),
-            error = %err,
-            action = event.action.as_str(),
-            outcome = event.outcome.as_str(),
-            lost_since_last_report = unreported + 1,
-            lost_in_all = lost,
-            "could not write audit events; they are lost",
-        );
     }
 }
 
@@ -574,6 +720,9 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn write_failure_is_counted_not_panicked() {
+        let _turn = super::super::testing::DEV_FULL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Ok(sink) = JsonLinesSink::open("/dev/full") else {
             return; // no /dev/full here
         };
@@ -644,6 +793,24 @@ mod tests {
         assert_eq!(
             (summary.lines, summary.checkpoints, summary.unsigned_tail),
             (34, 4, 0)
+        );
+    }
+
+    #[test]
+    fn flush_writes_a_checkpoint_when_records_followed_the_last() {
+        let dir = TempDir::new();
+        let sink = JsonLinesSink::open(dir.file())
+            .expect("open")
+            .with_checkpoints(key(1), NonZeroU64::new(100).expect("100"));
+        sink.flush();
+        assert_eq!(sink.last_seq(), 0, "nothing to vouch for");
+        sink.record(event(0));
+        sink.flush();
+        sink.flush();
+        let summary = super::super::verify_file_signed(dir.file(), &key(1)).expect("valid");
+        assert_eq!(
+            (summary.lines, summary.checkpoints, summary.unsigned_tail),
+            (2, 1, 0)
         );
     }
 
