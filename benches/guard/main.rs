@@ -10,11 +10,13 @@
 //! | `refused` | missing key, bad checksum, unknown key, rate-limited, client blocked after failed attempts |
 //! | `registry` | the admitted path with 1, 10,000 and 1,000,000 registered keys |
 //! | `stack` | side by side: no guard, tower-http + tower_governor (without and with its headers), keygate |
+//! | `threads` | the admitted path on 1 and 2 threads at once (one key shared, a key per thread, no guard), with the scaling ratio |
 //! | `limiter` | `InMemoryRateLimit::check` admitted (GCRA and strict window) and refused, governor's keyed limiter alone, `FailedAttemptLimiter::check` |
 //!
 //! ```text
 //! cargo bench --bench guard                 # everything, about two minutes
 //! cargo bench --bench guard -- stack        # one group
+//! cargo bench --bench guard -- threads      # across cores (see threads.rs)
 //! ```
 //!
 //! Short measurements (1 s warm-up, 2 s, 40 samples) keep the whole run to a couple of
@@ -38,6 +40,7 @@ mod limiter;
 mod refused;
 mod registry;
 mod stack;
+mod threads;
 
 fn config() -> Criterion {
     Criterion::default()
@@ -85,6 +88,6 @@ pub(crate) fn bench_calls<S, B>(
 criterion_group! {
     name = guard;
     config = config();
-    targets = admitted::bench, refused::bench, registry::bench, stack::bench, limiter::bench
+    targets = admitted::bench, refused::bench, registry::bench, stack::bench, limiter::bench, threads::bench
 }
 criterion_main!(guard);
