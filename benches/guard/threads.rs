@@ -10,9 +10,10 @@
 //! Each iteration is one request on every thread, so criterion's throughput is the
 //! requests per second of all threads together. Each thread builds its requests inside
 //! the timed loop from static parts (the key's header value too: cloning it shares no
-//! reference count), on every row alike;
-//! the time of a sample is the longest of the threads' times, measured from a common
-//! start. After the group, the scaling ratios (throughput with n threads ÷ with one) are
+//! reference count), on every row alike; the time of a sample is the longest of the
+//! threads' times, measured from a common start. The threads live for the whole
+//! benchmark, and samples are few and long (10), so that the scheduler has spread them
+//! over the cores before they are timed. After the group, the scaling ratios (throughput with n threads ÷ with one) are
 //! printed from criterion's medians.
 //!
 //! ```text
@@ -22,7 +23,8 @@
 
 use std::{
     path::PathBuf,
-    sync::{Arc, Barrier},
+    sync::{Arc, Barrier, mpsc},
+    thread::Scope,
     time::{Duration, Instant},
 };
 
@@ -72,36 +74,58 @@ fn header_value(key: &ApiKey) -> &'static HeaderValue {
     Box::leak(Box::new(HeaderValue::from_static(text)))
 }
 
-/// Runs `iters` requests on each of `services.len()` threads at once; the longest time.
-fn run<S, B>(services: &[S], keys: &[&'static HeaderValue], iters: u64) -> Duration
-where
-    S: Service<Request<()>, Response = Response<B>> + Clone + Send,
-    S::Error: std::fmt::Debug,
-{
-    let start = Barrier::new(services.len());
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = services
-            .iter()
+/// One thread per service, kept for the whole benchmark (threads spawned per sample would
+/// start on a busy core and spend part of the sample waiting to be moved).
+struct Workers {
+    jobs: Vec<mpsc::Sender<u64>>,
+    done: mpsc::Receiver<Duration>,
+}
+
+impl Workers {
+    /// Starts a thread per service in `scope`, each presenting its key.
+    fn start<'scope, S, B>(
+        scope: &'scope Scope<'scope, '_>,
+        services: Vec<S>,
+        keys: &[&'static HeaderValue],
+    ) -> Self
+    where
+        S: Service<Request<()>, Response = Response<B>> + Send + 'scope,
+        S::Error: std::fmt::Debug,
+    {
+        let start = Arc::new(Barrier::new(services.len()));
+        let (report, done) = mpsc::channel();
+        let jobs = services
+            .into_iter()
             .zip(keys)
-            .map(|(service, &key)| {
-                let mut service = service.clone();
-                let start = &start;
+            .map(|(mut service, &key)| {
+                let (job, jobs) = mpsc::channel::<u64>();
+                let (start, report) = (Arc::clone(&start), report.clone());
                 scope.spawn(move || {
-                    start.wait();
-                    let began = Instant::now();
-                    for _ in 0..iters {
-                        drop(call(&mut service, request(key)));
+                    while let Ok(iters) = jobs.recv() {
+                        start.wait();
+                        let began = Instant::now();
+                        for _ in 0..iters {
+                            drop(call(&mut service, request(key)));
+                        }
+                        report.send(began.elapsed()).expect("the bench is waiting");
                     }
-                    began.elapsed()
-                })
+                });
+                job
             })
             .collect();
-        workers
-            .into_iter()
-            .map(|worker| worker.join().expect("a bench thread panicked"))
+        Self { jobs, done }
+    }
+
+    /// Runs `iters` requests on every thread at once; the longest time.
+    fn run(&self, iters: u64) -> Duration {
+        for job in &self.jobs {
+            job.send(iters).expect("a bench thread stopped");
+        }
+        (0..self.jobs.len())
+            .map(|_| self.done.recv().expect("a bench thread panicked"))
             .max()
             .unwrap_or_default()
-    })
+    }
 }
 
 pub(crate) fn bench(c: &mut Criterion) {
@@ -119,14 +143,18 @@ pub(crate) fn bench(c: &mut Criterion) {
         .collect();
 
     let mut group = c.benchmark_group(GROUP);
+    // Few long samples: each is a run of every thread at once.
+    group.sample_size(10);
     for &n in &counts {
         group.throughput(Throughput::Elements(n as u64));
         let one_key = vec![keys[0]; n];
         let per_thread = &keys[..n];
 
-        let plain = vec![inner(); n];
-        group.bench_function(BenchmarkId::new("no_guard", n), |b| {
-            b.iter_custom(|iters| run(&plain, per_thread, iters));
+        std::thread::scope(|scope| {
+            let workers = Workers::start(scope, vec![inner(); n], per_thread);
+            group.bench_function(BenchmarkId::new("no_guard", n), |b| {
+                b.iter_custom(|iters| workers.run(iters));
+            });
         });
 
         for (scenario, keys) in [("one_key", &one_key[..]), ("key_per_thread", per_thread)] {
@@ -135,9 +163,11 @@ pub(crate) fn bench(c: &mut Criterion) {
             for &key in keys {
                 expect_status(&mut service, request(key), StatusCode::OK);
             }
-            let services = vec![service; n];
-            group.bench_function(BenchmarkId::new(scenario, n), |b| {
-                b.iter_custom(|iters| run(&services, keys, iters));
+            std::thread::scope(|scope| {
+                let workers = Workers::start(scope, vec![service; n], keys);
+                group.bench_function(BenchmarkId::new(scenario, n), |b| {
+                    b.iter_custom(|iters| workers.run(iters));
+                });
             });
         }
     }
