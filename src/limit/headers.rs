@@ -55,8 +55,9 @@ const fn ceil_secs(duration: Duration) -> u64 {
 /// [`Quota::named`](super::Quota::named) are tokens and appear as they are.
 ///
 /// governor reports decisions, not HTTP headers, so keygate formats them itself. The
-/// `RateLimit-Policy` value is made once per [`Quota`](super::Quota) and shared by every
-/// decision under it; the `RateLimit` value is written into a small stack buffer and
+/// `RateLimit-Policy` value is made once per distinct policy name, limit and window of a
+/// [`Quota`](super::Quota) and kept as a static value that every decision under it clones
+/// without touching a reference count; the `RateLimit` value is written into a small stack buffer and
 /// copied once into its [`HeaderValue`]: one allocation per admitted response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateLimitHeaders {
