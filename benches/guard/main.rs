@@ -11,12 +11,14 @@
 //! | `registry` | the admitted path with 1, 10,000 and 1,000,000 registered keys |
 //! | `stack` | side by side: no guard, tower-http + tower_governor (without and with its headers), keygate |
 //! | `router` | the same side by side inside an axum `Router` (the issue's harness), like with like: keygate without its headers on admitted responses against the bare stack, with them against the stack with `use_headers`; keygate with 1 and 1,000,000 keys |
+//! | `threads` | the admitted path on 1 and 2 threads at once (one key shared, a key per thread, no guard), with the scaling ratio |
 //! | `limiter` | `InMemoryRateLimit::check` admitted (GCRA and strict window) and refused, governor's keyed limiter alone, `FailedAttemptLimiter::check` |
 //! | `audit` | `record()` of the JSON-lines audit log on the request thread: written there (`JsonLinesSink`) or queued (`BackgroundSink`), and the queued writer's throughput when saturated |
 //!
 //! ```text
 //! cargo bench --bench guard                 # everything, about two minutes
 //! cargo bench --bench guard -- stack        # one group
+//! cargo bench --bench guard -- threads      # across cores (see threads.rs)
 //! ```
 //!
 //! Short measurements (1 s warm-up, 2 s, 40 samples) keep the whole run to a couple of
@@ -42,6 +44,7 @@ mod refused;
 mod registry;
 mod router;
 mod stack;
+mod threads;
 
 fn config() -> Criterion {
     Criterion::default()
@@ -90,6 +93,6 @@ criterion_group! {
     name = guard;
     config = config();
     targets = admitted::bench, refused::bench, registry::bench, stack::bench, router::bench,
-        limiter::bench, audit::bench
+        limiter::bench, audit::bench, threads::bench
 }
 criterion_main!(guard);

@@ -3,7 +3,7 @@
 //! what one key costs.
 //!
 //! The same key is presented on every request, so its entry stays in the CPU cache: this
-//! measures how the lookup scales (a hash-map read under a read lock), not the memory
+//! measures how the lookup scales (a hash-map read without a lock), not the memory
 //! latency of a cold entry, which any table of a million keys pays alike.
 
 use criterion::{BenchmarkId, Criterion, Throughput};

@@ -55,8 +55,9 @@ const fn ceil_secs(duration: Duration) -> u64 {
 /// [`Quota::named`](super::Quota::named) are tokens and appear as they are.
 ///
 /// governor reports decisions, not HTTP headers, so keygate formats them itself. The
-/// `RateLimit-Policy` value is made once per [`Quota`](super::Quota) and shared by every
-/// decision under it; the `RateLimit` value is written into a small stack buffer and
+/// `RateLimit-Policy` value is made once per distinct policy name, limit and window of a
+/// [`Quota`](super::Quota) and kept as a static value that every decision under it clones
+/// without touching a reference count; the `RateLimit` value is written into a small stack buffer and
 /// copied once into its [`HeaderValue`]: one allocation per admitted response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateLimitHeaders {
@@ -121,17 +122,17 @@ impl RateLimitDecision {
         // fields were changed since is formatted in full.
         let rendered = self
             .rendered
-            .as_deref()
             .filter(|r| r.describes(&self.policy, self.limit, self.window));
 
         let policy = match rendered {
+            // A static value: cloning it touches no reference count.
             Some(rendered) => rendered.policy_value.clone(),
-            None => render_policy(&self.policy, self.limit, self.window).0,
+            None => value_of(&render_policy(&self.policy, self.limit, self.window).0),
         };
 
         let mut rate_limit = ValueBuf::new();
         if let Some(rendered) = rendered {
-            rate_limit.push(&rendered.rate_limit_prefix);
+            rate_limit.push(rendered.rate_limit_prefix);
         } else {
             rate_limit.push_sf_string(&self.policy);
             rate_limit.push(b";r=");
@@ -154,12 +155,8 @@ impl RateLimitDecision {
 }
 
 /// The `RateLimit-Policy` value of a policy (`"<policy>";q=<limit>;w=<window>`), and the
-/// start of its `RateLimit` values (`"<policy>";r=`).
-pub(crate) fn render_policy(
-    policy: &str,
-    limit: u32,
-    window: Duration,
-) -> (HeaderValue, Box<[u8]>) {
+/// start of its `RateLimit` values (`"<policy>";r=`). Printable ASCII only.
+pub(crate) fn render_policy(policy: &str, limit: u32, window: Duration) -> (Box<[u8]>, Box<[u8]>) {
     let mut prefix = ValueBuf::new();
     prefix.push_sf_string(policy);
     let name_len = prefix.len();
@@ -170,7 +167,12 @@ pub(crate) fn render_policy(
     value.push_u64(u64::from(limit));
     value.push(b";w=");
     value.push_u64(ceil_secs(window).max(1));
-    (value.into_value(), prefix.as_bytes().into())
+    (value.as_bytes().into(), prefix.as_bytes().into())
+}
+
+/// A header value of printable ASCII (what [`ValueBuf`] writes), copied.
+fn value_of(bytes: &[u8]) -> HeaderValue {
+    HeaderValue::from_bytes(bytes).unwrap_or(HeaderValue::from_static(""))
 }
 
 /// The bytes of a header value: on the stack up to `STACK` bytes (every value keygate
@@ -246,13 +248,13 @@ impl ValueBuf {
 
     fn into_value(self) -> HeaderValue {
         // Only printable ASCII is ever written, which `HeaderValue` always accepts.
-        HeaderValue::from_bytes(self.as_bytes()).unwrap_or(HeaderValue::from_static(""))
+        value_of(self.as_bytes())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::{num::NonZeroU32, sync::Arc};
+    use std::num::NonZeroU32;
 
     use super::*;
     use crate::limit::Quota;
@@ -295,7 +297,7 @@ mod tests {
         assert_eq!(decision.headers().policy(), r#""default";q=100;w=60"#);
         decision.limit = 5;
         assert_eq!(decision.headers().policy(), r#""default";q=5;w=60"#);
-        decision.policy = Arc::from("gold");
+        decision.policy = "gold".into();
         let headers = decision.headers();
         assert_eq!(headers.policy(), r#""gold";q=5;w=60"#);
         assert_eq!(headers.rate_limit(), r#""gold";r=7;t=3"#);
@@ -343,7 +345,7 @@ mod tests {
     #[test]
     fn hand_built_policy_names_stay_valid_header_values() {
         let decision = RateLimitDecision {
-            policy: Arc::from("we\"ird\\ nämé"),
+            policy: "we\"ird\\ nämé".into(),
             ..RateLimitDecision::allow(&quota(1), 0, Duration::ZERO)
         };
         assert_eq!(
@@ -351,7 +353,7 @@ mod tests {
             r#""we\"ird\\ n??m??";r=0;t=0"#
         );
         let long = RateLimitDecision {
-            policy: Arc::from("x".repeat(300)),
+            policy: "x".repeat(300).into(),
             ..decision
         };
         let value = long.headers().policy().clone();

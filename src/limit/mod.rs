@@ -55,7 +55,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::{num::NonZeroU32, sync::Arc, time::Duration};
+use std::{borrow::Cow, num::NonZeroU32, sync::Arc, time::Duration};
 
 use crate::BackendFuture;
 
@@ -182,8 +182,9 @@ impl LimitError {
 pub struct RateLimitDecision {
     /// Whether the request was admitted (and its cost consumed).
     pub allowed: bool,
-    /// The quota's policy name.
-    pub policy: Arc<str>,
+    /// The quota's policy name: borrowed from the quota (copying it costs nothing),
+    /// or owned when set by hand.
+    pub policy: Cow<'static, str>,
     /// The quota's requests per window ([`Quota::limit`], not the burst).
     pub limit: u32,
     /// The quota's window.
@@ -198,7 +199,7 @@ pub struct RateLimitDecision {
     /// enough of the oldest admissions have left the window). `None` when allowed.
     pub retry_after: Option<Duration>,
     /// The quota's header values, made once per quota (see [`RateLimitDecision::headers`]).
-    rendered: Option<Arc<quota::RenderedPolicy>>,
+    rendered: Option<&'static quota::RenderedPolicy>,
 }
 
 impl PartialEq for RateLimitDecision {
@@ -222,13 +223,13 @@ impl RateLimitDecision {
     pub fn allow(quota: &Quota, remaining: u32, reset: Duration) -> Self {
         Self {
             allowed: true,
-            policy: quota.policy_shared(),
+            policy: Cow::Borrowed(quota.rendered().policy),
             limit: quota.limit(),
             window: quota.window(),
             remaining,
             reset,
             retry_after: None,
-            rendered: Some(Arc::clone(quota.rendered())),
+            rendered: Some(quota.rendered()),
         }
     }
 

@@ -1,7 +1,12 @@
 //! Quotas (how many requests per window, with which burst, or strictly at most how
 //! many in any window) and quota tiers.
 
-use std::{collections::HashMap, num::NonZeroU32, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    num::NonZeroU32,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use super::clock::MAX_NANOS;
 
@@ -81,7 +86,7 @@ pub struct Quota {
     /// Whether [`named`](Self::named) gave the policy its name (a tier then keeps it).
     explicitly_named: bool,
     /// The header values every decision under this quota shares, made once.
-    rendered: Arc<RenderedPolicy>,
+    rendered: &'static RenderedPolicy,
 }
 
 impl Quota {
@@ -359,8 +364,8 @@ impl Quota {
     }
 
     /// The header values shared by every decision under this quota.
-    pub(crate) fn rendered(&self) -> &Arc<RenderedPolicy> {
-        &self.rendered
+    pub(crate) fn rendered(&self) -> &'static RenderedPolicy {
+        self.rendered
     }
 }
 
@@ -368,35 +373,59 @@ impl Quota {
 /// when the quota is: the whole `RateLimit-Policy` value and the start of the `RateLimit`
 /// value (`"<policy>";r=`). A response then copies no policy text and formats only its
 /// two numbers.
+///
+/// Made once per distinct policy name, limit and window in the process and kept for its
+/// lifetime (interned): a decision refers to it and a response's `RateLimit-Policy` value
+/// is a static [`Bytes`](bytes::Bytes), so that admitting a request changes no reference
+/// count that every core shares. Quotas are configuration, so the set stays small; a
+/// process that builds quotas in a loop keeps one copy (about 100 bytes) per distinct
+/// triple, not one per quota.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct RenderedPolicy {
     /// The policy name, limit and window the values were made from.
-    pub(crate) policy: Arc<str>,
+    pub(crate) policy: &'static str,
     pub(crate) limit: u32,
     pub(crate) window: Duration,
     /// `"<policy>";q=<limit>;w=<window seconds>`.
     pub(crate) policy_value: http::HeaderValue,
     /// `"<policy>";r=`.
-    pub(crate) rate_limit_prefix: Box<[u8]>,
+    pub(crate) rate_limit_prefix: &'static [u8],
 }
 
+/// Every [`RenderedPolicy`] made so far, by policy name, limit and window.
+type Interned = BTreeMap<(&'static str, u32, Duration), &'static RenderedPolicy>;
+
+static INTERNED: Mutex<Interned> = Mutex::new(BTreeMap::new());
+
 impl RenderedPolicy {
-    fn new(policy: &Arc<str>, limit: u32, window: Duration) -> Arc<Self> {
-        let (policy_value, rate_limit_prefix) =
-            super::headers::render_policy(policy, limit, window);
-        Arc::new(Self {
-            policy: Arc::clone(policy),
+    /// The values for `policy`, `limit` and `window`, made on first use.
+    fn new(policy: &str, limit: u32, window: Duration) -> &'static Self {
+        // Only quota construction (configuration) takes this lock, never a request.
+        let mut interned = INTERNED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&rendered) = interned.get(&(policy, limit, window)) {
+            return rendered;
+        }
+        let (value, prefix) = super::headers::render_policy(policy, limit, window);
+        let value: &'static [u8] = Box::leak(value);
+        let policy: &'static str = Box::leak(Box::from(policy));
+        let rendered: &'static Self = Box::leak(Box::new(Self {
+            policy,
             limit,
             window,
-            policy_value,
-            rate_limit_prefix,
-        })
+            // Only printable ASCII is written (see `render_policy`), which a header value
+            // always accepts.
+            policy_value: http::HeaderValue::from_maybe_shared(bytes::Bytes::from_static(value))
+                .unwrap_or(http::HeaderValue::from_static("")),
+            rate_limit_prefix: Box::leak(prefix),
+        }));
+        interned.insert((policy, limit, window), rendered);
+        rendered
     }
 
     /// Whether these values still describe a decision's `policy`, `limit` and `window`
     /// (the fields of a decision are public and may have been changed).
-    pub(crate) fn describes(&self, policy: &Arc<str>, limit: u32, window: Duration) -> bool {
-        Arc::ptr_eq(&self.policy, policy) && self.limit == limit && self.window == window
+    pub(crate) fn describes(&self, policy: &str, limit: u32, window: Duration) -> bool {
+        self.policy == policy && self.limit == limit && self.window == window
     }
 }
 
@@ -589,6 +618,31 @@ mod tests {
             q.map(|q| q.replenish_interval()),
             Some(Duration::from_nanos(1))
         );
+    }
+
+    #[test]
+    fn header_values_are_made_once_per_policy_limit_and_window() {
+        let gold = || Quota::per_minute(nz(100)).named("gold").unwrap();
+        let (a, b) = (gold(), gold());
+        // The same values, not copies: every decision refers to one interned set.
+        assert!(std::ptr::eq(a.rendered(), b.rendered()));
+        assert!(std::ptr::eq(
+            a.rendered(),
+            Tiers::new(Quota::per_minute(nz(1)))
+                .tier("gold", Quota::per_minute(nz(100)))
+                .quota_for("gold")
+                .rendered()
+        ));
+        assert_eq!(a.rendered().policy_value, r#""gold";q=100;w=60"#);
+        assert_eq!(a.rendered().rate_limit_prefix, br#""gold";r="#);
+        for other in [
+            Quota::per_minute(nz(101)).named("gold").unwrap(),
+            Quota::per_hour(nz(100)).named("gold").unwrap(),
+            Quota::per_minute(nz(100)).named("silver").unwrap(),
+        ] {
+            assert!(!std::ptr::eq(a.rendered(), other.rendered()));
+            assert_ne!(a.rendered().policy_value, other.rendered().policy_value);
+        }
     }
 
     #[test]

@@ -225,3 +225,98 @@ async fn revocation_takes_effect_on_the_very_next_request() {
         .await
         .assert_refusal(401, "revoked_credentials");
 }
+
+/// Across threads: while two threads serve requests through clones of one guard (the
+/// in-memory registry, read without a lock), a key revoked on a third is refused on the
+/// very next request, and the other thread's key keeps working.
+#[test]
+fn revocation_on_one_thread_is_seen_by_the_next_request_on_another() {
+    use std::{
+        convert::Infallible,
+        sync::{
+            Arc,
+            atomic::{AtomicBool, AtomicUsize, Ordering},
+        },
+    };
+
+    use futures_util::FutureExt as _;
+    use http::{Request, Response, StatusCode};
+    use keygate::InMemoryRegistry;
+    use tower::{Layer as _, Service, ServiceExt as _, service_fn};
+
+    fn call<S>(service: &mut S, key: &str) -> (StatusCode, String)
+    where
+        S: Service<Request<()>, Response = Response<String>, Error = Infallible>,
+    {
+        let request = Request::get("/jobs")
+            .header("x-api-key", key)
+            .body(())
+            .unwrap();
+        let response = async { service.ready().await?.call(request).await }
+            .now_or_never()
+            .expect("in memory: answered at once")
+            .unwrap();
+        (response.status(), response.into_body())
+    }
+
+    let registry = Arc::new(InMemoryRegistry::new());
+    let issue = |principal: &str| {
+        let (key, key_id) = ApiKey::generate(&KeyPrefix::default()).unwrap();
+        registry.insert_key(&key, KeyGrant::new(principal)).unwrap();
+        (key.expose_secret().to_owned(), key_id)
+    };
+    let (doomed, doomed_id) = issue("a");
+    let (kept, _) = issue("b");
+    let guard = ApiKeyGuard::builder()
+        .registry(Arc::clone(&registry))
+        .build()
+        .unwrap();
+    let service = guard.layer(service_fn(|_: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }));
+    let (revoked, stop) = (AtomicBool::new(false), AtomicBool::new(false));
+    let served = AtomicUsize::new(0);
+
+    std::thread::scope(|scope| {
+        let (revoked, stop, served) = (&revoked, &stop, &served);
+        let mut first = service.clone();
+        let doomed = &doomed;
+        let refused = scope.spawn(move || {
+            loop {
+                // Read before the request: once set, the revocation has returned.
+                let after = revoked.load(Ordering::Acquire);
+                let (status, body) = call(&mut first, doomed);
+                if after {
+                    return (status, body);
+                }
+                // Before: admitted, unless the revocation just landed.
+                assert!(status == StatusCode::OK || body.contains("revoked_credentials"));
+                served.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let mut second = service.clone();
+        let kept = &kept;
+        let other = scope.spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                assert_eq!(call(&mut second, kept).0, StatusCode::OK);
+                served.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        while served.load(Ordering::Relaxed) < 200 {
+            std::thread::yield_now();
+        }
+        registry
+            .revoke(&doomed_id, OffsetDateTime::now_utc())
+            .now_or_never()
+            .expect("in memory: answered at once")
+            .unwrap();
+        revoked.store(true, Ordering::Release);
+        let (status, body) = refused.join().unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("revoked_credentials"), "{body}");
+        stop.store(true, Ordering::Release);
+        other.join().unwrap();
+    });
+    let mut service = service;
+    assert_eq!(call(&mut service, &kept).0, StatusCode::OK);
+}

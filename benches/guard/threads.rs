@@ -1,0 +1,222 @@
+//! Across cores: the admitted path driven by 1, 2, ... threads at once, each with its own
+//! clone of the service, to show whether the guard scales as the inner service does.
+//!
+//! - `threads/no_guard/<n>`: the inner service alone, the reference (it shares nothing);
+//! - `threads/one_key/<n>`: the guard, the in-memory registry and the per-key limiter,
+//!   every thread presenting the same key (its limiter state is shared by nature);
+//! - `threads/key_per_thread/<n>`: the same, each thread with a key of its own: nothing
+//!   but the configuration needs to be shared, and this row should scale like the first.
+//!
+//! Each iteration is one request on every thread, so criterion's throughput is the
+//! requests per second of all threads together. Each thread builds its requests inside
+//! the timed loop from static parts (the key's header value too: cloning it shares no
+//! reference count), on every row alike; the time of a sample is the longest of the
+//! threads' times, measured from a common start. The threads live for the whole
+//! benchmark, and samples are few and long (10), so that the scheduler has spread them
+//! over the cores before they are timed. After the group, the scaling ratios (throughput with n threads ÷ with one) are
+//! printed from criterion's medians.
+//!
+//! ```text
+//! cargo bench --bench guard -- threads                    # 1 and 2 threads
+//! KEYGATE_BENCH_THREADS=1,2,4 cargo bench --bench guard -- threads
+//! ```
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Barrier, mpsc},
+    thread::Scope,
+    time::{Duration, Instant},
+};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use http::{HeaderValue, Request, Response, StatusCode};
+use keygate::{ApiKey, InMemoryRegistry, KeyGrant};
+use tower::{Layer as _, Service};
+
+use crate::fixtures::{HEADER, Stages, call, expect_status, generate, guard, inner};
+
+/// The thread counts: `KEYGATE_BENCH_THREADS` (e.g. `1,2,4`), else 1 and 2.
+fn thread_counts() -> Vec<usize> {
+    std::env::var("KEYGATE_BENCH_THREADS")
+        .ok()
+        .map(|list| {
+            list.split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .filter(|&n| n > 0)
+                .collect::<Vec<usize>>()
+        })
+        .filter(|counts| !counts.is_empty())
+        .unwrap_or_else(|| vec![1, 2])
+}
+
+const GROUP: &str = "threads";
+const SCENARIOS: [&str; 3] = ["no_guard", "one_key", "key_per_thread"];
+
+/// A request as [`fixtures::request`](crate::fixtures::request) builds it, from static
+/// parts only: what a server has just parsed, without the bench's own copying.
+fn request(key: &'static HeaderValue) -> Request<()> {
+    Request::get("/coordinator/jobs/0b7f6c1e")
+        .header("host", HeaderValue::from_static("coordinator.internal"))
+        .header(
+            "user-agent",
+            HeaderValue::from_static("python-requests/2.32.3"),
+        )
+        .header("accept", HeaderValue::from_static("application/json"))
+        .header(HEADER, key.clone())
+        .body(())
+        .expect("valid request")
+}
+
+/// A key's header value, static (leaked: a few per process) so that cloning it into each
+/// request touches no reference count the threads would share.
+fn header_value(key: &ApiKey) -> &'static HeaderValue {
+    let text: &'static str = Box::leak(key.expose_secret().to_owned().into_boxed_str());
+    Box::leak(Box::new(HeaderValue::from_static(text)))
+}
+
+/// One thread per service, kept for the whole benchmark (threads spawned per sample would
+/// start on a busy core and spend part of the sample waiting to be moved).
+struct Workers {
+    jobs: Vec<mpsc::Sender<u64>>,
+    done: mpsc::Receiver<Duration>,
+}
+
+impl Workers {
+    /// Starts a thread per service in `scope`, each presenting its key.
+    fn start<'scope, S, B>(
+        scope: &'scope Scope<'scope, '_>,
+        services: Vec<S>,
+        keys: &[&'static HeaderValue],
+    ) -> Self
+    where
+        S: Service<Request<()>, Response = Response<B>> + Send + 'scope,
+        S::Error: std::fmt::Debug,
+    {
+        let start = Arc::new(Barrier::new(services.len()));
+        let (report, done) = mpsc::channel();
+        let jobs = services
+            .into_iter()
+            .zip(keys)
+            .map(|(mut service, &key)| {
+                let (job, jobs) = mpsc::channel::<u64>();
+                let (start, report) = (Arc::clone(&start), report.clone());
+                scope.spawn(move || {
+                    while let Ok(iters) = jobs.recv() {
+                        start.wait();
+                        let began = Instant::now();
+                        for _ in 0..iters {
+                            drop(call(&mut service, request(key)));
+                        }
+                        report.send(began.elapsed()).expect("the bench is waiting");
+                    }
+                });
+                job
+            })
+            .collect();
+        Self { jobs, done }
+    }
+
+    /// Runs `iters` requests on every thread at once; the longest time.
+    fn run(&self, iters: u64) -> Duration {
+        for job in &self.jobs {
+            job.send(iters).expect("a bench thread stopped");
+        }
+        (0..self.jobs.len())
+            .map(|_| self.done.recv().expect("a bench thread panicked"))
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+pub(crate) fn bench(c: &mut Criterion) {
+    let counts = thread_counts();
+    let most = counts.iter().copied().max().unwrap_or(1);
+    let registry = Arc::new(InMemoryRegistry::new());
+    let keys: Vec<&'static HeaderValue> = (0..most)
+        .map(|i| {
+            let key = generate();
+            registry
+                .insert_key(&key, KeyGrant::new(format!("coordinator-{i}")))
+                .expect("registration");
+            header_value(&key)
+        })
+        .collect();
+
+    let mut group = c.benchmark_group(GROUP);
+    // Few long samples: each is a run of every thread at once.
+    group.sample_size(10);
+    for &n in &counts {
+        group.throughput(Throughput::Elements(n as u64));
+        let one_key = vec![keys[0]; n];
+        let per_thread = &keys[..n];
+
+        std::thread::scope(|scope| {
+            let workers = Workers::start(scope, vec![inner(); n], per_thread);
+            group.bench_function(BenchmarkId::new("no_guard", n), |b| {
+                b.iter_custom(|iters| workers.run(iters));
+            });
+        });
+
+        for (scenario, keys) in [("one_key", &one_key[..]), ("key_per_thread", per_thread)] {
+            // One guard, as a server has one, cloned into every thread.
+            let mut service = guard(&registry, Stages::limited()).layer(inner());
+            for &key in keys {
+                expect_status(&mut service, request(key), StatusCode::OK);
+            }
+            std::thread::scope(|scope| {
+                let workers = Workers::start(scope, vec![service; n], keys);
+                group.bench_function(BenchmarkId::new(scenario, n), |b| {
+                    b.iter_custom(|iters| workers.run(iters));
+                });
+            });
+        }
+    }
+    group.finish();
+    print_scaling(&counts);
+}
+
+/// Where criterion keeps its results: `$CRITERION_HOME`, else `criterion` in the target
+/// directory.
+fn criterion_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"),
+            PathBuf::from,
+        )
+        .join("criterion")
+}
+
+/// The median time of one iteration of a benchmark of this run, in nanoseconds.
+fn median_ns(scenario: &str, threads: usize) -> Option<f64> {
+    let path = criterion_dir()
+        .join(GROUP)
+        .join(scenario)
+        .join(threads.to_string())
+        .join("new")
+        .join("estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let estimates: serde_json::Value = serde_json::from_str(&text).ok()?;
+    estimates["median"]["point_estimate"].as_f64()
+}
+
+/// Prints requests per second (from the medians) and the scaling ratio against one thread.
+fn print_scaling(counts: &[usize]) {
+    println!("\nthreads: requests/s of all threads together (median), and ÷ 1 thread");
+    for scenario in SCENARIOS {
+        let rate = |n: usize| median_ns(scenario, n).map(|ns| n as f64 * 1e9 / ns);
+        let Some(single) = rate(1) else {
+            println!("  {scenario}: run with 1 thread for the ratio (filtered out?)");
+            continue;
+        };
+        let row: Vec<String> = counts
+            .iter()
+            .filter_map(|&n| {
+                rate(n).map(|r| format!("{n}: {:.2} M/s ({:.2}×)", r / 1e6, r / single))
+            })
+            .collect();
+        println!("  {scenario:<15} {}", row.join("   "));
+    }
+}
