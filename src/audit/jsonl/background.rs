@@ -150,11 +150,11 @@ impl Background {
         self
     }
 
-    /// How long the writer, woken by a record after it found the queue empty, waits for
-    /// more before it writes (unless a batch fills, a flush comes or the sink closes
-    /// first): the records of that time go out in one batch, with one wake-up of the
-    /// writer and one `write`, where waking it for each record would cost the process more
-    /// than the synchronous sink. Records wait that much longer in memory, which a crash
+    /// How long the writer, finding records but not a whole batch, waits for more before
+    /// it writes (unless a batch fills, a flush comes, a recording thread waits for room,
+    /// or the sink closes first): the records of that time go out in one batch, with one
+    /// wake-up of the writer and one `write`, where waking it for each record would cost
+    /// the process more than the synchronous sink. Records wait that much longer in memory, which a crash
     /// loses. `Duration::ZERO` writes as soon as the writer wakes.
     #[must_use]
     pub const fn linger(mut self, linger: Duration) -> Self {

@@ -204,10 +204,11 @@ impl Queue {
     /// For the writer: moves up to [`MAX_BATCH_RECORDS`] records (and the flushes among
     /// them) into `into`, in order, waiting at most `tick` for the first.
     ///
-    /// Woken by a record in an empty queue, it waits `linger` more before it takes
-    /// (unless the queue closes, a flush comes, or a batch is full meanwhile), so that the
-    /// records that follow within that time go out in the same batch: one wake-up and one
-    /// `write` for them all, where waking for each would cost more than the write.
+    /// With records but no full batch, it waits `linger` more before it takes (unless the
+    /// queue closes, a flush comes, a batch fills or a recording thread waits for room
+    /// meanwhile), so that the records that follow within that time go out in the same
+    /// batch: one wake-up and one `write` for them all, where waking for each would cost
+    /// more than the write.
     pub(super) fn take(
         &self,
         into: &mut VecDeque<Message>,
@@ -215,7 +216,6 @@ impl Queue {
         linger: Duration,
     ) -> Taken {
         let mut state = self.lock();
-        let mut woken_up = false;
         while state.messages.is_empty() {
             if state.closed {
                 return Taken::Closed;
@@ -227,12 +227,13 @@ impl Queue {
                 .unwrap_or_else(PoisonError::into_inner);
             state = woken;
             state.writer = Writer::Busy;
-            woken_up = true;
             if wait.timed_out() && state.messages.is_empty() {
                 return Taken::Idle;
             }
         }
-        if woken_up && !linger.is_zero() && !self.batch_ready(&state) {
+        // Whether it slept or found records waiting (it was writing the last batch when
+        // they came), a batch that is not ready waits for the records that follow.
+        if !linger.is_zero() && !self.batch_ready(&state) {
             // Recording threads signal only once a batch is ready: a flush, a close, a
             // full batch, or a thread waiting for room ends the wait early.
             state.writer = Writer::Lingering;
