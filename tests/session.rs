@@ -162,16 +162,54 @@ fn guard_on(registry: impl KeyLookup) -> ApiKeyGuard {
     ApiKeyGuard::builder().registry(registry).build().unwrap()
 }
 
-// ---------------------------------------------------------------------------------------
-// In memory: the registry announces its own changes
-
-#[tokio::test]
-async fn revoking_a_key_closes_every_socket_of_that_key_within_a_second_and_no_other() {
+/// An in-memory registry and the server on it, with a check interval no test waits for.
+async fn in_memory_server() -> (Arc<InMemoryRegistry>, SocketAddr) {
     let registry = Arc::new(InMemoryRegistry::new());
     let sessions = Sessions::builder(Arc::clone(&registry))
         .check_every(NEVER)
         .build();
     let addr = serve(app(guard_on(Arc::clone(&registry)), sessions)).await;
+    (registry, addr)
+}
+
+/// Expects `client` to be closed with 1008 `revoked_credentials` within a second of
+/// `since`.
+async fn expect_revoked_within_a_second(client: &mut Client, since: Instant) {
+    let (code, reason, at) = closed(client).await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (CloseCode::Policy, "revoked_credentials")
+    );
+    assert!(
+        at - since < Duration::from_secs(1),
+        "closed {:?} after the revocation",
+        at - since
+    );
+}
+
+/// Expects `client` to be closed with 1008 `expired_credentials` at `expires_at`: not
+/// before, and within a second after.
+async fn expect_expired_at(client: &mut Client, expires_at: OffsetDateTime) {
+    let (code, reason, _) = closed(client).await;
+    let now = OffsetDateTime::now_utc();
+    assert_eq!(
+        (code, reason.as_str()),
+        (CloseCode::Policy, "expired_credentials")
+    );
+    assert!(now >= expires_at, "closed {} early", expires_at - now);
+    assert!(
+        now - expires_at < Duration::from_secs(1),
+        "closed {} after the expiry",
+        now - expires_at
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// In memory: the registry announces its own changes
+
+#[tokio::test]
+async fn revoking_a_key_closes_every_socket_of_that_key_within_a_second_and_no_other() {
+    let (registry, addr) = in_memory_server().await;
     let (revoked_key, revoked_id) = issue(&*registry, KeyGrant::new("browser-1")).await;
     let (other_key, _) = issue(&*registry, KeyGrant::new("browser-2")).await;
 
@@ -187,14 +225,7 @@ async fn revoking_a_key_closes_every_socket_of_that_key_within_a_second_and_no_o
         .await
         .unwrap();
     for client in [&mut first, &mut second] {
-        let (code, reason, at) = closed(client).await;
-        assert_eq!(code, CloseCode::Policy);
-        assert_eq!(reason, "revoked_credentials");
-        assert!(
-            at - revoked_at < Duration::from_secs(1),
-            "closed {:?} after the revocation",
-            at - revoked_at
-        );
+        expect_revoked_within_a_second(client, revoked_at).await;
     }
     // The other key's connection goes on, and the revoked key cannot open a new one.
     assert_eq!(echo(&mut other, "still here").await, "still here");
@@ -208,11 +239,7 @@ async fn revoking_a_key_closes_every_socket_of_that_key_within_a_second_and_no_o
 
 #[tokio::test]
 async fn deleting_a_key_closes_its_sockets_as_revoked_but_an_update_does_not() {
-    let registry = Arc::new(InMemoryRegistry::new());
-    let sessions = Sessions::builder(Arc::clone(&registry))
-        .check_every(NEVER)
-        .build();
-    let addr = serve(app(guard_on(Arc::clone(&registry)), sessions)).await;
+    let (registry, addr) = in_memory_server().await;
     let (key, key_id) = issue(&*registry, KeyGrant::new("browser-1").workspaces(["ws-1"])).await;
     let mut client = connect(addr, &key).await;
 
@@ -226,19 +253,14 @@ async fn deleting_a_key_closes_its_sockets_as_revoked_but_an_update_does_not() {
         .unwrap();
     assert_eq!(echo(&mut client, "after update").await, "after update");
 
+    let deleted_at = Instant::now();
     registry.delete(&key_id).await.unwrap();
-    let (code, reason, _) = closed(&mut client).await;
-    assert_eq!(code, CloseCode::Policy);
-    assert_eq!(reason, "revoked_credentials");
+    expect_revoked_within_a_second(&mut client, deleted_at).await;
 }
 
 #[tokio::test]
 async fn an_expiring_key_closes_its_sockets_at_expiry_not_before() {
-    let registry = Arc::new(InMemoryRegistry::new());
-    let sessions = Sessions::builder(Arc::clone(&registry))
-        .check_every(NEVER)
-        .build();
-    let addr = serve(app(guard_on(Arc::clone(&registry)), sessions)).await;
+    let (registry, addr) = in_memory_server().await;
     let expires_at = OffsetDateTime::now_utc() + Duration::from_millis(1500);
     let (key, _) = issue(
         &*registry,
@@ -248,25 +270,12 @@ async fn an_expiring_key_closes_its_sockets_at_expiry_not_before() {
     let mut client = connect(addr, &key).await;
 
     assert_eq!(echo(&mut client, "before").await, "before");
-    let (code, reason, _) = closed(&mut client).await;
-    let now = OffsetDateTime::now_utc();
-    assert_eq!(code, CloseCode::Policy);
-    assert_eq!(reason, "expired_credentials");
-    assert!(now >= expires_at, "closed {} early", expires_at - now);
-    assert!(
-        now - expires_at < Duration::from_secs(1),
-        "closed {} after the expiry",
-        now - expires_at
-    );
+    expect_expired_at(&mut client, expires_at).await;
 }
 
 #[tokio::test]
 async fn an_expiry_set_on_an_open_session_ends_it_then_and_an_extension_keeps_it() {
-    let registry = Arc::new(InMemoryRegistry::new());
-    let sessions = Sessions::builder(Arc::clone(&registry))
-        .check_every(NEVER)
-        .build();
-    let addr = serve(app(guard_on(Arc::clone(&registry)), sessions)).await;
+    let (registry, addr) = in_memory_server().await;
     let (key, key_id) = issue(&*registry, KeyGrant::new("browser-1")).await;
     let mut client = connect(addr, &key).await;
     assert_eq!(echo(&mut client, "open").await, "open");
@@ -279,13 +288,7 @@ async fn an_expiry_set_on_an_open_session_ends_it_then_and_an_extension_keeps_it
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(echo(&mut client, "still open").await, "still open");
 
-    let (code, reason, _) = closed(&mut client).await;
-    let now = OffsetDateTime::now_utc();
-    assert_eq!(
-        (code, reason.as_str()),
-        (CloseCode::Policy, "expired_credentials")
-    );
-    assert!(now >= later, "closed {} early", later - now);
+    expect_expired_at(&mut client, later).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -467,34 +470,14 @@ async fn revocations_on_one_replica_close_sockets_on_both<R: KeyRegistry>(a: Arc
     let revoked_at = Instant::now();
     a.revoke(&key_id, OffsetDateTime::now_utc()).await.unwrap();
     for client in [&mut on_b, &mut on_a] {
-        let (code, reason, at) = closed(client).await;
-        assert_eq!(
-            (code, reason.as_str()),
-            (CloseCode::Policy, "revoked_credentials")
-        );
-        assert!(
-            at - revoked_at < Duration::from_secs(1),
-            "closed {:?} after the revocation",
-            at - revoked_at
-        );
+        expect_revoked_within_a_second(client, revoked_at).await;
     }
     assert_eq!(echo(&mut other_on_b, "still here").await, "still here");
 
     // An expiry set through replica a ends the other key's session on b at that time.
     let expires_at = OffsetDateTime::now_utc() + Duration::from_millis(800);
     a.set_expiry(&other_id, Some(expires_at)).await.unwrap();
-    let (code, reason, _) = closed(&mut other_on_b).await;
-    let now = OffsetDateTime::now_utc();
-    assert_eq!(
-        (code, reason.as_str()),
-        (CloseCode::Policy, "expired_credentials")
-    );
-    assert!(now >= expires_at, "closed {} early", expires_at - now);
-    assert!(
-        now - expires_at < Duration::from_secs(1),
-        "closed {} late",
-        now - expires_at
-    );
+    expect_expired_at(&mut other_on_b, expires_at).await;
 }
 
 /// Waits until `listening` says the replica receives the store's announcements.
@@ -561,14 +544,5 @@ async fn on_a_shared_sqlite_file_another_process_change_is_found_by_the_periodic
 
     let revoked_at = Instant::now();
     a.revoke(&key_id, OffsetDateTime::now_utc()).await.unwrap();
-    let (code, reason, at) = closed(&mut client).await;
-    assert_eq!(
-        (code, reason.as_str()),
-        (CloseCode::Policy, "revoked_credentials")
-    );
-    assert!(
-        at - revoked_at < Duration::from_secs(1),
-        "closed {:?} after the revocation",
-        at - revoked_at
-    );
+    expect_revoked_within_a_second(&mut client, revoked_at).await;
 }

@@ -773,10 +773,71 @@ async fn coordinator_socket(server: &WsServer, key: &str, principal: &str) -> Cl
     client
 }
 
-/// The close frame `client` gets next, and how long after `since` it came.
-async fn close_after(client: &mut Client, since: Instant) -> ((CloseCode, String), Duration) {
+/// Revokes `key_id` through the coordinator's `DELETE /admin/keys/{keyId}` and expects
+/// each of `clients` to be closed with 1008 `revoked_credentials` within a second.
+async fn revoke_and_expect_closes(
+    coordinator: &TestServer,
+    admin: &str,
+    key_id: &str,
+    clients: [&mut Client; 2],
+) {
+    let revoked_at = Instant::now();
+    coordinator
+        .delete(&format!("/admin/keys/{key_id}"))
+        .key(admin)
+        .send()
+        .await
+        .assert_status(200);
+    for client in clients {
+        let close = expect_close(client).await;
+        let after = revoked_at.elapsed();
+        assert_eq!(close, (CloseCode::Policy, "revoked_credentials".to_owned()));
+        assert!(
+            after < Duration::from_secs(1),
+            "closed {after:?} after the revocation"
+        );
+    }
+}
+
+/// Rotates `key_id` through the coordinator with `overlap_seconds`; returns the
+/// successor's key and the old key's expiry.
+async fn rotate(
+    coordinator: &TestServer,
+    admin: &str,
+    key_id: &str,
+    overlap_seconds: u64,
+) -> (String, time::OffsetDateTime) {
+    let rotated = coordinator
+        .post(&format!("/admin/keys/{key_id}/rotate"))
+        .key(admin)
+        .json(&json!({ "overlapSeconds": overlap_seconds }))
+        .send()
+        .await;
+    rotated.assert_status(201);
+    let expires_at = time::OffsetDateTime::parse(
+        rotated.body["previousKeyExpiresAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    (rotated.body["key"].as_str().unwrap().to_owned(), expires_at)
+}
+
+/// Expects `client` to be closed with 1008 `expired_credentials` at `expires_at`: not
+/// before, and within a second after.
+async fn expect_closed_at_expiry(client: &mut Client, expires_at: time::OffsetDateTime) {
     let close = expect_close(client).await;
-    (close, since.elapsed())
+    let now = time::OffsetDateTime::now_utc();
+    assert_eq!(close, (CloseCode::Policy, "expired_credentials".to_owned()));
+    assert!(
+        now >= expires_at,
+        "closed {} before the expiry",
+        expires_at - now
+    );
+    assert!(
+        now - expires_at < Duration::from_secs(1),
+        "closed {} after the expiry",
+        now - expires_at
+    );
 }
 
 #[tokio::test]
@@ -798,21 +859,7 @@ async fn a_key_revoked_through_the_coordinator_closes_its_sockets_within_a_secon
     let mut second = coordinator_socket(&server, &key, "coordinator-7").await;
     let mut other = server.authenticated().await;
 
-    let revoked_at = Instant::now();
-    coordinator
-        .delete(&format!("/admin/keys/{key_id}"))
-        .key(&admin)
-        .send()
-        .await
-        .assert_status(200);
-    for client in [&mut first, &mut second] {
-        let (close, after) = close_after(client, revoked_at).await;
-        assert_eq!(close, (CloseCode::Policy, "revoked_credentials".to_owned()));
-        assert!(
-            after < Duration::from_secs(1),
-            "closed {after:?} after the revocation"
-        );
-    }
+    revoke_and_expect_closes(&coordinator, &admin, &key_id, [&mut first, &mut second]).await;
     // The other key's connection goes on.
     join(&mut other, "ws-2").await;
     // Each end is in the audit log, with its reason.
@@ -844,35 +891,10 @@ async fn a_rotated_keys_sockets_close_with_expired_credentials_when_the_overlap_
             .await;
     let mut client = coordinator_socket(&server, &key, "coordinator-7").await;
 
-    let rotated = coordinator
-        .post(&format!("/admin/keys/{key_id}/rotate"))
-        .key(&admin)
-        .json(&json!({ "overlapSeconds": 2 }))
-        .send()
-        .await;
-    rotated.assert_status(201);
-    let expires_at = time::OffsetDateTime::parse(
-        rotated.body["previousKeyExpiresAt"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
+    let (new_key, expires_at) = rotate(&coordinator, &admin, &key_id, 2).await;
     // The new key works meanwhile, on a connection of its own.
-    let new_key = rotated.body["key"].as_str().unwrap();
-    let mut successor = coordinator_socket(&server, new_key, "coordinator-7").await;
-
-    let close = expect_close(&mut client).await;
-    let now = time::OffsetDateTime::now_utc();
-    assert_eq!(close, (CloseCode::Policy, "expired_credentials".to_owned()));
-    assert!(
-        now >= expires_at,
-        "closed {} before the expiry",
-        expires_at - now
-    );
-    assert!(
-        now - expires_at < Duration::from_secs(1),
-        "closed {} after the expiry",
-        now - expires_at
-    );
+    let mut successor = coordinator_socket(&server, &new_key, "coordinator-7").await;
+    expect_closed_at_expiry(&mut client, expires_at).await;
     join(&mut successor, "ws-1").await;
     coordinator.finish().await;
 }
@@ -899,21 +921,7 @@ async fn a_key_revoked_on_redis_closes_its_sockets_on_every_replica_within_a_sec
     let mut on_b = coordinator_socket(&b, &key, "coordinator-7").await;
     let mut other_on_b = b.authenticated().await;
 
-    let revoked_at = Instant::now();
-    coordinator
-        .delete(&format!("/admin/keys/{key_id}"))
-        .key(&admin)
-        .send()
-        .await
-        .assert_status(200);
-    for client in [&mut on_a, &mut on_b] {
-        let (close, after) = close_after(client, revoked_at).await;
-        assert_eq!(close, (CloseCode::Policy, "revoked_credentials".to_owned()));
-        assert!(
-            after < Duration::from_secs(1),
-            "closed {after:?} after the revocation"
-        );
-    }
+    revoke_and_expect_closes(&coordinator, &admin, &key_id, [&mut on_a, &mut on_b]).await;
     join(&mut other_on_b, "ws-2").await;
 
     // A rotation through the coordinator: the old key's socket closes when it expires.
@@ -921,22 +929,8 @@ async fn a_key_revoked_on_redis_closes_its_sockets_on_every_replica_within_a_sec
         examples_common::register_coordinator(&coordinator, &admin, "coordinator-8", &["ws-1"])
             .await;
     let mut on_b = coordinator_socket(&b, &key, "coordinator-8").await;
-    let rotated = coordinator
-        .post(&format!("/admin/keys/{key_id}/rotate"))
-        .key(&admin)
-        .json(&json!({ "overlapSeconds": 1 }))
-        .send()
-        .await;
-    rotated.assert_status(201);
-    let expires_at = time::OffsetDateTime::parse(
-        rotated.body["previousKeyExpiresAt"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
-    let close = expect_close(&mut on_b).await;
-    let now = time::OffsetDateTime::now_utc();
-    assert_eq!(close, (CloseCode::Policy, "expired_credentials".to_owned()));
-    assert!(now >= expires_at && now - expires_at < Duration::from_secs(1));
+    let (_, expires_at) = rotate(&coordinator, &admin, &key_id, 1).await;
+    expect_closed_at_expiry(&mut on_b, expires_at).await;
     coordinator.finish().await;
 }
 
