@@ -840,23 +840,63 @@ async fn expect_closed_at_expiry(client: &mut Client, expires_at: time::OffsetDa
     );
 }
 
+/// The coordinator and the websocket server on one SQLite key database, the websocket
+/// server checking open connections every `check_ms`, and a key the coordinator
+/// registered for `coordinator-7` in `ws-1`.
+struct SharedKeys {
+    coordinator: TestServer,
+    admin: String,
+    server: WsServer,
+    database: String,
+    key: String,
+    key_id: String,
+    _dir: TempDir,
+}
+
+impl SharedKeys {
+    async fn start(check_ms: &str) -> Self {
+        let dir = TempDir::new("websocket-shared-keys");
+        let database = format!("sqlite://{}", dir.0.join("keys.db").display());
+        let (coordinator, admin) = coordinator_on(&database, None).await;
+        let server = start(&[
+            ("DATABASE_URL", database.as_str()),
+            ("WS_SESSION_CHECK_MS", check_ms),
+        ])
+        .await;
+        let (key, key_id) =
+            examples_common::register_coordinator(&coordinator, &admin, "coordinator-7", &["ws-1"])
+                .await;
+        Self {
+            coordinator,
+            admin,
+            server,
+            database,
+            key,
+            key_id,
+            _dir: dir,
+        }
+    }
+
+    /// A socket with the registered key, joined to `ws-1`.
+    async fn socket(&self) -> Client {
+        coordinator_socket(&self.server, &self.key, "coordinator-7").await
+    }
+}
+
 #[tokio::test]
 async fn a_key_revoked_through_the_coordinator_closes_its_sockets_within_a_second() {
-    let dir = TempDir::new("websocket-shared-keys");
-    let database = format!("sqlite://{}", dir.0.join("keys.db").display());
-    let (coordinator, admin) = coordinator_on(&database, None).await;
     // Another process on the same SQLite file announces nothing: the check every 250 ms
     // finds the revocation.
-    let server = start(&[
-        ("DATABASE_URL", database.as_str()),
-        ("WS_SESSION_CHECK_MS", "250"),
-    ])
-    .await;
-    let (key, key_id) =
-        examples_common::register_coordinator(&coordinator, &admin, "coordinator-7", &["ws-1"])
-            .await;
-    let mut first = coordinator_socket(&server, &key, "coordinator-7").await;
-    let mut second = coordinator_socket(&server, &key, "coordinator-7").await;
+    let shared = SharedKeys::start("250").await;
+    let mut first = shared.socket().await;
+    let mut second = shared.socket().await;
+    let SharedKeys {
+        coordinator,
+        admin,
+        server,
+        key_id,
+        ..
+    } = shared;
     let mut other = server.authenticated().await;
 
     revoke_and_expect_closes(&coordinator, &admin, &key_id, [&mut first, &mut second]).await;
@@ -878,18 +918,15 @@ async fn a_key_revoked_through_the_coordinator_closes_its_sockets_within_a_secon
 
 #[tokio::test]
 async fn a_rotated_keys_sockets_close_with_expired_credentials_when_the_overlap_ends() {
-    let dir = TempDir::new("websocket-shared-keys");
-    let database = format!("sqlite://{}", dir.0.join("keys.db").display());
-    let (coordinator, admin) = coordinator_on(&database, None).await;
-    let server = start(&[
-        ("DATABASE_URL", database.as_str()),
-        ("WS_SESSION_CHECK_MS", "250"),
-    ])
-    .await;
-    let (key, key_id) =
-        examples_common::register_coordinator(&coordinator, &admin, "coordinator-7", &["ws-1"])
-            .await;
-    let mut client = coordinator_socket(&server, &key, "coordinator-7").await;
+    let shared = SharedKeys::start("250").await;
+    let mut client = shared.socket().await;
+    let SharedKeys {
+        coordinator,
+        admin,
+        server,
+        key_id,
+        ..
+    } = shared;
 
     let (new_key, expires_at) = rotate(&coordinator, &admin, &key_id, 2).await;
     // The new key works meanwhile, on a connection of its own.
@@ -938,18 +975,15 @@ async fn a_key_revoked_on_redis_closes_its_sockets_on_every_replica_within_a_sec
 async fn a_workspace_taken_from_an_open_connections_key_is_left_at_its_next_update() {
     use keygate::{KeyId, KeyRegistry, KeyUpdate, SqlRegistry};
 
-    let dir = TempDir::new("websocket-shared-keys");
-    let database = format!("sqlite://{}", dir.0.join("keys.db").display());
-    let (coordinator, admin) = coordinator_on(&database, None).await;
-    let server = start(&[
-        ("DATABASE_URL", database.as_str()),
-        ("WS_SESSION_CHECK_MS", "100"),
-    ])
-    .await;
-    let (key, key_id) =
-        examples_common::register_coordinator(&coordinator, &admin, "coordinator-7", &["ws-1"])
-            .await;
-    let mut client = coordinator_socket(&server, &key, "coordinator-7").await;
+    let shared = SharedKeys::start("100").await;
+    let mut client = shared.socket().await;
+    let SharedKeys {
+        coordinator,
+        server,
+        database,
+        key_id,
+        ..
+    } = shared;
     server.hub.publish(&update("ws-1", "job-1", "running"));
     assert_eq!(
         next_json(&mut client).await,
