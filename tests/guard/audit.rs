@@ -228,13 +228,7 @@ async fn lost_audit_events_are_logged_once_per_run_not_once_each() {
             .assert_refusal(401, "invalid_credentials");
     }
     // This sink's lines only: another test's sink may fail meanwhile.
-    let logged: Vec<String> = logs
-        .since(mark)
-        .lines()
-        .filter(|line| line.contains(&path))
-        .map(str::to_owned)
-        .collect();
-    let logged = logged.join("\n");
+    let logged = lines_naming(&logs.since(mark), &path);
     assert_eq!(
         logged.matches("could not write audit events").count(),
         1,
@@ -285,13 +279,7 @@ async fn lost_audit_events_written_in_background_are_counted_and_logged_once_per
     sink.flush();
     assert_eq!(sink.write_errors(), 50);
     assert!(!sink.healthy());
-    let logged: Vec<String> = logs
-        .since(mark)
-        .lines()
-        .filter(|line| line.contains(&path))
-        .map(str::to_owned)
-        .collect();
-    let logged = logged.join("\n");
+    let logged = lines_naming(&logs.since(mark), &path);
     assert_eq!(
         logged.matches("could not write audit events").count(),
         1,
@@ -415,4 +403,13 @@ async fn a_full_audit_queue_with_refuse_answers_503_until_it_drains() {
     let summary = keygate::audit::verify_chain(&bytes[..]).expect("a valid chain");
     // The held record and the two admissions recorded; the refused one was not.
     assert_eq!(summary.lines, 3);
+}
+
+/// The lines of `logged` that name `path`.
+fn lines_naming(logged: &str, path: &str) -> String {
+    logged
+        .lines()
+        .filter(|line| line.contains(path))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -624,7 +624,7 @@ mod tests {
     use std::collections::HashSet;
     use std::num::NonZeroU64;
 
-    use super::super::testing::{TempDir, event};
+    use super::super::testing::{TempDir, event, record_from_threads};
     use super::super::{CheckpointKey, verify_chain, verify_file, verify_file_signed};
     use super::*;
 
@@ -652,19 +652,7 @@ mod tests {
         let dir = TempDir::new();
         // A small queue, so that recording threads also wait for room.
         let sink = Arc::new(open(&dir, Background::default().capacity(16)));
-        let handles: Vec<_> = (0..THREADS)
-            .map(|t| {
-                let sink = Arc::clone(&sink);
-                std::thread::spawn(move || {
-                    for i in 0..PER_THREAD {
-                        sink.record(event(t * PER_THREAD + i));
-                    }
-                })
-            })
-            .collect();
-        for handle in handles {
-            handle.join().expect("thread");
-        }
+        record_from_threads(&sink, THREADS, PER_THREAD);
         let sink = Arc::into_inner(sink).expect("the last handle");
         assert_eq!((sink.dropped(), sink.write_errors()), (0, 0));
         drop(sink);

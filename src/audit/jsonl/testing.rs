@@ -8,6 +8,28 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::{ChainError, ChainErrorKind, ChainSummary, JsonLinesSink, verify_chain};
 use crate::audit::{AuditEvent, AuditSink, Outcome};
 
+/// Records `per_thread` events (numbered apart) from each of `threads` threads at once,
+/// and waits for them all.
+pub(super) fn record_from_threads<S: AuditSink>(
+    sink: &std::sync::Arc<S>,
+    threads: usize,
+    per_thread: usize,
+) {
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let sink = std::sync::Arc::clone(sink);
+            std::thread::spawn(move || {
+                for i in 0..per_thread {
+                    sink.record(event(t * per_thread + i));
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("thread");
+    }
+}
+
 /// `/dev/full` is one file for every test: a sink on it holds its lock (`flock`) until
 /// it is dropped, so the tests that open it take turns with this.
 #[cfg(target_os = "linux")]

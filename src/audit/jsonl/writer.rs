@@ -593,7 +593,7 @@ fn read_last_line(file: &mut File, len: u64) -> io::Result<Tail> {
 mod tests {
     use std::sync::Arc;
 
-    use super::super::testing::{TempDir, chain_of, event};
+    use super::super::testing::{TempDir, chain_of, event, record_from_threads};
     use super::super::verify_file;
     use super::*;
 
@@ -687,19 +687,7 @@ mod tests {
         const PER_THREAD: usize = 250;
         let dir = TempDir::new();
         let sink = Arc::new(JsonLinesSink::open(dir.file()).expect("open"));
-        let handles: Vec<_> = (0..THREADS)
-            .map(|t| {
-                let sink = Arc::clone(&sink);
-                std::thread::spawn(move || {
-                    for i in 0..PER_THREAD {
-                        sink.record(event(t * PER_THREAD + i));
-                    }
-                })
-            })
-            .collect();
-        for handle in handles {
-            handle.join().expect("thread");
-        }
+        record_from_threads(&sink, THREADS, PER_THREAD);
         assert_eq!(sink.write_errors(), 0);
         let summary = verify_file(dir.file()).expect("valid chain");
         assert_eq!(summary.lines, (THREADS * PER_THREAD) as u64);
