@@ -1103,19 +1103,7 @@ async fn the_built_binary_refuses_bad_keys_serves_and_verifies_its_audit_log() {
     assert_eq!(reply.status(), 404);
     // Ctrl-C: a graceful stop, after which every record is in the log (it is written
     // from a queue, so a killed server may not have written the last ones yet).
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{status}");
+    stop_gracefully(&mut child).await;
 
     // --verify-audit: the log verifies (two requests, two decisions, one action)...
     let output = Command::new(&binary)
@@ -1581,19 +1569,7 @@ async fn the_built_binary_signs_its_audit_log_and_verifies_it_with_the_key() {
         assert_eq!(reply.status(), 404);
     }
     // Ctrl-C: the server stops, and the sink writes its last checkpoint.
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "{status}");
+    stop_gracefully(&mut child).await;
 
     let verify = |with_key: bool| {
         let mut command = Command::new(&binary);
@@ -1786,4 +1762,22 @@ async fn printed_address(child: &mut tokio::process::Child) -> (String, String) 
     .await
     .unwrap();
     (addr, printed)
+}
+
+/// Stops a built example as Ctrl-C does (`SIGINT`) and expects it to exit with success
+/// within 30 s.
+async fn stop_gracefully(child: &mut tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
 }
