@@ -15,7 +15,7 @@ use keygate::{
 use tower::{ServiceBuilder, ServiceExt};
 
 use crate::{
-    app,
+    App, app,
     body_types::{hello, request},
     get,
     support::{CountingRegistry, TempDir, TestServer, oneshot, send},
@@ -177,18 +177,38 @@ async fn dev_full() -> tokio::sync::MutexGuard<'static, ()> {
 /// through a symlink of this guard's own, so that its log lines name a path no other
 /// test's sink has (tests run side by side and share the log capture).
 fn full_disk_guard(policy: AuditFailure) -> (ApiKeyGuard, String, TempDir) {
+    let (guard, _, key, dir) = full_disk_guard_with(policy, Arc::new);
+    (guard, key, dir)
+}
+
+/// A guard auditing through `sink` (made by `wrap` from a `JsonLinesSink` on `/dev/full`,
+/// under a temp dir's path of its own), with `policy`; the sink, the key and the dir too.
+fn full_disk_guard_with<S: AuditSink + Clone>(
+    policy: AuditFailure,
+    wrap: impl FnOnce(JsonLinesSink) -> S,
+) -> (ApiKeyGuard, S, String, TempDir) {
     let key = crate::opaque_key();
     let dir = TempDir::new("full-disk");
     let path = dir.0.join("audit.jsonl");
     std::os::unix::fs::symlink("/dev/full", &path).unwrap();
-    let sink = JsonLinesSink::open(&path).expect("/dev/full (Linux) opens for appending");
+    let sink = wrap(JsonLinesSink::open(&path).expect("/dev/full (Linux) opens for appending"));
     let guard = ApiKeyGuard::builder()
         .key(ApiKey::new(&key).unwrap(), KeyGrant::new("coordinator-1"))
-        .audit(sink)
+        .audit(sink.clone())
         .audit_failure(policy)
         .build()
         .unwrap();
-    (guard, key, dir)
+    (guard, sink, key, dir)
+}
+
+/// Sends `n` requests with unknown keys through `service`, each refused with 401.
+async fn send_unknown_keys(service: &App, n: usize) {
+    for _ in 0..n {
+        let bad = get("/whoami").header("x-api-key", crate::opaque_key());
+        oneshot(service.clone(), bad)
+            .await
+            .assert_refusal(401, "invalid_credentials");
+    }
 }
 
 #[tokio::test]
@@ -221,12 +241,7 @@ async fn lost_audit_events_are_logged_once_per_run_not_once_each() {
     let path = dir.0.join("audit.jsonl").display().to_string();
     let service = app(guard);
     let mark = logs.mark();
-    for _ in 0..50 {
-        let bad = get("/whoami").header("x-api-key", crate::opaque_key());
-        oneshot(service.clone(), bad)
-            .await
-            .assert_refusal(401, "invalid_credentials");
-    }
+    send_unknown_keys(&service, 50).await;
     // This sink's lines only: another test's sink may fail meanwhile.
     let logged = lines_naming(&logs.since(mark), &path);
     assert_eq!(
@@ -242,22 +257,9 @@ async fn lost_audit_events_are_logged_once_per_run_not_once_each() {
 fn full_disk_guard_in_background(
     policy: AuditFailure,
 ) -> (ApiKeyGuard, Arc<BackgroundSink>, String, TempDir) {
-    let key = crate::opaque_key();
-    let dir = TempDir::new("full-disk-background");
-    let path = dir.0.join("audit.jsonl");
-    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
-    let sink = JsonLinesSink::open(&path)
-        .expect("/dev/full (Linux) opens for appending")
-        .background(Background::default())
-        .unwrap();
-    let sink = Arc::new(sink);
-    let guard = ApiKeyGuard::builder()
-        .key(ApiKey::new(&key).unwrap(), KeyGrant::new("coordinator-1"))
-        .audit(Arc::clone(&sink))
-        .audit_failure(policy)
-        .build()
-        .unwrap();
-    (guard, sink, key, dir)
+    full_disk_guard_with(policy, |file| {
+        Arc::new(file.background(Background::default()).unwrap())
+    })
 }
 
 /// Written from a queue, lost events are counted, logged once per run, and make the sink
@@ -270,12 +272,7 @@ async fn lost_audit_events_written_in_background_are_counted_and_logged_once_per
     let path = dir.0.join("audit.jsonl").display().to_string();
     let service = app(guard);
     let mark = logs.mark();
-    for _ in 0..50 {
-        let bad = get("/whoami").header("x-api-key", crate::opaque_key());
-        oneshot(service.clone(), bad)
-            .await
-            .assert_refusal(401, "invalid_credentials");
-    }
+    send_unknown_keys(&service, 50).await;
     sink.flush();
     assert_eq!(sink.write_errors(), 50);
     assert!(!sink.healthy());
