@@ -5,7 +5,10 @@
 //! - `threads/one_key/<n>`: the guard, the in-memory registry and the per-key limiter,
 //!   every thread presenting the same key (its limiter state is shared by nature);
 //! - `threads/key_per_thread/<n>`: the same, each thread with a key of its own: nothing
-//!   but the configuration needs to be shared, and this row should scale like the first.
+//!   but the configuration needs to be shared, and this row should scale like the first;
+//! - `threads/sqlite_key_per_thread/<n>` (feature `sqlite`): a key each, on an
+//!   [`SqlRegistry`](keygate::sql::SqlRegistry) on an SQLite file, its cache warm (no
+//!   query): the network registries' cache and last-use notes on the request path.
 //!
 //! Each iteration is one request on every thread, so criterion's throughput is the
 //! requests per second of all threads together. Each thread builds its requests inside
@@ -30,7 +33,7 @@ use std::{
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use http::{HeaderValue, Request, Response, StatusCode};
-use keygate::{ApiKey, InMemoryRegistry, KeyGrant};
+use keygate::{ApiKey, InMemoryRegistry, KeyGrant, KeyLookup};
 use tower::{Layer as _, Service};
 
 use crate::fixtures::{HEADER, Stages, call, expect_status, generate, guard, inner};
@@ -50,7 +53,12 @@ fn thread_counts() -> Vec<usize> {
 }
 
 const GROUP: &str = "threads";
-const SCENARIOS: [&str; 3] = ["no_guard", "one_key", "key_per_thread"];
+const SCENARIOS: [&str; 4] = [
+    "no_guard",
+    "one_key",
+    "key_per_thread",
+    "sqlite_key_per_thread",
+];
 
 /// A request as [`fixtures::request`](crate::fixtures::request) builds it, from static
 /// parts only: what a server has just parsed, without the bench's own copying.
@@ -142,6 +150,9 @@ pub(crate) fn bench(c: &mut Criterion) {
         })
         .collect();
 
+    #[cfg(feature = "sqlite")]
+    let sqlite = SqliteKeys::new(most);
+
     let mut group = c.benchmark_group(GROUP);
     // Few long samples: each is a run of every thread at once.
     group.sample_size(10);
@@ -158,21 +169,106 @@ pub(crate) fn bench(c: &mut Criterion) {
         });
 
         for (scenario, keys) in [("one_key", &one_key[..]), ("key_per_thread", per_thread)] {
-            // One guard, as a server has one, cloned into every thread.
-            let mut service = guard(&registry, Stages::limited()).layer(inner());
-            for &key in keys {
-                expect_status(&mut service, request(key), StatusCode::OK);
-            }
-            std::thread::scope(|scope| {
-                let workers = Workers::start(scope, vec![service; n], keys);
-                group.bench_function(BenchmarkId::new(scenario, n), |b| {
-                    b.iter_custom(|iters| workers.run(iters));
-                });
-            });
+            guarded(&mut group, scenario, n, &registry, keys);
         }
+        #[cfg(feature = "sqlite")]
+        sqlite.warm();
+        #[cfg(feature = "sqlite")]
+        guarded(
+            &mut group,
+            "sqlite_key_per_thread",
+            n,
+            &sqlite.registry,
+            &sqlite.keys[..n],
+        );
     }
     group.finish();
     print_scaling(&counts);
+}
+
+/// The guard on `registry` (one, as a server has one, cloned into every thread), each of
+/// the `n` threads presenting its key of `keys`.
+fn guarded<R: KeyLookup>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    scenario: &str,
+    n: usize,
+    registry: &Arc<R>,
+    keys: &[&'static HeaderValue],
+) {
+    let mut service = guard(registry, Stages::limited()).layer(inner());
+    for &key in keys {
+        expect_status(&mut service, request(key), StatusCode::OK);
+    }
+    std::thread::scope(|scope| {
+        let workers = Workers::start(scope, vec![service; n], keys);
+        group.bench_function(BenchmarkId::new(scenario, n), |b| {
+            b.iter_custom(|iters| workers.run(iters));
+        });
+    });
+}
+
+/// `count` keys on an [`SqlRegistry`](keygate::sql::SqlRegistry) on an SQLite file in a
+/// temporary directory, the cache warm; the runtime runs its background task (last use).
+#[cfg(feature = "sqlite")]
+struct SqliteKeys {
+    registry: Arc<keygate::sql::SqlRegistry>,
+    keys: Vec<&'static HeaderValue>,
+    ids: Vec<keygate::KeyId>,
+    runtime: tokio::runtime::Runtime,
+    dir: PathBuf,
+}
+
+#[cfg(feature = "sqlite")]
+impl SqliteKeys {
+    fn new(count: usize) -> Self {
+        use keygate::KeyRegistry as _;
+
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let dir = std::env::temp_dir().join(format!("keygate-threads-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let url = format!("sqlite://{}", dir.join("keys.db").display());
+        let (registry, keys, ids) = runtime.block_on(async {
+            let registry = Arc::new(
+                keygate::sql::SqlRegistry::connect(&url)
+                    .await
+                    .expect("SQLite registry"),
+            );
+            let (mut keys, mut ids) = (Vec::new(), Vec::new());
+            for i in 0..count {
+                let issued = registry
+                    .issue(KeyGrant::new(format!("coordinator-{i}")))
+                    .await
+                    .expect("issue");
+                keys.push(header_value(&issued.key));
+                ids.push(issued.record.key_id);
+            }
+            (registry, keys, ids)
+        });
+        Self {
+            registry,
+            keys,
+            ids,
+            runtime,
+            dir,
+        }
+    }
+
+    /// Caches every key's record, for the next row (the cache keeps them 10 s; a row
+    /// takes less, and the guard is called outside the runtime, so a miss would panic).
+    fn warm(&self) {
+        self.runtime.block_on(async {
+            for id in &self.ids {
+                self.registry.find_by_id(id).await.expect("lookup");
+            }
+        });
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl Drop for SqliteKeys {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Where criterion keeps its results: `$CRITERION_HOME`, else `criterion` in the target

@@ -39,6 +39,7 @@ pub(crate) const SCENARIOS: &[Scenario] = &[
     scenario(NO_GUARD, NO_GUARD),
     scenario("admitted/guard+limiter/generated_key", NO_GUARD),
     scenario("admitted/guard+limiter/opaque_key", NO_GUARD),
+    scenario("admitted/guard+limiter/no_headers", NO_GUARD),
     scenario("admitted/guard/generated_key", NO_GUARD),
     scenario(NO_GUARD_CLIENT, NO_GUARD_CLIENT),
     scenario(
@@ -80,6 +81,11 @@ pub(crate) fn run(name: &str) -> Option<Run> {
         NO_GUARD => runner(inner(), with_key(generated), ok),
         "admitted/guard+limiter/generated_key" => runner(limited(), with_key(generated), ok),
         "admitted/guard+limiter/opaque_key" => runner(limited(), with_key(opaque), ok),
+        "admitted/guard+limiter/no_headers" => runner(
+            guard(&registry, Stages::limited_without_headers()).layer(inner()),
+            with_key(generated),
+            ok,
+        ),
         "admitted/guard/generated_key" => runner(
             guard(&registry, Stages::guard_only()).layer(inner()),
             with_key(generated),

@@ -4,13 +4,14 @@
 #![cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
 
 use std::{
-    collections::HashMap,
     sync::{
-        Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
+
+use foldhash::fast::RandomState;
 
 use crate::{
     BackendFuture, KeyDigest, KeyId, KeyRecord, RegistryError, limit::Clock, registry::LookupFuture,
@@ -31,11 +32,19 @@ pub(crate) enum CacheKey {
 /// ([`listening`](Self::is_listening)); otherwise lookups go to the store (which also
 /// drives reconnection) and the cache only answers when the store cannot.
 ///
-/// An epoch counts invalidations, so that a lookup that started before an invalidation
-/// never puts back the record it made stale.
+/// Lookups read a concurrent table ([papaya](https://docs.rs/papaya)) without a lock and
+/// without writing memory another core reads, as the in-memory registry does; the writers
+/// (a record cached, forgotten or invalidated) take a mutex among themselves. An epoch
+/// counts invalidations, so that a lookup that started before an invalidation never puts
+/// back the record it made stale.
 #[derive(Debug)]
 pub(crate) struct Cache {
-    table: RwLock<Table>,
+    /// Hashed with foldhash (seeded per process): only records the store returned are
+    /// inserted, so a caller cannot fill it with colliding entries.
+    entries: papaya::HashMap<CacheKey, Entry, RandomState>,
+    /// Serializes the writers, and holds when expired entries were last swept out (clock
+    /// time).
+    writer: Mutex<Duration>,
     capacity: usize,
     ttl: Duration,
     clock: Clock,
@@ -44,13 +53,6 @@ pub(crate) struct Cache {
     /// Tells live sessions about what was invalidated.
     #[cfg(feature = "session")]
     announcer: super::KeyAnnouncer,
-}
-
-#[derive(Debug, Default)]
-struct Table {
-    entries: HashMap<CacheKey, Entry>,
-    /// When expired entries were last swept out (clock time).
-    swept_at: Duration,
 }
 
 #[derive(Debug)]
@@ -62,7 +64,11 @@ struct Entry {
 impl Cache {
     pub(crate) fn new(capacity: usize, ttl: Duration, clock: Clock) -> Self {
         Self {
-            table: RwLock::default(),
+            entries: papaya::HashMap::builder()
+                .hasher(RandomState::default())
+                .resize_mode(papaya::ResizeMode::Blocking)
+                .build(),
+            writer: Mutex::default(),
             capacity,
             ttl,
             clock,
@@ -73,13 +79,9 @@ impl Cache {
         }
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, Table> {
-        // Every update is a single map operation, so a poisoned lock holds a usable map.
-        self.table.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn write(&self) -> RwLockWriteGuard<'_, Table> {
-        self.table.write().unwrap_or_else(PoisonError::into_inner)
+    fn write(&self) -> MutexGuard<'_, Duration> {
+        // Guards no invariant of its own (the table is always usable): poison is ignored.
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn fresh(&self, entry: &Entry, now: Duration) -> bool {
@@ -152,8 +154,8 @@ impl Cache {
     /// The record cached under `key`, if it is younger than the cache lifetime.
     pub(crate) fn get(&self, key: &CacheKey) -> Option<Arc<KeyRecord>> {
         let now = self.clock.elapsed();
-        self.read()
-            .entries
+        self.entries
+            .pin()
             .get(key)
             .filter(|entry| self.fresh(entry, now))
             .map(|entry| Arc::clone(&entry.record))
@@ -171,26 +173,28 @@ impl Cache {
             return;
         }
         let now = self.clock.elapsed();
-        let mut table = self.write();
-        // Checked under the lock: an invalidation bumps the epoch before it takes the lock,
-        // so either it sees this entry and removes it, or this insert sees its epoch.
+        let mut swept_at = self.write();
+        // Checked under the writers' lock: an invalidation bumps the epoch before it takes
+        // the lock, so either it sees this entry and removes it, or this insert sees its
+        // epoch.
         if self.epoch.load(Ordering::Acquire) != epoch {
             return;
         }
-        if table.entries.len() >= self.capacity && !table.entries.contains_key(&key) {
+        let entries = self.entries.pin();
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
             // A full sweep at most twice per lifetime keeps inserts O(1) amortised.
-            if now.saturating_sub(table.swept_at) >= self.ttl / 2 {
-                table.entries.retain(|_, entry| self.fresh(entry, now));
-                table.swept_at = now;
+            if now.saturating_sub(*swept_at) >= self.ttl / 2 {
+                entries.retain(|_, entry| self.fresh(entry, now));
+                *swept_at = now;
             }
-            while table.entries.len() >= self.capacity {
-                let Some(victim) = table.entries.keys().next().copied() else {
+            while entries.len() >= self.capacity {
+                let Some(victim) = entries.keys().next().copied() else {
                     break;
                 };
-                table.entries.remove(&victim);
+                entries.remove(&victim);
             }
         }
-        table.entries.insert(
+        entries.insert(
             key,
             Entry {
                 record,
@@ -201,22 +205,24 @@ impl Cache {
 
     /// Forgets `key` (Redis no longer knows it, e.g. after losing its data).
     ///
-    /// Lookups of unknown keys end here, so this takes no write lock unless the key is
-    /// cached, and leaves the epoch alone: a flood of made-up keys must not keep other
-    /// lookups from being cached.
+    /// Lookups of unknown keys end here, so this takes no lock unless the key is cached,
+    /// and leaves the epoch alone: a flood of made-up keys must not keep other lookups
+    /// from being cached.
     pub(crate) fn remove(&self, key: &CacheKey) {
-        if self.read().entries.contains_key(key) {
-            self.write().entries.remove(key);
+        if self.entries.pin().contains_key(key) {
+            let _writer = self.write();
+            self.entries.pin().remove(key);
         }
     }
 
     /// Forgets a changed key, under both names it may be cached by.
     pub(crate) fn invalidate(&self, key_id: KeyId, digest: KeyDigest) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        let mut table = self.write();
-        table.entries.remove(&CacheKey::Id(key_id));
-        table.entries.remove(&CacheKey::Digest(digest));
-        drop(table);
+        let writer = self.write();
+        let entries = self.entries.pin();
+        entries.remove(&CacheKey::Id(key_id));
+        entries.remove(&CacheKey::Digest(digest));
+        drop(writer);
         #[cfg(feature = "session")]
         self.announcer.announce(super::KeyChange::Key(key_id));
     }
@@ -224,7 +230,8 @@ impl Cache {
     /// Forgets everything.
     pub(crate) fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.write().entries.clear();
+        let _writer = self.write();
+        self.entries.pin().clear();
         #[cfg(feature = "session")]
         self.announcer.announce(super::KeyChange::Missed);
     }
@@ -265,7 +272,7 @@ impl Cache {
 
     /// The number of cached records (fresh or not).
     pub(crate) fn len(&self) -> usize {
-        self.read().entries.len()
+        self.entries.len()
     }
 
     pub(crate) fn capacity(&self) -> usize {
@@ -354,6 +361,57 @@ mod tests {
         assert_eq!(cache.len(), 0);
         cache.insert(CacheKey::Id(r.key_id), r, cache.epoch());
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn an_invalidation_wins_over_an_insert_racing_it() {
+        // The record was fetched before the invalidation (its epoch read then) and is
+        // cached while the invalidation runs on another thread: whichever comes first,
+        // once both are done the stale record is not served.
+        let (cache, _) = cache(64);
+        for round in 0..500u32 {
+            let r = record(&round.to_le_bytes());
+            let key = CacheKey::Id(r.key_id);
+            let epoch = cache.epoch();
+            let barrier = std::sync::Barrier::new(2);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    barrier.wait();
+                    cache.insert(key, Arc::clone(&r), epoch);
+                });
+                s.spawn(|| {
+                    barrier.wait();
+                    cache.invalidate(r.key_id, r.digest);
+                });
+            });
+            assert!(
+                cache.get(&key).is_none(),
+                "round {round}: stale record served"
+            );
+        }
+    }
+
+    #[test]
+    fn lookups_on_several_threads_find_what_was_cached() {
+        let (cache, _) = cache(1_000);
+        let records: Vec<_> = (0..100u32).map(|i| record(&i.to_le_bytes())).collect();
+        std::thread::scope(|s| {
+            for chunk in records.chunks(25) {
+                let cache = &cache;
+                s.spawn(move || {
+                    for r in chunk {
+                        cache.insert(CacheKey::Id(r.key_id), Arc::clone(r), cache.epoch());
+                    }
+                    for _ in 0..100 {
+                        for r in chunk {
+                            let found = cache.get(&CacheKey::Id(r.key_id)).unwrap();
+                            assert!(Arc::ptr_eq(&found, r));
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(cache.len(), 100);
     }
 
     #[test]
