@@ -13,6 +13,7 @@ use ipnet::IpNet;
 
 use super::{
     ApiKeyGuard, AuditFailure, ClientIpFn, GuardConfig,
+    last_use::LastUseClock,
     routes::{Route, RoutePolicy},
 };
 use crate::{
@@ -627,6 +628,7 @@ impl<R> ApiKeyGuardBuilder<R> {
                 unavailable_retry_after: settings.unavailable_retry_after,
                 credential_header_names,
                 warned_no_client: AtomicBool::new(false),
+                last_use: LastUseClock::new(crate::limit::Clock::system()),
             }),
             renderer,
         })

@@ -89,6 +89,8 @@ pub(crate) struct GuardConfig {
     pub(crate) credential_header_names: Vec<HeaderName>,
     /// Whether the failed-attempt limiter has warned that a request had no client address.
     pub(crate) warned_no_client: AtomicBool,
+    /// The time given to the registry with each admitted key's use.
+    pub(crate) last_use: super::last_use::LastUseClock,
 }
 
 /// The default reader of the peer address: a [`ClientAddr`] or a `SocketAddr` extension.

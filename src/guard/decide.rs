@@ -13,7 +13,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, Waker},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use time::OffsetDateTime;
@@ -440,7 +440,7 @@ impl GuardConfig {
                     }
                 }
                 if let Some(key_id) = admission.principal.key_id() {
-                    self.registry.mark_used(&key_id, SystemTime::now());
+                    self.registry.mark_used(&key_id, self.last_use.now());
                 }
                 Ok(admission)
             }

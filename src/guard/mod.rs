@@ -45,6 +45,7 @@
 mod builder;
 mod config;
 mod decide;
+mod last_use;
 mod routes;
 mod service;
 
