@@ -86,7 +86,7 @@ mod tests {
     fn follows_the_system_clock() {
         let clock = LastUseClock::new(Clock::system());
         let apart = seconds_apart(clock.now(), SystemTime::now());
-        assert!(apart < 0.05, "{apart} s from the system clock");
+        assert!(apart < 1.0, "{apart} s from the system clock");
     }
 
     #[test]
@@ -107,7 +107,7 @@ mod tests {
         let now = clock.now();
         let apart = seconds_apart(now, SystemTime::now());
         assert!(
-            apart < 0.05,
+            apart < 1.0,
             "{apart} s from the system clock after re-anchoring"
         );
         monotonic.advance(Duration::from_secs(1));

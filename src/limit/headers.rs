@@ -57,8 +57,9 @@ const fn ceil_secs(duration: Duration) -> u64 {
 /// governor reports decisions, not HTTP headers, so keygate formats them itself. The
 /// `RateLimit-Policy` value is made once per distinct policy name, limit and window of a
 /// [`Quota`](super::Quota) and kept as a static value that every decision under it clones
-/// without touching a reference count; the `RateLimit` value is written into a small stack buffer and
-/// copied once into its [`HeaderValue`]: one allocation per admitted response.
+/// without touching a reference count; the `RateLimit` value is written into a small
+/// stack buffer and copied once into its [`HeaderValue`]: one allocation per admitted
+/// response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateLimitHeaders {
     policy: HeaderValue,

@@ -30,10 +30,20 @@ pub(super) fn record_from_threads<S: AuditSink>(
     }
 }
 
-/// `/dev/full` is one file for every test: a sink on it holds its lock (`flock`) until
-/// it is dropped, so the tests that open it take turns with this.
+/// A sink on `/dev/full` (every write fails with `ENOSPC`), and this test's turn with it:
+/// `/dev/full` is one file for every test, and a sink on it holds its lock (`flock`)
+/// until it is dropped, so the tests that open it take turns. Keep the turn until the
+/// sink is dropped. Fails the test, rather than passing it, where `/dev/full` cannot be
+/// opened.
 #[cfg(target_os = "linux")]
-pub(super) static DEV_FULL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(super) fn on_dev_full() -> (std::sync::MutexGuard<'static, ()>, JsonLinesSink) {
+    static DEV_FULL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let turn = DEV_FULL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let sink = JsonLinesSink::open("/dev/full").expect("/dev/full (Linux) opens for appending");
+    (turn, sink)
+}
 
 /// A directory under the system temp dir, removed on drop.
 pub(super) struct TempDir(pub(super) PathBuf);

@@ -708,12 +708,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn write_failure_is_counted_not_panicked() {
-        let _turn = super::super::testing::DEV_FULL
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Ok(sink) = JsonLinesSink::open("/dev/full") else {
-            return; // no /dev/full here
-        };
+        let (_turn, sink) = super::super::testing::on_dev_full();
         sink.record(event(0));
         sink.record(event(1));
         assert_eq!(sink.write_errors(), 2);
