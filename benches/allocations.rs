@@ -26,6 +26,9 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 mod fixtures;
 #[path = "support/scenarios.rs"]
 mod scenarios;
+#[allow(dead_code)]
+#[path = "support/server.rs"]
+mod server;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -41,6 +44,11 @@ const ADMITTED: &str = "admitted/guard+limiter/generated_key";
 /// keygate's own allocations per admitted request, at most (see the breakdown this binary
 /// prints for where they come from).
 const ADMITTED_BOUND: f64 = 6.0;
+
+/// keygate's own allocations per admitted request in a real server, at most: the
+/// principal boxed into the request's extensions (`http::Extensions` boxes every value)
+/// and the `RateLimit` header value.
+const SERVER_BOUND: f64 = 2.0;
 
 /// Allocations (and reallocations) and bytes per call of `f`, over `calls` calls.
 fn count(calls: usize, mut f: impl FnMut()) -> (f64, f64) {
@@ -101,6 +109,19 @@ fn main() -> ExitCode {
     }
 
     breakdown();
+
+    let server_own = if "server".contains(&filter) {
+        Some(in_a_server())
+    } else {
+        None
+    };
+    if let Some(own) = server_own.filter(|own| *own > SERVER_BOUND + 0.01) {
+        eprintln!(
+            "\nserver/guarded: {own:.2} allocations of keygate's own per request, more than \
+             the bound of {SERVER_BOUND}"
+        );
+        return ExitCode::FAILURE;
+    }
 
     match admitted_own {
         Some(own) if own > ADMITTED_BOUND + 0.01 => {
@@ -201,4 +222,160 @@ fn breakdown() {
         }),
     );
     black_box((requests, responses));
+}
+
+/// The same application served on loopback by hyper (through axum) alone, behind a
+/// layer that does nothing, behind the stack users assemble (tower-http +
+/// tower_governor) and behind keygate, each asked the same requests over one keep-alive
+/// connection by a client that allocates nothing after its first requests, all on one
+/// thread. Every allocation of the process is counted. axum boxes a layered route's
+/// service and futures whatever the layer, so a layer's own allocations are its server's
+/// count minus the do-nothing layer's (`layered`); the stack is two layers, so its count
+/// holds axum's wrapping once more. Returns keygate's own allocations per admitted
+/// request (`guarded`).
+///
+/// The requests have two headers (`Host` and the key), as `wrk` sends them.
+fn in_a_server() -> f64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let key = keygate::ApiKey::generate(&keygate::KeyPrefix::default())
+        .expect("key generation")
+        .0;
+    println!("\nIn a server: allocations per request ({REQUESTS} requests over one connection)\n");
+    println!("| server | allocations | bytes | the layers' own allocations | own bytes |");
+    println!("|---|---:|---:|---:|---:|");
+    runtime.block_on(async {
+        let guarded = |admitted_headers| {
+            server::application().layer(server::guard(&key, server::Audit::None, admitted_headers))
+        };
+        let servers = [
+            ("plain", server::serve(server::application()).await),
+            (
+                "layered",
+                server::serve(
+                    server::application().layer(tower::util::MapRequestLayer::new(
+                        |request: axum::extract::Request| request,
+                    )),
+                )
+                .await,
+            ),
+            (
+                "stack",
+                server::serve(server::stack(server::application(), &key)).await,
+            ),
+            ("guarded", server::serve(guarded(true)).await),
+            (
+                "guarded, no headers on admitted",
+                server::serve(guarded(false)).await,
+            ),
+        ];
+        let request = format!(
+            "GET {} HTTP/1.1\r\nhost: localhost\r\nx-api-key: {}\r\n\r\n",
+            server::JOB_PATH,
+            key.expose_secret()
+        );
+        let mut layered = (0.0, 0.0);
+        let mut guarded = f64::NAN;
+        for (name, url) in servers {
+            let mut client = Client::connect(url.trim_start_matches("http://")).await;
+            for _ in 0..WARM_UP {
+                client.get(request.as_bytes()).await;
+            }
+            let region = Region::new(GLOBAL);
+            for _ in 0..REQUESTS {
+                client.get(request.as_bytes()).await;
+            }
+            let stats = region.change();
+            let allocations = (stats.allocations + stats.reallocations) as f64 / REQUESTS as f64;
+            let bytes = stats.bytes_allocated as f64 / REQUESTS as f64;
+            match name {
+                "plain" => println!("| {name} | {allocations:.2} | {bytes:.0} | | |"),
+                "layered" => {
+                    layered = (allocations, bytes);
+                    println!("| {name} | {allocations:.2} | {bytes:.0} | (baseline) | |");
+                }
+                _ => {
+                    let own = allocations - layered.0;
+                    if name == "guarded" {
+                        guarded = own;
+                    }
+                    println!(
+                        "| {name} | {allocations:.2} | {bytes:.0} | {own:.2} | {:.0} |",
+                        bytes - layered.1
+                    );
+                }
+            }
+        }
+        guarded
+    })
+}
+
+/// An HTTP/1.1 client on one keep-alive connection that reuses its buffer, so that it
+/// allocates nothing once the buffer has grown to a response's size.
+struct Client {
+    stream: tokio::net::TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl Client {
+    async fn connect(address: &str) -> Self {
+        Self {
+            stream: tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connect to the loopback server"),
+            buffer: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Sends `request` and reads the whole response, which must be a 200.
+    async fn get(&mut self, request: &[u8]) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+        self.stream.write_all(request).await.expect("request sent");
+        self.buffer.clear();
+        let mut expected = None;
+        loop {
+            if let Some(end) = expected
+                && self.buffer.len() >= end
+            {
+                break;
+            }
+            let filled = self.buffer.len();
+            if self.buffer.capacity() == filled {
+                self.buffer.reserve(4096);
+            }
+            let read = self
+                .stream
+                .read_buf(&mut self.buffer)
+                .await
+                .expect("response read");
+            assert!(read > 0, "the server closed the connection");
+            if expected.is_none() {
+                expected = response_length(&self.buffer);
+            }
+        }
+        assert!(
+            self.buffer.starts_with(b"HTTP/1.1 200 "),
+            "not admitted: {}",
+            String::from_utf8_lossy(&self.buffer[..self.buffer.len().min(200)])
+        );
+    }
+}
+
+/// The length of the response whose start is in `buffer` (head and body), once its head
+/// is complete.
+fn response_length(buffer: &[u8]) -> Option<usize> {
+    let head_end = buffer.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&buffer[..head_end]).expect("an ASCII head");
+    let length = head
+        .split("\r\n")
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().expect("a length"))
+        })
+        .expect("a Content-Length");
+    Some(head_end + length)
 }

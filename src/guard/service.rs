@@ -333,7 +333,7 @@ mod tests {
         task::{Context, Poll, Waker},
     };
 
-    use http::{Request, Response, StatusCode};
+    use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
     use tower::{Layer, Service, service_fn};
 
     use crate::{ApiKey, ApiKeyGuard, KeyGrant};
@@ -372,6 +372,44 @@ mod tests {
     fn a_refusal_polled_after_completion_panics() {
         let status = poll_twice(Request::get("/jobs").body(()).unwrap());
         unreachable!("second poll returned after a {status}");
+    }
+
+    /// As hyper builds a request's headers: a map sized to them, which they fill. Hiding
+    /// the credential must not make room for an insertion (a reallocation and a rehash
+    /// on every such request).
+    #[test]
+    fn credentials_are_hidden_without_growing_a_full_header_map() {
+        let guard = ApiKeyGuard::builder()
+            .key(ApiKey::new(KEY).unwrap(), KeyGrant::new("p"))
+            .build()
+            .unwrap();
+        let mut service = guard.layer(service_fn(|request: Request<()>| async move {
+            let headers = request.headers();
+            let seen = format!(
+                "capacity={} sensitive={}",
+                headers.capacity(),
+                headers["x-api-key"].is_sensitive()
+            );
+            Ok::<_, Infallible>(Response::new(seen))
+        }));
+        let mut headers = HeaderMap::with_capacity(2);
+        headers.insert(header::HOST, HeaderValue::from_static("localhost"));
+        headers.insert("x-api-key", HeaderValue::from_static(KEY));
+        assert_eq!(headers.len(), headers.capacity(), "the map is full");
+        let capacity = headers.capacity();
+        let mut request = Request::get("/jobs").body(()).unwrap();
+        *request.headers_mut() = headers;
+
+        let mut future = pin!(service.call(request));
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(Ok(response)) = future.as_mut().poll(&mut cx) else {
+            panic!("an in-memory decision is ready at once");
+        };
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.body(),
+            &format!("capacity={capacity} sensitive=true")
+        );
     }
 
     #[test]
