@@ -52,6 +52,14 @@ impl<'a, T> BackendFuture<'a, T> {
             inner: Inner::Pending(Box::pin(future)),
         }
     }
+
+    /// The answer when it is already known, without polling; the future otherwise.
+    pub(crate) fn into_ready(self) -> Result<T, Self> {
+        match self.inner {
+            Inner::Ready(Some(value)) => Ok(value),
+            inner => Err(Self { inner }),
+        }
+    }
 }
 
 impl<T> Unpin for BackendFuture<'_, T> {}

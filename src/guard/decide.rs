@@ -1,10 +1,10 @@
 //! The decision: stages 3 to 5 of the request path (failed attempts, verification, rate
 //! limit), and what follows every decision, in one place ([`GuardConfig::conclude`]).
 //!
-//! A decision is a small state machine polled with the configuration it was started
-//! with. In-memory backends answer at once, so the guard finishes it on its first poll
-//! inside `call`, with nothing boxed; a network backend makes it wait in the response
-//! future.
+//! A decision goes as far as the backends answer at once ([`Verification::start`]): the
+//! whole way for in-memory backends, inside `call`, with nothing boxed and nothing
+//! polled. A network backend's answer makes it wait, as a small state machine polled in
+//! the response future with the configuration it was started with.
 
 use std::{
     future::Future,
@@ -12,7 +12,7 @@ use std::{
     net::IpAddr,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll, Waker},
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -60,6 +60,21 @@ impl From<Rejection> for Refusal {
 /// The outcome of stages 2 to 5.
 pub(crate) type Decision = Result<Admission, Refusal>;
 
+/// Where a decision stands once it has gone as far as it can without waiting.
+#[derive(Debug)]
+pub(crate) enum Started {
+    /// Decided: every backend asked answered at once (the in-memory ones always do).
+    Decided(Decision),
+    /// Waiting for a network backend's answer ([`Verification::poll_with`]).
+    Waiting(Verification),
+}
+
+impl From<Refusal> for Started {
+    fn from(refusal: Refusal) -> Self {
+        Started::Decided(Err(refusal))
+    }
+}
+
 /// One decision in progress.
 #[derive(Debug)]
 pub(crate) struct Verification {
@@ -99,10 +114,10 @@ enum Progress {
 
 impl Verification {
     /// Starts the decision for a credential already pulled from the request (and checked
-    /// to be visible ASCII). Refuses at once what needs no lookup: a client that failed
-    /// too often (stage 3; unless its credential may pass to be verified, see the
-    /// failed-attempt limiter's `Passage`), a bad checksum or a key too short to be
-    /// registered.
+    /// to be visible ASCII), and takes it as far as the backends answer at once. Refuses
+    /// at once what needs no lookup: a client that failed too often (stage 3; unless its
+    /// credential may pass to be verified, see the failed-attempt limiter's `Passage`), a
+    /// bad checksum or a key too short to be registered.
     ///
     /// With a JWT verifier (feature `jwt`), a credential shaped like a JWT (or any
     /// credential, when the guard takes no API keys) is verified here, without a lookup,
@@ -113,7 +128,7 @@ impl Verification {
         credential: &str,
         client_ip: Option<IpAddr>,
         access: &Access,
-    ) -> Result<Self, Refusal> {
+    ) -> Started {
         let requirement = match access {
             Access::Required(requirement) => requirement.clone(),
             Access::Public | Access::Optional => Requirement::default(),
@@ -139,26 +154,30 @@ impl Verification {
             if let Some(retry_after) = blocked
                 && !passage.is_some_and(crate::limit::passage::Passage::take_from_budget)
             {
-                return Err(refuse_blocked(retry_after).into());
+                return Refusal::from(refuse_blocked(retry_after)).into();
             }
             // A token needs no lookup: verifying it is the whole check.
             return match (verifier.verify(credential), blocked) {
-                (Ok(principal), _) => Ok(Self {
-                    client,
-                    blocked,
-                    step: Self::admit(config, principal, &requirement),
-                    requirement,
-                }),
-                (Err(_), Some(retry_after)) => Err(refuse_blocked(retry_after).into()),
-                (Err(rejection @ Rejection::MalformedCredentials(_)), None) => {
-                    Err(rejection.into())
+                (Ok(principal), _) => {
+                    let step = Self::admit(config, principal, &requirement);
+                    Self {
+                        client,
+                        blocked,
+                        requirement,
+                        step: Step::Done,
+                    }
+                    .go_on(config, step)
                 }
-                (Err(rejection), None) => Err(failure(config, client, rejection, None)),
+                (Err(_), Some(retry_after)) => Refusal::from(refuse_blocked(retry_after)).into(),
+                (Err(rejection @ Rejection::MalformedCredentials(_)), None) => {
+                    Refusal::from(rejection).into()
+                }
+                (Err(rejection), None) => failure(config, client, rejection, None).into(),
             };
         }
         if credential.len() > config.max_key_len {
             // Only a guard that also takes tokens extracts credentials longer than this.
-            return Err(Rejection::MalformedCredentials(Malformed::TooLong).into());
+            return Refusal::from(Rejection::MalformedCredentials(Malformed::TooLong)).into();
         }
         let parsed = parse_visible(credential.as_bytes());
         if let Some(retry_after) = blocked {
@@ -171,24 +190,54 @@ impl Verification {
                 .zip(passage)
                 .is_some_and(|(key_id, passage)| passage.may_pass(&key_id));
             if !passes {
-                return Err(refuse_blocked(retry_after).into());
+                return Refusal::from(refuse_blocked(retry_after)).into();
             }
         }
         let Ok(parsed) = parsed else {
             // No lookup, no digest.
-            return Err(failure(config, client, Rejection::InvalidCredentials, None));
+            return failure(config, client, Rejection::InvalidCredentials, None).into();
         };
         let presented = KeyDigest::of(credential.as_bytes());
         let lookup = match parsed.key_id() {
             Some(key_id) => config.registry.find_by_id(&key_id),
             None => config.registry.find_by_digest(&presented),
         };
-        Ok(Self {
+        Self {
             client,
             blocked,
             requirement,
-            step: Step::Lookup { lookup, presented },
-        })
+            step: Step::Done,
+        }
+        .go_on(config, Step::Lookup { lookup, presented })
+    }
+
+    /// Takes `step`, and those it leads to, as far as the backends answer at once: each
+    /// answer already known is taken without polling, and only a step left waiting is
+    /// kept, to be polled.
+    fn go_on(mut self, config: &GuardConfig, mut step: Step) -> Started {
+        loop {
+            step = match step {
+                Step::Lookup { lookup, presented } => match lookup.into_ready() {
+                    Ok(found) => match self.verified(config, &presented, found) {
+                        Progress::Decided(decision) => return Started::Decided(decision),
+                        Progress::Next(next) => next,
+                    },
+                    Err(lookup) => {
+                        self.step = Step::Lookup { lookup, presented };
+                        return Started::Waiting(self);
+                    }
+                },
+                Step::Limit { principal, check } => match check.into_ready() {
+                    Ok(result) => return Started::Decided(limited(config, principal, result)),
+                    Err(check) => {
+                        self.step = Step::Limit { principal, check };
+                        return Started::Waiting(self);
+                    }
+                },
+                Step::Decided(decision) => return Started::Decided(decision),
+                Step::Done => panic!("keygate: a decision went on after completion"),
+            };
+        }
     }
 
     /// Counts a failure against the client and builds the refusal: `rejection`, or 429
@@ -205,13 +254,6 @@ impl Verification {
             None => rejection,
         };
         failure(config, self.client, rejection, principal)
-    }
-
-    /// Polls once without a waker to be woken: in-memory backends answer at once, so
-    /// the common path decides inside `call` without cloning the inner service or
-    /// allocating a future.
-    pub(crate) fn poll_now(&mut self, config: &GuardConfig) -> Poll<Decision> {
-        self.poll_with(config, &mut Context::from_waker(Waker::noop()))
     }
 
     /// Drives the decision with the configuration it was started with.

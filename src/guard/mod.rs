@@ -54,7 +54,7 @@ use std::{fmt, future::Future, net::IpAddr, sync::Arc};
 use tower_layer::Layer;
 
 pub(crate) use self::config::GuardConfig;
-use self::decide::Verification;
+use self::decide::{Started, Verification};
 pub use self::{
     builder::{ApiKeyGuardBuilder, BuildError, DEFAULT_UNAVAILABLE_RETRY_AFTER},
     config::{AuditFailure, ClientAddr, ClientIpFn},
@@ -194,19 +194,16 @@ impl<R> ApiKeyGuard<R> {
             .audit
             .as_ref()
             .map(|_| RequestFacts::named(action, client_ip));
-        let started = config
-            .credentials
-            .check(credential)
-            .map_err(Into::into)
-            .and_then(|()| {
-                Verification::start(&config, credential, client_ip, &routes::DEFAULT_ACCESS)
-            });
+        let started = match config.credentials.check(credential) {
+            Ok(()) => Verification::start(&config, credential, client_ip, &routes::DEFAULT_ACCESS),
+            Err(rejection) => Started::Decided(Err(rejection.into())),
+        };
         async move {
             let decision = match started {
-                Ok(mut verification) => {
+                Started::Decided(decision) => decision,
+                Started::Waiting(mut verification) => {
                     std::future::poll_fn(|cx| verification.poll_with(&config, cx)).await
                 }
-                Err(refusal) => Err(refusal),
             };
             config
                 .conclude(decision, facts.as_ref())

@@ -15,7 +15,7 @@ use tower_service::Service;
 
 use super::{
     GuardConfig,
-    decide::{Decision, Verification},
+    decide::{Decision, Started, Verification},
     routes::Access,
 };
 use crate::{Outcome, Rejection, RenderRejection, audit::RequestFacts, limit::RateLimitDecision};
@@ -94,33 +94,30 @@ where
             // Optional authentication, and none offered: on, anonymous.
             return self.pass_through(request, facts.as_ref(), "anonymous");
         }
-        let started = extracted.map_err(Into::into).and_then(|credential| {
-            Verification::start(config, credential.expose_secret(), ip, access)
-        });
+        let started = match extracted {
+            Ok(credential) => Verification::start(config, credential.expose_secret(), ip, access),
+            Err(rejection) => Started::Decided(Err(rejection.into())),
+        };
         let decision = match started {
-            Ok(mut verification) => match verification.poll_now(config) {
-                Poll::Ready(decision) => decision,
-                Poll::Pending => {
-                    // A network backend: the decision finishes in the future, which takes
-                    // the inner service that was driven to readiness (tower's
-                    // clone-and-swap).
-                    let clone = self.inner.clone();
-                    let inner = std::mem::replace(&mut self.inner, clone);
-                    return ResponseFuture {
-                        state: State::Deciding {
-                            pending: Some(Box::new(Pending {
-                                verification,
-                                config: Arc::clone(&self.config),
-                                renderer: self.renderer.clone(),
-                                inner,
-                                request,
-                                facts,
-                            })),
-                        },
-                    };
-                }
-            },
-            Err(refusal) => Err(refusal),
+            Started::Decided(decision) => decision,
+            Started::Waiting(verification) => {
+                // A network backend: the decision finishes in the future, which takes the
+                // inner service that was driven to readiness (tower's clone-and-swap).
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                return ResponseFuture {
+                    state: State::Deciding {
+                        pending: Some(Box::new(Pending {
+                            verification,
+                            config: Arc::clone(&self.config),
+                            renderer: self.renderer.clone(),
+                            inner,
+                            request,
+                            facts,
+                        })),
+                    },
+                };
+            }
         };
         let state = proceed(
             config,
