@@ -1,14 +1,17 @@
 //! Heap allocations per request, counted by a counting global allocator: the scenarios of
 //! the `guard` benchmark, each next to its baseline (the inner service alone, fed the same
-//! requests, in the same process), so that the difference is keygate's own.
+//! requests, in the same process), so that the difference is keygate's own; then the load
+//! test's application in a real server, bare and behind each contender ([`in_a_server`]).
 //!
 //! ```text
-//! cargo bench --bench allocations              # every scenario
+//! cargo bench --bench allocations              # every scenario, and the servers
 //! cargo bench --bench allocations -- refused   # the scenarios whose name contains `refused`
+//! cargo bench --bench allocations -- server    # the servers only
 //! ```
 //!
 //! Counts are deterministic, unlike times: the run fails (exit code 1) when keygate's own
-//! allocations on the admitted path exceed [`ADMITTED_BOUND`].
+//! allocations on the admitted path exceed [`ADMITTED_BOUND`], or in a server
+//! [`SERVER_BOUND`].
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::{
