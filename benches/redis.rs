@@ -2,7 +2,9 @@
 //! floor of any Redis call: a `PING` on the same multiplexed connection.
 //!
 //! Starts its own `redis-server` on a free loopback port (no persistence) and stops it
-//! afterwards; fails if `redis-server` is not installed.
+//! afterwards; fails if `redis-server` is not installed. After the group, prints the
+//! server's own time per call of each benchmark's commands (`INFO commandstats`), which
+//! the round trip's scheduling noise does not blur.
 //!
 //! ```text
 //! cargo bench --features redis --bench redis
@@ -45,6 +47,13 @@ fn redis(c: &mut Criterion) {
         .unwrap();
     let one = NonZeroU32::MIN;
 
+    // What the connection's setup sent is not any benchmark's.
+    runtime.block_on(server_time(limit.connection().clone()));
+    let server_time_of = |name: &str| {
+        let stats = runtime.block_on(server_time(limit.connection().clone()));
+        (name.to_owned(), stats)
+    };
+    let mut server_times = Vec::new();
     let mut group = c.benchmark_group("redis");
     group.throughput(Throughput::Elements(1));
     group.bench_function("ping", |b| {
@@ -59,18 +68,21 @@ fn redis(c: &mut Criterion) {
             }
         });
     });
+    server_times.push(server_time_of("ping"));
     group.bench_function("check", |b| {
         b.to_async(&runtime).iter(|| {
             let check = limit.check(black_box("coordinator-1"), "default", one);
             async move { black_box(check.await.unwrap()) }
         });
     });
+    server_times.push(server_time_of("check"));
     group.bench_function("check/strict_window", |b| {
         b.to_async(&runtime).iter(|| {
             let check = limit.check(black_box("coordinator-2"), "strict", one);
             async move { black_box(check.await.unwrap()) }
         });
     });
+    server_times.push(server_time_of("check/strict_window"));
     group.bench_function("check_all/2", |b| {
         b.to_async(&runtime).iter(|| {
             let check = limit.check_all(
@@ -80,8 +92,51 @@ fn redis(c: &mut Criterion) {
             async move { black_box(check.await.unwrap()) }
         });
     });
+    server_times.push(server_time_of("check_all/2"));
     group.finish();
+    println!("\nredis-server's own time per call (INFO commandstats, round trip excluded)\n");
+    println!("| benchmark | command | calls | µs per call |");
+    println!("|---|---|---:|---:|");
+    for (benchmark, stats) in server_times {
+        for (command, calls, usec) in stats {
+            println!("| {benchmark} | {command} | {calls} | {usec} |");
+        }
+    }
     drop(server);
+}
+
+/// The server's own time per call of the commands sent since the last call, from `INFO
+/// commandstats` (`usec_per_call`, measured inside `redis-server`, round trip excluded),
+/// then resets the statistics. The round trip is the same for a `PING` and a check, and
+/// on a shared machine its scheduling noise swamps the difference between them; this
+/// shows the difference itself: what the check's script costs the server beyond a `PING`.
+async fn server_time(
+    mut connection: ::redis::aio::ConnectionManager,
+) -> Vec<(String, String, String)> {
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let () = ::redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| line.strip_prefix("cmdstat_")?.split_once(':'))
+        .filter(|(command, _)| ["ping", "evalsha", "eval"].contains(command))
+        .map(|(command, stats)| {
+            let field = |name: &str| {
+                stats
+                    .split(',')
+                    .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                    .unwrap_or("?")
+                    .to_owned()
+            };
+            (command.to_owned(), field("calls"), field("usec_per_call"))
+        })
+        .collect()
 }
 
 criterion_group!(benches, redis);
