@@ -58,7 +58,10 @@ while read -r name baseline; do
         continue
     fi
     if [[ -n "$filter" && "$name" != *"$filter"* ]]; then
-        needed=$("$binary" --list | awk -v b="$name" -v f="$filter" '$2 == b && index($1, f) { print "yes"; exit }')
+        # awk reads the whole list: leaving early would close the pipe on the binary, which
+        # then panics on its next line of output.
+        needed=$("$binary" --list | awk -v b="$name" -v f="$filter" \
+            '$2 == b && index($1, f) { found = 1 } END { if (found) print "yes" }')
         [[ -n "$needed" ]] || continue
     fi
     first=$(count "$name" "$FIRST")

@@ -12,7 +12,10 @@ use std::{
 /// in-memory backends answer, with no allocation, or a boxed future, as network
 /// backends answer.
 ///
-/// The guard polls it in place, so the in-memory path never boxes anything.
+/// The guard takes a ready answer as it is, inside its service's `call`, so the in-memory
+/// path polls and boxes nothing. A future made with [`new`](Self::new) waits in the
+/// guard's response future, even one that would finish on its first poll: an answer known
+/// at once is best given with [`ready`](Self::ready).
 ///
 /// ```
 /// use keygate::BackendFuture;
