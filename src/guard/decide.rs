@@ -166,7 +166,7 @@ impl Verification {
                         requirement,
                         step: Step::Done,
                     }
-                    .go_on(config, step)
+                    .started(config, step)
                 }
                 (Err(_), Some(retry_after)) => Refusal::from(refuse_blocked(retry_after)).into(),
                 (Err(rejection @ Rejection::MalformedCredentials(_)), None) => {
@@ -208,33 +208,53 @@ impl Verification {
             requirement,
             step: Step::Done,
         }
-        .go_on(config, Step::Lookup { lookup, presented })
+        .started(config, Step::Lookup { lookup, presented })
     }
 
-    /// Takes `step`, and those it leads to, as far as the backends answer at once: each
-    /// answer already known is taken without polling, and only a step left waiting is
-    /// kept, to be polled.
-    fn go_on(mut self, config: &GuardConfig, mut step: Step) -> Started {
+    /// Takes the decision, from `step`, as far as the backends answer at once:
+    /// [`Started::Decided`], or [`Started::Waiting`] with the step left waiting, to be
+    /// polled.
+    fn started(mut self, config: &GuardConfig, step: Step) -> Started {
+        match self.go_on(config, step) {
+            Some(decision) => Started::Decided(decision),
+            None => Started::Waiting(self),
+        }
+    }
+
+    /// The one continuation of a decision: takes `step`, and those it leads to, as far as
+    /// their answers are known. Each answer already known is taken without polling;
+    /// returns the decision, or `None` with the step that waits for its answer kept, to
+    /// be polled ([`Self::poll_with`]).
+    ///
+    /// The step goes by value, not through `self.step`: callgrind counted about 200 more
+    /// instructions per admitted request with the latter (six counts of each build). One
+    /// continuation for both paths costs about 110 instructions (0.7 %) against one
+    /// written out for each, for an extra call: a cost kept for having it once.
+    ///
+    /// # Panics
+    ///
+    /// When `step` is [`Step::Done`].
+    fn go_on(&mut self, config: &GuardConfig, mut step: Step) -> Option<Decision> {
         loop {
             step = match step {
                 Step::Lookup { lookup, presented } => match lookup.into_ready() {
                     Ok(found) => match self.verified(config, &presented, found) {
-                        Progress::Decided(decision) => return Started::Decided(decision),
+                        Progress::Decided(decision) => return Some(decision),
                         Progress::Next(next) => next,
                     },
                     Err(lookup) => {
                         self.step = Step::Lookup { lookup, presented };
-                        return Started::Waiting(self);
+                        return None;
                     }
                 },
                 Step::Limit { principal, check } => match check.into_ready() {
-                    Ok(result) => return Started::Decided(limited(config, principal, result)),
+                    Ok(result) => return Some(limited(config, principal, result)),
                     Err(check) => {
                         self.step = Step::Limit { principal, check };
-                        return Started::Waiting(self);
+                        return None;
                     }
                 },
-                Step::Decided(decision) => return Started::Decided(decision),
+                Step::Decided(decision) => return Some(decision),
                 Step::Done => panic!("keygate: a decision went on after completion"),
             };
         }
@@ -256,7 +276,9 @@ impl Verification {
         failure(config, self.client, rejection, principal)
     }
 
-    /// Drives the decision with the configuration it was started with.
+    /// Drives the decision with the configuration it was started with: polls the step
+    /// left waiting and, once it has its answer, goes on with the answer as a ready one
+    /// ([`Self::go_on`]).
     ///
     /// # Panics
     ///
@@ -267,32 +289,23 @@ impl Verification {
         cx: &mut Context<'_>,
     ) -> Poll<Decision> {
         loop {
-            match mem::replace(&mut self.step, Step::Done) {
-                Step::Lookup {
-                    mut lookup,
-                    presented,
-                } => {
-                    let Poll::Ready(found) = Pin::new(&mut lookup).poll(cx) else {
-                        self.step = Step::Lookup { lookup, presented };
-                        return Poll::Pending;
-                    };
-                    match self.verified(config, &presented, found) {
-                        Progress::Decided(decision) => return Poll::Ready(decision),
-                        Progress::Next(step) => self.step = step,
-                    }
-                }
-                Step::Decided(decision) => return Poll::Ready(decision),
-                Step::Limit {
-                    principal,
-                    mut check,
-                } => {
-                    let Poll::Ready(result) = Pin::new(&mut check).poll(cx) else {
-                        self.step = Step::Limit { principal, check };
-                        return Poll::Pending;
-                    };
-                    return Poll::Ready(limited(config, principal, result));
-                }
+            let mut step = mem::replace(&mut self.step, Step::Done);
+            let polled = match &mut step {
+                Step::Lookup { lookup, .. } => Pin::new(&mut *lookup)
+                    .poll(cx)
+                    .map(|found| *lookup = BackendFuture::ready(found)),
+                Step::Limit { check, .. } => Pin::new(&mut *check)
+                    .poll(cx)
+                    .map(|result| *check = BackendFuture::ready(result)),
+                Step::Decided(_) => Poll::Ready(()),
                 Step::Done => panic!("keygate: a decision was polled after completion"),
+            };
+            if polled.is_pending() {
+                self.step = step;
+                return Poll::Pending;
+            }
+            if let Some(decision) = self.go_on(config, step) {
+                return Poll::Ready(decision);
             }
         }
     }
