@@ -66,10 +66,18 @@ impl AuditSink for TracingSink {
         let stamp = || timestamp::format(event.timestamp).ok();
         match event.outcome {
             Outcome::Admitted | Outcome::Succeeded => {
-                audit_event!(Level::INFO, &event, stamp().as_deref());
+                audit_event!(
+                    Level::INFO,
+                    &event,
+                    stamp().as_ref().map(timestamp::Stamp::as_str)
+                );
             }
             Outcome::Refused | Outcome::Failed => {
-                audit_event!(Level::WARN, &event, stamp().as_deref());
+                audit_event!(
+                    Level::WARN,
+                    &event,
+                    stamp().as_ref().map(timestamp::Stamp::as_str)
+                );
             }
         }
     }

@@ -478,13 +478,13 @@ impl GuardConfig {
     pub(crate) fn conclude(
         &self,
         decision: Decision,
-        facts: Option<&RequestFacts>,
+        facts: Option<RequestFacts>,
     ) -> Result<Admission, Rejection> {
         match decision {
             Ok(admission) => {
                 if let (Some(sink), Some(facts)) = (&self.audit, facts) {
                     let mut event = facts
-                        .event(Outcome::Admitted)
+                        .into_event(Outcome::Admitted)
                         .with_principal(&admission.principal);
                     if admission.limit_failed_open {
                         event = event.with_reason("rate_limit_unavailable_failed_open");
@@ -502,7 +502,7 @@ impl GuardConfig {
             Err(refusal) => {
                 if let (Some(sink), Some(facts)) = (&self.audit, facts) {
                     let mut event = facts
-                        .event(Outcome::Refused)
+                        .into_event(Outcome::Refused)
                         .with_reason(refusal.rejection.reason());
                     if let Some(principal) = &refusal.principal {
                         event = event.with_principal(principal);

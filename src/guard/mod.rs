@@ -206,7 +206,7 @@ impl<R> ApiKeyGuard<R> {
                 }
             };
             config
-                .conclude(decision, facts.as_ref())
+                .conclude(decision, facts)
                 .map(|admission| admission.principal)
         }
     }

@@ -85,14 +85,14 @@ where
                 .routes
                 .access(request.method(), request.uri().path(), request.headers());
         if *access == Access::Public {
-            return self.pass_through(request, facts.as_ref(), "public_route");
+            return self.pass_through(request, facts, "public_route");
         }
 
         // 2. Credential, 3. failed attempts, and the parts of 4. that need no lookup.
         let extracted = config.credentials.extract(request.headers(), request.uri());
         if *access == Access::Optional && matches!(extracted, Err(Rejection::MissingCredentials)) {
             // Optional authentication, and none offered: on, anonymous.
-            return self.pass_through(request, facts.as_ref(), "anonymous");
+            return self.pass_through(request, facts, "anonymous");
         }
         let started = match extracted {
             Ok(credential) => Verification::start(config, credential.expose_secret(), ip, access),
@@ -124,7 +124,7 @@ where
             &self.renderer,
             &mut self.inner,
             request,
-            facts.as_ref(),
+            facts,
             decision,
         );
         ResponseFuture { state }
@@ -137,14 +137,14 @@ impl<S, R> ApiKeyGuardService<S, R> {
     fn pass_through<ReqBody>(
         &mut self,
         request: Request<ReqBody>,
-        facts: Option<&RequestFacts>,
+        facts: Option<RequestFacts>,
         reason: &'static str,
     ) -> ResponseFuture<S, ReqBody, R>
     where
         S: Service<Request<ReqBody>>,
     {
         if let (Some(sink), Some(facts)) = (&self.config.audit, facts) {
-            sink.record(facts.event(Outcome::Admitted).with_reason(reason));
+            sink.record(facts.into_event(Outcome::Admitted).with_reason(reason));
         }
         ResponseFuture::inner(self.inner.call(request), None)
     }
@@ -164,7 +164,7 @@ fn proceed<S, ReqBody, ResBody, R>(
     renderer: &R,
     inner: &mut S,
     mut request: Request<ReqBody>,
-    facts: Option<&RequestFacts>,
+    facts: Option<RequestFacts>,
     decision: Decision,
 ) -> State<S, ReqBody, R>
 where
@@ -293,14 +293,7 @@ where
                     } = *pending
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    let state = proceed(
-                        &config,
-                        &renderer,
-                        &mut inner,
-                        request,
-                        facts.as_ref(),
-                        decision,
-                    );
+                    let state = proceed(&config, &renderer, &mut inner, request, facts, decision);
                     this.state.set(state);
                 }
                 StateProj::Inner { future, rate } => {

@@ -14,7 +14,7 @@ pub(crate) fn audit_refusal<B>(
     workspace: Option<&str>,
 ) {
     let mut event = RequestFacts::of(request, None)
-        .event(Outcome::Refused)
+        .into_event(Outcome::Refused)
         .with_reason(rejection.reason());
     if let Some(principal) = request.extensions().get::<Principal>() {
         event = event.with_principal(principal);
