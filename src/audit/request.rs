@@ -3,9 +3,12 @@
 
 use std::net::IpAddr;
 
-use http::{Request, header};
+use http::{HeaderName, Request, header};
 
 use crate::{AuditEvent, Outcome};
+
+/// The request id's header. A name, not a string, so that it is not parsed per request.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The longest path or action, in bytes, an audit record repeats.
 const MAX_ACTION: usize = 512;
@@ -26,7 +29,7 @@ pub(crate) struct RequestFacts {
 impl RequestFacts {
     /// The facts of an HTTP request: method and path, request id, user agent.
     pub(crate) fn of<B>(request: &Request<B>, client_ip: Option<IpAddr>) -> Self {
-        let header = |name: &str| {
+        let header = |name: &HeaderName| {
             request
                 .headers()
                 .get(name)
@@ -39,8 +42,8 @@ impl RequestFacts {
                 request.method(),
                 truncate(request.uri().path(), MAX_ACTION)
             ),
-            request_id: header("x-request-id"),
-            user_agent: header(header::USER_AGENT.as_str()),
+            request_id: header(&X_REQUEST_ID),
+            user_agent: header(&header::USER_AGENT),
             client_ip,
         }
     }
