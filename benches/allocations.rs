@@ -275,8 +275,8 @@ fn in_a_server() -> Vec<(&'static str, f64, f64)> {
     };
     let (sync_log, queued_log) = (log("sync"), log("queued"));
     let bounded = runtime.block_on(async {
-        let guarded = |admitted_headers| {
-            server::application().layer(server::guard(&key, server::Audit::None, admitted_headers))
+        let guarded = |audit: server::Audit<'_>, admitted_headers| {
+            server::application().layer(server::guard(&key, audit, admitted_headers))
         };
         let servers = [
             ("plain", server::serve(server::application()).await),
@@ -293,28 +293,21 @@ fn in_a_server() -> Vec<(&'static str, f64, f64)> {
                 "stack",
                 server::serve(server::stack(server::application(), &key)).await,
             ),
-            ("guarded", server::serve(guarded(true)).await),
+            (
+                "guarded",
+                server::serve(guarded(server::Audit::None, true)).await,
+            ),
             (
                 "guarded, no headers on admitted",
-                server::serve(guarded(false)).await,
+                server::serve(guarded(server::Audit::None, false)).await,
             ),
             (
                 "guarded, audit log on the request thread",
-                server::serve(server::application().layer(server::guard(
-                    &key,
-                    server::Audit::Sync(&sync_log),
-                    true,
-                )))
-                .await,
+                server::serve(guarded(server::Audit::Sync(&sync_log), true)).await,
             ),
             (
                 "guarded, audit log queued",
-                server::serve(server::application().layer(server::guard(
-                    &key,
-                    server::Audit::Queued(&queued_log),
-                    true,
-                )))
-                .await,
+                server::serve(guarded(server::Audit::Queued(&queued_log), true)).await,
             ),
         ];
         let request = format!(
