@@ -4,14 +4,21 @@
 //! Starts its own `redis-server` on a free loopback port (no persistence) and stops it
 //! afterwards; fails if `redis-server` is not installed. After the group, prints the
 //! server's own time per call of each benchmark's commands (`INFO commandstats`), which
-//! the round trip's scheduling noise does not blur.
+//! the round trip's scheduling noise does not blur. Then times a `PING` and a GCRA check
+//! alternately on the same connection, pair by pair, and prints their medians and ratio:
+//! the issue's target (a check at most 1.3× a `PING`) compared within each pair, so that
+//! the machine's load, which drifts over seconds, hits both alike.
 //!
 //! ```text
 //! cargo bench --features redis --bench redis
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::{hint::black_box, num::NonZeroU32};
+use std::{
+    hint::black_box,
+    num::NonZeroU32,
+    time::{Duration, Instant},
+};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use keygate::{
@@ -102,7 +109,78 @@ fn redis(c: &mut Criterion) {
             println!("| {benchmark} | {command} | {calls} | {usec} |");
         }
     }
+    paired(&runtime, &limit, one);
     drop(server);
+}
+
+/// Pairs timed by [`paired`] (after as many unrecorded, to warm up).
+const PAIRS: usize = 20_000;
+
+/// Times a `PING` and a GCRA check alternately on the limit's connection, [`PAIRS`]
+/// times, which goes first alternating too, and prints the medians, the ratio of the
+/// medians and the median of the pairs' own ratios.
+///
+/// Criterion times its benchmarks one after the other, seconds apart; on a shared machine
+/// the round trip's cost drifts more than the difference between the two in that time
+/// (the ratio of criterion's medians ranged over 1.0–3.6× from run to run). Within a pair,
+/// both calls meet the same load.
+fn paired(runtime: &tokio::runtime::Runtime, limit: &RedisRateLimit, one: NonZeroU32) {
+    let (pings, checks) = runtime.block_on(async {
+        let mut connection = limit.connection().clone();
+        let mut pings = Vec::with_capacity(PAIRS);
+        let mut checks = Vec::with_capacity(PAIRS);
+        for round in 0..2 * PAIRS {
+            let mut ping = Duration::ZERO;
+            let mut check = Duration::ZERO;
+            for ping_first in [round % 2 == 0, round % 2 == 1] {
+                let start = Instant::now();
+                if ping_first {
+                    let pong: String = ::redis::cmd("PING")
+                        .query_async(&mut connection)
+                        .await
+                        .unwrap();
+                    black_box(pong);
+                    ping = start.elapsed();
+                } else {
+                    let decision = limit.check(black_box("coordinator-1"), "default", one);
+                    black_box(decision.await.unwrap());
+                    check = start.elapsed();
+                }
+            }
+            if round >= PAIRS {
+                pings.push(ping);
+                checks.push(check);
+            }
+        }
+        (pings, checks)
+    });
+    let mut ratios: Vec<f64> = pings
+        .iter()
+        .zip(&checks)
+        .map(|(ping, check)| check.as_secs_f64() / ping.as_secs_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let (ping, check) = (quantiles(pings), quantiles(checks));
+    println!("\n{PAIRS} pairs of a PING and a GCRA check, alternated on one connection\n");
+    println!("| call | p10 | median | p90 |");
+    println!("|---|---:|---:|---:|");
+    for (call, [p10, median, p90]) in [("PING", ping), ("check", check)] {
+        println!("| {call} | {p10:.1?} | {median:.1?} | {p90:.1?} |");
+    }
+    println!(
+        "\ncheck ÷ PING: {:.2}× (medians), {:.2}× (median of the pairs' ratios; p10 {:.2}×, \
+         p90 {:.2}×); the target is at most 1.3×",
+        check[1].as_secs_f64() / ping[1].as_secs_f64(),
+        ratios[ratios.len() / 2],
+        ratios[ratios.len() / 10],
+        ratios[ratios.len() * 9 / 10],
+    );
+}
+
+/// The 10th percentile, the median and the 90th percentile of `times`.
+fn quantiles(mut times: Vec<Duration>) -> [Duration; 3] {
+    times.sort_unstable();
+    [10, 50, 90].map(|percent| times[times.len() * percent / 100])
 }
 
 /// The server's own time per call of the commands sent since the last call, from `INFO
