@@ -19,7 +19,9 @@ pub(super) struct Stamp([u8; LEN]);
 impl Stamp {
     pub(super) fn as_str(&self) -> &str {
         // Only ASCII digits and separators are ever written.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        let text = std::str::from_utf8(&self.0);
+        debug_assert!(text.is_ok(), "a timestamp holds ASCII digits and separators only");
+        text.unwrap_or_default()
     }
 }
 
