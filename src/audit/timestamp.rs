@@ -20,7 +20,10 @@ impl Stamp {
     pub(super) fn as_str(&self) -> &str {
         // Only ASCII digits and separators are ever written.
         let text = std::str::from_utf8(&self.0);
-        debug_assert!(text.is_ok(), "a timestamp holds ASCII digits and separators only");
+        debug_assert!(
+            text.is_ok(),
+            "a timestamp holds ASCII digits and separators only"
+        );
         text.unwrap_or_default()
     }
 }
