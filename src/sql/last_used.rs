@@ -48,8 +48,10 @@ impl Pending {
         let used = self.used.pin();
         match used.get(key_id) {
             Some(&latest) if latest >= secs => {}
+            // Inserted again if a flush removed it since the lookup (an `update` alone
+            // would find nothing, and lose this use).
             Some(_) => {
-                used.update(*key_id, |latest| (*latest).max(secs));
+                used.update_or_insert(*key_id, |latest| (*latest).max(secs), secs);
             }
             None if used.len() < MAX_PENDING => {
                 used.update_or_insert(*key_id, |latest| (*latest).max(secs), secs);
