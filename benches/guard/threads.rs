@@ -6,6 +6,9 @@
 //!   every thread presenting the same key (its limiter state is shared by nature);
 //! - `threads/key_per_thread/<n>`: the same, each thread with a key of its own: nothing
 //!   but the configuration needs to be shared, and this row should scale like the first;
+//! - `threads/key_per_thread_scoped/<n>`: the same behind a route rule that asks every
+//!   key for a scope (the keys hold it): the route's requirement is read by every
+//!   request on every thread, and must not be written;
 //! - `threads/sqlite_key_per_thread/<n>` (feature `sqlite`): a key each, on an
 //!   [`SqlRegistry`](keygate::sql::SqlRegistry) on an SQLite file, its cache warm (no
 //!   query): the network registries' cache and last-use notes on the request path.
@@ -36,7 +39,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use keygate::{ApiKey, InMemoryRegistry, KeyGrant, KeyLookup};
 use tower::{Layer as _, Service};
 
-use crate::fixtures::{HEADER, Stages, call, expect_status, generate, guard, inner};
+use crate::fixtures::{HEADER, SCOPE, Stages, call, expect_status, generate, guard, inner};
 
 /// The thread counts: `KEYGATE_BENCH_THREADS` (e.g. `1,2,4`), else 1 and 2.
 fn thread_counts() -> Vec<usize> {
@@ -53,10 +56,11 @@ fn thread_counts() -> Vec<usize> {
 }
 
 const GROUP: &str = "threads";
-const SCENARIOS: [&str; 4] = [
+const SCENARIOS: [&str; 5] = [
     "no_guard",
     "one_key",
     "key_per_thread",
+    "key_per_thread_scoped",
     "sqlite_key_per_thread",
 ];
 
@@ -144,7 +148,10 @@ pub(crate) fn bench(c: &mut Criterion) {
         .map(|i| {
             let key = generate();
             registry
-                .insert_key(&key, KeyGrant::new(format!("coordinator-{i}")))
+                .insert_key(
+                    &key,
+                    KeyGrant::new(format!("coordinator-{i}")).scopes([SCOPE]),
+                )
                 .expect("registration");
             header_value(&key)
         })
@@ -168,8 +175,16 @@ pub(crate) fn bench(c: &mut Criterion) {
             });
         });
 
-        for (scenario, keys) in [("one_key", &one_key[..]), ("key_per_thread", per_thread)] {
-            guarded(&mut group, scenario, n, &registry, keys);
+        for (scenario, keys, stages) in [
+            ("one_key", &one_key[..], Stages::limited()),
+            ("key_per_thread", per_thread, Stages::limited()),
+            (
+                "key_per_thread_scoped",
+                per_thread,
+                Stages::limited().scoped(),
+            ),
+        ] {
+            guarded(&mut group, scenario, n, &registry, keys, stages);
         }
         #[cfg(feature = "sqlite")]
         sqlite.warm();
@@ -180,22 +195,24 @@ pub(crate) fn bench(c: &mut Criterion) {
             n,
             &sqlite.registry,
             &sqlite.keys[..n],
+            Stages::limited(),
         );
     }
     group.finish();
     print_scaling(&counts);
 }
 
-/// The guard on `registry` (one, as a server has one, cloned into every thread), each of
-/// the `n` threads presenting its key of `keys`.
+/// The guard on `registry` with `stages` (one, as a server has one, cloned into every
+/// thread), each of the `n` threads presenting its key of `keys`.
 fn guarded<R: KeyLookup>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     scenario: &str,
     n: usize,
     registry: &Arc<R>,
     keys: &[&'static HeaderValue],
+    stages: Stages,
 ) {
-    let mut service = guard(registry, Stages::limited()).layer(inner());
+    let mut service = guard(registry, stages).layer(inner());
     for &key in keys {
         expect_status(&mut service, request(key), StatusCode::OK);
     }
@@ -313,6 +330,6 @@ fn print_scaling(counts: &[usize]) {
                 rate(n).map(|r| format!("{n}: {:.2} M/s ({:.2}×)", r / 1e6, r / single))
             })
             .collect();
-        println!("  {scenario:<15} {}", row.join("   "));
+        println!("  {scenario:<21} {}", row.join("   "));
     }
 }

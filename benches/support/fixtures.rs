@@ -21,6 +21,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use keygate::{
     ApiKey, ApiKeyGuard, ClientAddr, InMemoryRegistry, KeyDigest, KeyGrant, KeyId, KeyLookup,
     KeyPrefix, KeyRecord, RateLimit,
+    guard::Route,
     limit::{ClientKey, FailedAttemptLimiter, InMemoryRateLimit, Quota, Tiers},
 };
 use tower::{Service, ServiceBuilder, ServiceExt as _, service_fn, util::ServiceFn};
@@ -137,7 +138,12 @@ pub(crate) struct Stages {
     /// Whether admitted responses carry the rate-limit headers.
     admitted_headers: bool,
     failed_attempts: Option<Arc<FailedAttemptLimiter>>,
+    /// A route rule asking keys for this scope on every path ([`SCOPE`]).
+    scoped: bool,
 }
+
+/// The scope a [`Stages::scoped`] guard asks of every key (the benches' keys hold it).
+pub(crate) const SCOPE: &str = "jobs:read";
 
 impl Stages {
     /// The guard, the in-memory registry and the per-key limiter ([`InMemoryRateLimit`] with
@@ -147,6 +153,7 @@ impl Stages {
             rate_limit: true,
             admitted_headers: true,
             failed_attempts: None,
+            scoped: false,
         }
     }
 
@@ -165,7 +172,15 @@ impl Stages {
             rate_limit: false,
             admitted_headers: false,
             failed_attempts: None,
+            scoped: false,
         }
+    }
+
+    /// Adds a route rule that asks every key for [`SCOPE`] (`Route::prefix("/")`): the
+    /// path of a route with scopes, which a key holding it passes.
+    pub(crate) fn scoped(mut self) -> Self {
+        self.scoped = true;
+        self
     }
 
     /// Adds a failed-attempt limiter (the client address comes from a [`ClientAddr`]
@@ -186,6 +201,9 @@ pub(crate) fn guard<R: KeyLookup>(registry: &Arc<R>, stages: Stages) -> ApiKeyGu
         } else {
             limit.without_headers_on_admitted()
         });
+    }
+    if stages.scoped {
+        builder = builder.route(Route::prefix("/").scope(SCOPE));
     }
     if let Some(limiter) = stages.failed_attempts {
         builder = builder.failed_attempts(limiter).client_ip_from_extensions();

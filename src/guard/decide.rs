@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 
 use super::{
     AuditFailure, GuardConfig,
-    routes::{Access, Requirement},
+    routes::{Access, NO_REQUIREMENT, Requirement},
 };
 use crate::{
     BackendFuture, KeyDigest, KeyRecord, KeyStatus, Malformed, Outcome, Principal, RegistryError,
@@ -83,7 +83,10 @@ pub(crate) struct Verification {
     /// it came through only to have its key verified (see `Passage`), and any failure is
     /// answered 429.
     blocked: Option<Duration>,
-    /// What the route asks of a valid credential (scopes, cost).
+    /// What the route asks of a valid credential (scopes, cost), kept only while the
+    /// decision waits for a network backend: a decision taken in `call` borrows it from
+    /// the route rules instead, as cloning it (its scopes are an `Arc`) would write the
+    /// scopes' shared reference count on every request to a scoped route, on every core.
     requirement: Requirement,
     step: Step,
 }
@@ -130,8 +133,8 @@ impl Verification {
         access: &Access,
     ) -> Started {
         let requirement = match access {
-            Access::Required(requirement) => requirement.clone(),
-            Access::Public | Access::Optional => Requirement::default(),
+            Access::Required(requirement) => requirement,
+            Access::Public | Access::Optional => &NO_REQUIREMENT,
         };
         let client = client_ip.map(ClientKey::from);
         let mut blocked = None;
@@ -159,14 +162,8 @@ impl Verification {
             // A token needs no lookup: verifying it is the whole check.
             return match (verifier.verify(credential), blocked) {
                 (Ok(principal), _) => {
-                    let step = Self::admit(config, principal, &requirement);
-                    Self {
-                        client,
-                        blocked,
-                        requirement,
-                        step: Step::Done,
-                    }
-                    .started(config, step)
+                    let step = Self::admit(config, principal, requirement);
+                    Self::new(client, blocked).started(config, step, requirement)
                 }
                 (Err(_), Some(retry_after)) => Refusal::from(refuse_blocked(retry_after)).into(),
                 (Err(rejection @ Rejection::MalformedCredentials(_)), None) => {
@@ -202,23 +199,29 @@ impl Verification {
             Some(key_id) => config.registry.find_by_id(&key_id),
             None => config.registry.find_by_digest(&presented),
         };
+        Self::new(client, blocked).started(config, Step::Lookup { lookup, presented }, requirement)
+    }
+
+    fn new(client: Option<ClientKey>, blocked: Option<Duration>) -> Self {
         Self {
             client,
             blocked,
-            requirement,
+            requirement: Requirement::default(),
             step: Step::Done,
         }
-        .started(config, Step::Lookup { lookup, presented })
     }
 
     /// Takes the decision, from `step`, as far as the backends answer at once:
     /// [`Started::Decided`], or [`Started::Waiting`] with the step left waiting, to be
     /// polled.
-    fn started(mut self, config: &GuardConfig, step: Step) -> Started {
-        match self.go_on(config, step) {
-            Some(decision) => Started::Decided(decision),
-            None => Started::Waiting(self),
+    ///
+    /// The route's `requirement` is cloned into the decision only when it waits.
+    fn started(mut self, config: &GuardConfig, step: Step, requirement: &Requirement) -> Started {
+        if let Some(decision) = self.go_on(config, step, requirement) {
+            return Started::Decided(decision);
         }
+        self.requirement = requirement.clone();
+        Started::Waiting(self)
     }
 
     /// The one continuation of a decision: takes `step`, and those it leads to, as far as
@@ -234,11 +237,16 @@ impl Verification {
     /// # Panics
     ///
     /// When `step` is [`Step::Done`].
-    fn go_on(&mut self, config: &GuardConfig, mut step: Step) -> Option<Decision> {
+    fn go_on(
+        &mut self,
+        config: &GuardConfig,
+        mut step: Step,
+        requirement: &Requirement,
+    ) -> Option<Decision> {
         loop {
             step = match step {
                 Step::Lookup { lookup, presented } => match lookup.into_ready() {
-                    Ok(found) => match self.verified(config, &presented, found) {
+                    Ok(found) => match self.verified(config, &presented, found, requirement) {
                         Progress::Decided(decision) => return Some(decision),
                         Progress::Next(next) => next,
                     },
@@ -304,7 +312,11 @@ impl Verification {
                 self.step = step;
                 return Poll::Pending;
             }
-            if let Some(decision) = self.go_on(config, step) {
+            // Taken out for the call (`go_on` borrows `self` mutably), and put back.
+            let requirement = mem::take(&mut self.requirement);
+            let decision = self.go_on(config, step, &requirement);
+            self.requirement = requirement;
+            if let Some(decision) = decision {
                 return Poll::Ready(decision);
             }
         }
@@ -317,6 +329,7 @@ impl Verification {
         config: &GuardConfig,
         presented: &KeyDigest,
         found: Result<Option<Arc<KeyRecord>>, RegistryError>,
+        requirement: &Requirement,
     ) -> Progress {
         let found = match found {
             Ok(found) => found,
@@ -354,7 +367,7 @@ impl Verification {
             // to its lookup.
             passage.note_passed(record.key_id);
         }
-        match Self::admit(config, Principal::new(record), &self.requirement) {
+        match Self::admit(config, Principal::new(record), requirement) {
             Step::Decided(decision) => Progress::Decided(decision),
             step => Progress::Next(step),
         }

@@ -187,6 +187,12 @@ struct Rule {
     access: Access,
 }
 
+/// Nothing asked of a valid credential beyond its validity.
+pub(crate) static NO_REQUIREMENT: Requirement = Requirement {
+    scopes: None,
+    cost: None,
+};
+
 /// The access a request gets when no rule matches: a valid credential.
 pub(crate) static DEFAULT_ACCESS: Access = Access::Required(Requirement {
     scopes: None,

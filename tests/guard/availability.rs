@@ -194,3 +194,62 @@ async fn asynchronous_registry_admits_and_refuses_correctly() {
             .all(|e| matches!(e.principal_id.as_deref(), Some("coordinator-1" | "legacy")))
     );
 }
+
+/// A decision that waits for the registry keeps what the route asks of the key: its
+/// scopes (checked before anything is counted) and its cost, as a decision taken at once
+/// does.
+#[tokio::test]
+async fn a_decision_waiting_for_the_registry_keeps_the_routes_scopes_and_cost() {
+    use std::num::NonZeroU32;
+
+    use keygate::{
+        KeyRegistry as _, RateLimit,
+        guard::Route,
+        limit::{Clock, InMemoryRateLimit, Quota, Tiers},
+    };
+
+    let inner = Arc::new(InMemoryRegistry::new());
+    let quota = Quota::per_minute(NonZeroU32::new(20).unwrap());
+    let guard = ApiKeyGuard::builder()
+        .registry(DelayedRegistry {
+            inner: Arc::clone(&inner),
+            delay: Duration::from_millis(5),
+        })
+        .rate_limit(RateLimit::new(
+            InMemoryRateLimit::new(Tiers::new(quota)).with_clock(Clock::manual()),
+        ))
+        .route(
+            Route::exact("/whoami")
+                .scope("jobs:read")
+                .cost(NonZeroU32::new(7).unwrap()),
+        )
+        .build()
+        .unwrap();
+    let app = app(guard);
+    let issue = |grant| async {
+        let issued = inner.issue(grant).await.unwrap();
+        issued.key.expose_secret().to_owned()
+    };
+    let reader = issue(KeyGrant::new("reader").scopes(["jobs:read"])).await;
+    let other = issue(KeyGrant::new("other").scopes(["jobs:write"])).await;
+
+    // Without the scope: 403, however often, and nothing counted.
+    for _ in 0..5 {
+        oneshot(app.clone(), get("/whoami").header("x-api-key", &other))
+            .await
+            .assert_refusal(403, "insufficient_scope");
+    }
+    // With it: each request costs 7 of 20.
+    for remaining in [13, 6] {
+        let reply = oneshot(app.clone(), get("/whoami").header("x-api-key", &reader)).await;
+        reply.assert_ok();
+        let rate_limit = reply.headers["ratelimit"].to_str().unwrap();
+        assert!(
+            rate_limit.starts_with(&format!("\"default\";r={remaining};")),
+            "{rate_limit}"
+        );
+    }
+    oneshot(app.clone(), get("/whoami").header("x-api-key", &reader))
+        .await
+        .assert_refusal(429, "rate_limited");
+}
