@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 
 use super::{
     AuditFailure, GuardConfig,
-    routes::{Access, NO_REQUIREMENT, Requirement},
+    routes::{Access, Requirement},
 };
 use crate::{
     BackendFuture, KeyDigest, KeyRecord, KeyStatus, Malformed, Outcome, Principal, RegistryError,
@@ -132,10 +132,7 @@ impl Verification {
         client_ip: Option<IpAddr>,
         access: &Access,
     ) -> Started {
-        let requirement = match access {
-            Access::Required(requirement) => requirement,
-            Access::Public | Access::Optional => &NO_REQUIREMENT,
-        };
+        let requirement = access.requirement();
         let client = client_ip.map(ClientKey::from);
         let mut blocked = None;
         if let Some(limiter) = &config.failed_attempts {

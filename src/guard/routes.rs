@@ -136,10 +136,7 @@ impl Route {
     /// The requirement so far (none after `public` or `optional`: a rule that requires
     /// something requires a credential).
     fn requirement(&self) -> Requirement {
-        match &self.access {
-            Access::Required(requirement) => requirement.clone(),
-            Access::Public | Access::Optional => Requirement::default(),
-        }
+        self.access.requirement().clone()
     }
 }
 
@@ -187,17 +184,30 @@ struct Rule {
     access: Access,
 }
 
-/// Nothing asked of a valid credential beyond its validity.
-pub(crate) static NO_REQUIREMENT: Requirement = Requirement {
-    scopes: None,
-    cost: None,
-};
+impl Requirement {
+    /// Nothing asked of a valid credential beyond its validity.
+    const NONE: Self = Self {
+        scopes: None,
+        cost: None,
+    };
+}
+
+/// [`Requirement::NONE`], to borrow.
+static NO_REQUIREMENT: Requirement = Requirement::NONE;
 
 /// The access a request gets when no rule matches: a valid credential.
-pub(crate) static DEFAULT_ACCESS: Access = Access::Required(Requirement {
-    scopes: None,
-    cost: None,
-});
+pub(crate) static DEFAULT_ACCESS: Access = Access::Required(Requirement::NONE);
+
+impl Access {
+    /// What a valid credential must satisfy here: nothing beyond its validity on a public
+    /// or optional route.
+    pub(crate) fn requirement(&self) -> &Requirement {
+        match self {
+            Access::Required(requirement) => requirement,
+            Access::Public | Access::Optional => &NO_REQUIREMENT,
+        }
+    }
+}
 
 impl RoutePolicy {
     /// Compiles `routes`. Refuses two rules for the same path, kind and methods.

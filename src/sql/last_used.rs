@@ -48,15 +48,13 @@ impl Pending {
         let used = self.used.pin();
         match used.get(key_id) {
             Some(&latest) if latest >= secs => {}
-            // Inserted again if a flush removed it since the lookup (an `update` alone
-            // would find nothing, and lose this use).
-            Some(_) => {
+            None if used.len() >= MAX_PENDING => {}
+            // A later use of a key noted, or a new key with room for it. Inserted also for
+            // a key noted that a flush removed since the lookup: an `update` would find
+            // nothing, and lose this use.
+            Some(_) | None => {
                 used.update_or_insert(*key_id, |latest| (*latest).max(secs), secs);
             }
-            None if used.len() < MAX_PENDING => {
-                used.update_or_insert(*key_id, |latest| (*latest).max(secs), secs);
-            }
-            None => {}
         }
     }
 
