@@ -126,6 +126,17 @@ impl fmt::Debug for KeyError {
 ///
 /// It is what a generated key is looked up by and what audit records and admin APIs name.
 /// It is not secret. `Copy`, stored inline, no allocation.
+///
+/// ```
+/// use keygate::{ApiKey, KeyId, KeyPrefix};
+///
+/// let (key, key_id) = ApiKey::generate(&KeyPrefix::default())?;
+/// // The key's second part, readable without the registry.
+/// assert!(key.expose_secret().contains(&format!("_{key_id}_")));
+/// assert_eq!(KeyId::parse(key_id.as_str())?, key_id);
+/// assert!(KeyId::parse("not-a-key-id").is_err());
+/// # Ok::<(), keygate::KeyError>(())
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KeyId([u8; KEY_ID_LEN]);
 
@@ -200,6 +211,15 @@ impl<'de> Deserialize<'de> for KeyId {
 // KeyPrefix
 
 /// The prefix of generated keys: 1 to 8 lowercase ASCII letters (default `kg`).
+///
+/// ```
+/// use keygate::{ApiKey, KeyPrefix};
+///
+/// let (key, _) = ApiKey::generate(&KeyPrefix::new("cx")?)?;
+/// assert!(key.expose_secret().starts_with("cx_"));
+/// assert!(KeyPrefix::new("Not_Lowercase").is_err());
+/// # Ok::<(), keygate::KeyError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct KeyPrefix(String);
 
@@ -542,6 +562,24 @@ impl ParsedKey {
 /// [`KeyError::InvalidCharacters`] for bytes outside visible ASCII,
 /// [`KeyError::BadChecksum`] for the layout of a generated key with a wrong checksum, and
 /// [`KeyError::TooShort`] for other text shorter than [`MIN_OPAQUE_KEY_LEN`].
+///
+/// ```
+/// use keygate::{ApiKey, KeyError, KeyPrefix, key::{ParsedKey, parse_credential}};
+///
+/// let (key, key_id) = ApiKey::generate(&KeyPrefix::default())?;
+/// assert_eq!(parse_credential(key.expose_secret())?, ParsedKey::Structured { key_id });
+///
+/// // One character changed: the checksum tells, with no lookup.
+/// let mut typo = key.expose_secret().to_owned();
+/// let last = if typo.ends_with('a') { "b" } else { "a" };
+/// typo.replace_range(typo.len() - 1.., last);
+/// assert!(matches!(parse_credential(&typo), Err(KeyError::BadChecksum)));
+///
+/// // Any other key long enough is opaque: looked up by its digest.
+/// let opaque = parse_credential("q2V/n+0cM3nMn3WrWWMzRr4m5nN1QIk4YHd0Y2W9Zfk=")?;
+/// assert_eq!(opaque, ParsedKey::Opaque);
+/// # Ok::<(), KeyError>(())
+/// ```
 pub fn parse_credential(text: &str) -> Result<ParsedKey, KeyError> {
     let bytes = text.as_bytes();
     if !is_visible_ascii(bytes) {

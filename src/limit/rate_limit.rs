@@ -6,6 +6,36 @@ use std::{fmt, num::NonZeroU32, sync::Arc};
 use super::RateLimitBackend;
 
 /// Whom the per-request rate limit counts against.
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use keygate::{ApiKey, ApiKeyGuard, KeyGrant, RateLimit, Rejection};
+/// use keygate::limit::{InMemoryRateLimit, LimitBy, Quota, Tiers};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (old, new) = ("old-key-from-openssl-rand-base64-32-xxx", "new-key-from-openssl-rand-base64-32-xxx");
+/// let guard = |by| {
+///     let one_per_minute = Tiers::new(Quota::per_minute(NonZeroU32::MIN));
+///     ApiKeyGuard::builder()
+///         .key(ApiKey::new(old)?, KeyGrant::new("ci-runner"))
+///         .key(ApiKey::new(new)?, KeyGrant::new("ci-runner"))
+///         .rate_limit(RateLimit::new(InMemoryRateLimit::new(one_per_minute)).by(by))
+///         .build()
+/// };
+///
+/// // Per principal: the new key shares the old one's budget.
+/// let per_principal = guard(LimitBy::Principal)?;
+/// per_principal.authenticate(old, None, "call").await?;
+/// let refused = per_principal.authenticate(new, None, "call").await;
+/// assert!(matches!(refused, Err(Rejection::RateLimited(_))));
+///
+/// // Per key: each has its own.
+/// let per_key = guard(LimitBy::Key)?;
+/// per_key.authenticate(old, None, "call").await?;
+/// per_key.authenticate(new, None, "call").await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LimitBy {

@@ -24,6 +24,34 @@ use crate::{BackendFuture, KeyDigest, KeyId};
 /// update, delete) take a mutex among themselves and are visible to every lookup that
 /// starts after they return. Answers are always ready, so the guard never allocates a
 /// future for them.
+///
+/// The guard and the code that administers keys share one registry through an `Arc`:
+///
+/// ```
+/// use std::sync::Arc;
+/// use keygate::{ApiKeyGuard, InMemoryRegistry, KeyGrant, KeyLookup, KeyRegistry, Rejection};
+/// use time::OffsetDateTime;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let registry = Arc::new(InMemoryRegistry::new());
+/// let guard = ApiKeyGuard::builder().registry(Arc::clone(&registry)).build()?;
+///
+/// let issued = registry.issue(KeyGrant::new("coordinator-1")).await?;
+/// let key = issued.key.expose_secret();
+/// assert_eq!(guard.authenticate(key, None, "ws auth").await?.id(), "coordinator-1");
+///
+/// // The registry keeps the key's digest, never the key.
+/// let record = registry.find_by_id(&issued.record.key_id).await?.ok_or("registered")?;
+/// assert!(record.digest.ct_eq(&issued.key.digest()));
+///
+/// // A revocation takes effect on the very next request.
+/// registry.revoke(&issued.record.key_id, OffsetDateTime::now_utc()).await?;
+/// let refused = guard.authenticate(key, None, "ws auth").await;
+/// assert!(matches!(refused, Err(Rejection::RevokedCredentials)));
+/// assert_eq!(registry.len(), 1);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct InMemoryRegistry {
     by_id: Table<KeyId>,

@@ -65,6 +65,19 @@ pub struct KeyRecord {
 }
 
 /// Whether a key works at a given moment.
+///
+/// ```
+/// use keygate::{ApiKey, KeyPrefix, KeyRecord, KeyStatus};
+/// use time::{Duration, OffsetDateTime};
+///
+/// let (key, key_id) = ApiKey::generate(&KeyPrefix::default())?;
+/// let now = OffsetDateTime::now_utc();
+/// let record = KeyRecord::new(key_id, key.digest(), "ci-runner")
+///     .with_expiry(Some(now + Duration::days(90)));
+/// assert_eq!(record.status_at(now), KeyStatus::Active);
+/// assert_eq!(record.status_at(now + Duration::days(91)), KeyStatus::Expired);
+/// # Ok::<(), keygate::KeyError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyStatus {

@@ -233,6 +233,29 @@ fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Read> {
 
 /// [`verify_chain`] on the file at `path`.
 ///
+/// A record edited after it was written is found, with its line:
+///
+/// ```
+/// use keygate::audit::{verify_file, AuditError, AuditEvent, AuditSink, ChainErrorKind, JsonLinesSink, Outcome};
+///
+/// # let dir = std::env::temp_dir().join(format!("keygate-verify-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// let path = dir.join("audit.jsonl");
+/// let sink = JsonLinesSink::open(&path)?;
+/// sink.record(AuditEvent::new("key.revoke", Outcome::Succeeded));
+/// sink.record(AuditEvent::new("key.revoke", Outcome::Refused));
+/// drop(sink);
+/// assert_eq!(verify_file(&path)?.lines, 2);
+///
+/// let text = std::fs::read_to_string(&path)?;
+/// std::fs::write(&path, text.replacen("refused", "succeeded", 1))?;
+/// let Err(AuditError::Chain(broken)) = verify_file(&path) else { panic!("an edit goes unseen") };
+/// assert_eq!(broken.line, 2);
+/// assert!(matches!(broken.kind, ChainErrorKind::HashMismatch));
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// # Errors
 ///
 /// [`AuditError::Io`] if the file cannot be opened, [`AuditError::Chain`] if the chain
