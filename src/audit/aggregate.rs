@@ -105,19 +105,29 @@ impl<S: AuditSink> AggregatingSink<S> {
     }
 
     /// The interval over which refusals are counted (at least 1 ms).
+    ///
+    /// A setting, made before the sink records anything: once it has recorded a refusal
+    /// (its background thread runs), the sink keeps the value it started with, and logs a
+    /// warning.
     #[must_use]
     pub fn interval(mut self, interval: Duration) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.interval = interval.max(Duration::from_millis(1));
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.interval = interval.max(Duration::from_millis(1)),
+            None => ignored("interval"),
         }
         self
     }
 
     /// How many (client, reason) pairs are counted at once (at least 1).
+    ///
+    /// A setting, made before the sink records anything: once it has recorded a refusal
+    /// (its background thread runs), the sink keeps the value it started with, and logs a
+    /// warning.
     #[must_use]
     pub fn capacity(mut self, capacity: usize) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.capacity = capacity.max(1);
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.capacity = capacity.max(1),
+            None => ignored("capacity"),
         }
         self
     }
@@ -177,6 +187,15 @@ impl<S: AuditSink> Shared<S> {
             self.inner.record(event);
         }
     }
+}
+
+/// Says that a setting came after the sink started, and was not taken.
+fn ignored(setting: &str) {
+    tracing::warn!(
+        target: "keygate::audit",
+        setting,
+        "AggregatingSink: a setting made after the sink started recording is ignored",
+    );
 }
 
 /// Wakes every `interval` and records the counts of the intervals that ended, until the
@@ -308,6 +327,34 @@ mod tests {
                 .unwrap()
                 .contains("count")
         );
+    }
+
+    #[test]
+    fn a_setting_after_the_sink_started_is_not_taken() {
+        let memory = MemorySink::new();
+        let sink = AggregatingSink::new(memory.clone())
+            .interval(Duration::from_secs(3600))
+            .capacity(5);
+        sink.record(refusal("203.0.113.7", "invalid_credentials"));
+        let mut late = None;
+        let logged = crate::audit::tracing_sink::tests::capture(|| {
+            late = Some(sink.interval(Duration::from_millis(1)).capacity(1));
+        });
+        assert!(
+            logged.contains("WARN") && logged.contains("setting=\"interval\""),
+            "{logged}"
+        );
+        assert!(logged.contains("setting=\"capacity\""), "{logged}");
+        let sink = late.unwrap();
+        let shown = format!("{sink:?}");
+        assert!(
+            shown.contains("interval: 3600s") && shown.contains("capacity: 5"),
+            "{shown}"
+        );
+        // Still counted over the hour it started with.
+        std::thread::sleep(Duration::from_millis(20));
+        sink.record(refusal("203.0.113.7", "invalid_credentials"));
+        assert_eq!(memory.len(), 1);
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl AuditSink for TracingSink {
 
 #[cfg(test)]
 #[allow(clippy::expect_used, clippy::unwrap_used)] // tests may panic
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::io;
     use std::sync::{Arc, Mutex};
@@ -118,7 +118,8 @@ mod tests {
         }
     }
 
-    fn capture(record: impl FnOnce()) -> String {
+    /// What `record` logs, at every level.
+    pub(crate) fn capture(record: impl FnOnce()) -> String {
         let buffer = Buffer::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(buffer.clone())
