@@ -22,18 +22,31 @@
 //! over the cores before they are timed. After the group, the scaling ratios (throughput with n threads ÷ with one) are
 //! printed from criterion's medians.
 //!
+//! Then, for every scenario whose rows ran, the ratio is measured in pairs: a run of one
+//! thread and a run of n threads ([`PAIRED_REQUESTS`] requests on each thread), which goes
+//! first alternating, [`PAIRED_ROUNDS`] times; each pair gives a ratio (n × the one
+//! thread's time ÷ the n threads' time), and the median of those ratios is printed with
+//! their 10th and 90th percentiles. The machine's load drifts over seconds and moves rows
+//! measured one after the other (criterion's ratios above range over 1.5–2.1× for an
+//! unchanged build), but it hits both runs of a pair alike. The threads of these runs are
+//! pinned (`core_affinity`): the n threads one to a core, the single thread on each core
+//! in turn, two rounds each; left to the scheduler, the single thread's speed depended on
+//! where it landed (0.6 or 0.9 M requests/s from one run to the next).
+//!
 //! ```text
 //! cargo bench --bench guard -- threads                    # 1 and 2 threads
 //! KEYGATE_BENCH_THREADS=1,2,4 cargo bench --bench guard -- threads
 //! ```
 
 use std::{
+    cell::RefCell,
     path::PathBuf,
     sync::{Arc, Barrier, mpsc},
     thread::Scope,
     time::{Duration, Instant},
 };
 
+use core_affinity::CoreId;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use http::{HeaderValue, Request, Response, StatusCode};
 use keygate::{ApiKey, InMemoryRegistry, KeyGrant, KeyLookup};
@@ -94,11 +107,13 @@ struct Workers {
 }
 
 impl Workers {
-    /// Starts a thread per service in `scope`, each presenting its key.
+    /// Starts a thread per service in `scope`, each presenting its key, the `i`th pinned
+    /// to `cores[i]` when given (and left to the scheduler otherwise).
     fn start<'scope, S, B>(
         scope: &'scope Scope<'scope, '_>,
         services: Vec<S>,
         keys: &[&'static HeaderValue],
+        cores: Option<&[CoreId]>,
     ) -> Self
     where
         S: Service<Request<()>, Response = Response<B>> + Send + 'scope,
@@ -109,10 +124,19 @@ impl Workers {
         let jobs = services
             .into_iter()
             .zip(keys)
-            .map(|(mut service, &key)| {
+            .enumerate()
+            .map(|(i, (mut service, &key))| {
                 let (job, jobs) = mpsc::channel::<u64>();
                 let (start, report) = (Arc::clone(&start), report.clone());
+                let core = cores.and_then(|cores| cores.get(i).copied());
                 scope.spawn(move || {
+                    if let Some(core) = core {
+                        assert!(
+                            core_affinity::set_for_current(core),
+                            "cannot pin a bench thread to core {}",
+                            core.id
+                        );
+                    }
                     while let Ok(iters) = jobs.recv() {
                         start.wait();
                         let began = Instant::now();
@@ -160,6 +184,8 @@ pub(crate) fn bench(c: &mut Criterion) {
     #[cfg(feature = "sqlite")]
     let sqlite = SqliteKeys::new(most);
 
+    // The scenarios whose rows ran (not filtered out), for the paired measurement.
+    let ran = RefCell::new(Vec::new());
     let mut group = c.benchmark_group(GROUP);
     // Few long samples: each is a run of every thread at once.
     group.sample_size(10);
@@ -169,8 +195,9 @@ pub(crate) fn bench(c: &mut Criterion) {
         let per_thread = &keys[..n];
 
         std::thread::scope(|scope| {
-            let workers = Workers::start(scope, vec![inner(); n], per_thread);
+            let workers = Workers::start(scope, vec![inner(); n], per_thread, None);
             group.bench_function(BenchmarkId::new("no_guard", n), |b| {
+                note_ran(&ran, "no_guard");
                 b.iter_custom(|iters| workers.run(iters));
             });
         });
@@ -184,13 +211,14 @@ pub(crate) fn bench(c: &mut Criterion) {
                 Stages::limited().scoped(),
             ),
         ] {
-            guarded(&mut group, scenario, n, &registry, keys, stages);
+            guarded(&mut group, &ran, scenario, n, &registry, keys, stages);
         }
         #[cfg(feature = "sqlite")]
         sqlite.warm();
         #[cfg(feature = "sqlite")]
         guarded(
             &mut group,
+            &ran,
             "sqlite_key_per_thread",
             n,
             &sqlite.registry,
@@ -200,13 +228,162 @@ pub(crate) fn bench(c: &mut Criterion) {
     }
     group.finish();
     print_scaling(&counts);
+
+    let ran = ran.into_inner();
+    if ran.is_empty() {
+        return;
+    }
+    let (rounds, requests) = paired_size();
+    println!(
+        "\nthreads, paired: {rounds} alternated rounds of {requests} requests per thread; \
+         n threads ÷ 1 thread, median of the rounds' ratios (p10–p90)"
+    );
+    let one_key = vec![keys[0]; most];
+    for scenario in ran {
+        match scenario {
+            "no_guard" => paired(scenario, &inner(), &keys, &counts),
+            "one_key" => paired(
+                scenario,
+                &guard(&registry, Stages::limited()).layer(inner()),
+                &one_key,
+                &counts,
+            ),
+            "key_per_thread" => paired(
+                scenario,
+                &guard(&registry, Stages::limited()).layer(inner()),
+                &keys,
+                &counts,
+            ),
+            "key_per_thread_scoped" => paired(
+                scenario,
+                &guard(&registry, Stages::limited().scoped()).layer(inner()),
+                &keys,
+                &counts,
+            ),
+            #[cfg(feature = "sqlite")]
+            "sqlite_key_per_thread" => {
+                sqlite.warm();
+                paired(
+                    scenario,
+                    &guard(&sqlite.registry, Stages::limited()).layer(inner()),
+                    &sqlite.keys,
+                    &counts,
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Notes that `scenario`'s rows ran.
+fn note_ran(ran: &RefCell<Vec<&'static str>>, scenario: &'static str) {
+    let mut ran = ran.borrow_mut();
+    if !ran.contains(&scenario) {
+        ran.push(scenario);
+    }
+}
+
+/// Rounds of the paired measurement.
+const PAIRED_ROUNDS: usize = 200;
+/// Requests on each thread in each run of the paired measurement (about 8 ms guarded).
+const PAIRED_REQUESTS: u64 = 10_000;
+
+/// The rounds and requests of the paired measurement: a token run under `--test` (which
+/// only checks that every benchmark works).
+fn paired_size() -> (usize, u64) {
+    if std::env::args().any(|arg| arg == "--test") {
+        (2, 100)
+    } else {
+        (PAIRED_ROUNDS, PAIRED_REQUESTS)
+    }
+}
+
+/// The paired measurement of `service`'s scaling (see the module's docs): one thread
+/// against each count of `counts` above one, thread `i` presenting `keys[i]`.
+fn paired<S, B>(scenario: &str, service: &S, keys: &[&'static HeaderValue], counts: &[usize])
+where
+    S: Service<Request<()>, Response = Response<B>> + Clone + Send,
+    S::Error: std::fmt::Debug,
+{
+    let (rounds, requests) = paired_size();
+    let all_cores = core_affinity::get_core_ids()
+        .filter(|cores| !cores.is_empty())
+        .expect("the cores this process may run on");
+    let mut service = service.clone();
+    for &key in keys {
+        expect_status(&mut service, request(key), StatusCode::OK);
+    }
+    for &n in counts.iter().filter(|&&n| n > 1) {
+        let (mut ratios, mut many_rate) = (Vec::new(), Vec::new());
+        // The single thread's rates, per core.
+        let mut one_rate = vec![Vec::new(); all_cores.len()];
+        // Thread `i` of the n on core `i`; the single thread on each core in turn.
+        let cores: Vec<CoreId> = (0..n).map(|i| all_cores[i % all_cores.len()]).collect();
+        std::thread::scope(|scope| {
+            let ones: Vec<Workers> = all_cores
+                .iter()
+                .map(|core| {
+                    let core = Some(std::slice::from_ref(core));
+                    Workers::start(scope, vec![service.clone()], &keys[..1], core)
+                })
+                .collect();
+            let many = Workers::start(scope, vec![service.clone(); n], &keys[..n], Some(&cores));
+            // Warm: the caches fill.
+            for one in &ones {
+                one.run(requests / 4);
+            }
+            many.run(requests / 4);
+            for round in 0..rounds {
+                let on = round / 2 % ones.len();
+                let one = &ones[on];
+                let (single, all) = if round % 2 == 0 {
+                    let single = one.run(requests);
+                    (single, many.run(requests))
+                } else {
+                    let all = many.run(requests);
+                    (one.run(requests), all)
+                };
+                let (single, all) = (single.as_secs_f64(), all.as_secs_f64());
+                ratios.push(n as f64 * single / all);
+                one_rate[on].push(requests as f64 / single);
+                many_rate.push(n as f64 * requests as f64 / all);
+            }
+        });
+        let [p10, median, p90] = percentiles(&mut ratios);
+        let one_rate: Vec<String> = one_rate
+            .iter_mut()
+            .zip(&all_cores)
+            .map(|(rates, core)| format!("{:.2} on core {}", percentiles(rates)[1] / 1e6, core.id))
+            .collect();
+        let many_rate = percentiles(&mut many_rate)[1];
+        println!(
+            "  {scenario:<21} {n}: {median:.2}× ({p10:.2}–{p90:.2})   \
+             M requests/s (medians): 1 thread {}; {n} threads {:.2}",
+            one_rate.join(", "),
+            many_rate / 1e6,
+        );
+    }
+}
+
+/// The 10th percentile, the median and the 90th percentile of `values` (sorted here).
+fn percentiles(values: &mut [f64]) -> [f64; 3] {
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let last = values.len().saturating_sub(1);
+        values
+            .get((last as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    [at(0.1), at(0.5), at(0.9)]
 }
 
 /// The guard on `registry` with `stages` (one, as a server has one, cloned into every
 /// thread), each of the `n` threads presenting its key of `keys`.
 fn guarded<R: KeyLookup>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    scenario: &str,
+    ran: &RefCell<Vec<&'static str>>,
+    scenario: &'static str,
     n: usize,
     registry: &Arc<R>,
     keys: &[&'static HeaderValue],
@@ -217,8 +394,9 @@ fn guarded<R: KeyLookup>(
         expect_status(&mut service, request(key), StatusCode::OK);
     }
     std::thread::scope(|scope| {
-        let workers = Workers::start(scope, vec![service; n], keys);
+        let workers = Workers::start(scope, vec![service; n], keys, None);
         group.bench_function(BenchmarkId::new(scenario, n), |b| {
+            note_ran(ran, scenario);
             b.iter_custom(|iters| workers.run(iters));
         });
     });
