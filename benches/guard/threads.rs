@@ -292,7 +292,7 @@ const PAIRED_REQUESTS: u64 = 10_000;
 /// only checks that every benchmark works).
 fn paired_size() -> (usize, u64) {
     if std::env::args().any(|arg| arg == "--test") {
-        (2, 100)
+        (4, 100)
     } else {
         (PAIRED_ROUNDS, PAIRED_REQUESTS)
     }
@@ -353,6 +353,7 @@ where
         let one_rate: Vec<String> = one_rate
             .iter_mut()
             .zip(&all_cores)
+            .filter(|(rates, _)| !rates.is_empty())
             .map(|(rates, core)| format!("{:.2} on core {}", percentiles(rates)[1] / 1e6, core.id))
             .collect();
         let many_rate = percentiles(&mut many_rate)[1];
